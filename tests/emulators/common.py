@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import ssl
 import tempfile
 import threading
@@ -122,6 +123,7 @@ class HttpsServer:
     """Runs a WSGI app over HTTPS on 127.0.0.1 on a free port, in a daemon thread."""
 
     def __init__(self, app: Any, ca: TestCA) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server: BaseWSGIServer = make_server(
             "127.0.0.1", 0, app, threaded=True, ssl_context=ca.server_context()
         )
