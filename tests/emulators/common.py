@@ -75,7 +75,12 @@ class RecordedRequest:
 
     @property
     def is_write(self) -> bool:
-        return self.method not in ("GET", "HEAD", "OPTIONS")
+        """PUT/PATCH/DELETE, and POST except ARM `list...` actions (listClusterUserCredential reads)."""
+        if self.method in ("GET", "HEAD", "OPTIONS"):
+            return False
+        if self.method == "POST":
+            return not self.path.rstrip("/").rsplit("/", 1)[-1].lower().startswith("list")
+        return True
 
 
 class RequestLog:
