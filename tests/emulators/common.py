@@ -110,11 +110,7 @@ class RequestLog:
         return [r for r in self.items if not r.is_write]
 
     def matching(self, method: str | None = None, contains: str = "") -> list[RecordedRequest]:
-        return [
-            r
-            for r in self.items
-            if (method is None or r.method == method) and contains.lower() in r.path.lower()
-        ]
+        return [r for r in self.items if (method is None or r.method == method) and contains.lower() in r.path.lower()]
 
 
 def json_response(body: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
@@ -129,9 +125,7 @@ class HttpsServer:
 
     def __init__(self, app: Any, ca: TestCA) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server: BaseWSGIServer = make_server(
-            "127.0.0.1", 0, app, threaded=True, ssl_context=ca.server_context()
-        )
+        self._server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ca.server_context())
         self.port = self._server.server_port
         self.url = f"https://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

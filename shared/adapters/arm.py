@@ -1,0 +1,142 @@
+"""ARM clients (one per subscription and service, cached) and ARM error translation.
+
+The endpoint, token scope and CA bundle come from settings: sovereign clouds in production,
+the local emulator in tests. Retries on 429/5xx belong to azure-core's retry policy (it
+honours Retry-After); once it gives up, the error becomes a TemporaryError for the queue.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, NoReturn
+
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+from shared.adapters.counting import record
+from shared.errors import KeylessError, PermanentError, TemporaryError
+from shared.settings import Settings
+
+
+class _CountingPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
+    """Counts every HTTP attempt (retries included) against the current reconcile."""
+
+    def on_request(self, request: Any) -> None:
+        http = request.http_request
+        record("arm", http.method, http.url)
+
+
+def error_code(exc: HttpResponseError) -> str:
+    """The ARM error code (`error.code`), or '' when the body had none."""
+    err = getattr(exc, "error", None)
+    code = getattr(err, "code", None)
+    if code:
+        return str(code)
+    response: Any = exc.response
+    try:
+        body = response.json() if response is not None else None
+    except Exception:  # noqa: BLE001 - a non-JSON error body simply has no code
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("code") or "")
+    return ""
+
+
+def retry_after(exc: HttpResponseError, default: float) -> float:
+    response: Any = exc.response
+    headers = response.headers if response is not None else {}
+    try:
+        return max(float(headers.get("Retry-After", default)), 1.0)
+    except (TypeError, ValueError):
+        return default
+
+
+def translate(exc: Exception, what: str) -> KeylessError:
+    """Map an SDK exception to Temporary/Permanent by status and error code, never message text."""
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return TemporaryError(f"{what}: could not reach ARM ({type(exc).__name__})", 15)
+    if not isinstance(exc, HttpResponseError):
+        return PermanentError(f"{what}: unexpected {type(exc).__name__}")
+    status = exc.status_code or 0
+    code = error_code(exc)
+    if status == 429:
+        return TemporaryError(f"{what}: throttled by ARM ({code or 'TooManyRequests'})", retry_after(exc, 30))
+    if status >= 500 or status == 408:
+        return TemporaryError(f"{what}: ARM answered {status} {code}".rstrip(), retry_after(exc, 30))
+    if status in (401, 403):
+        return PermanentError(
+            f"{what}: Keyless's identity is not allowed ({status} {code}); grant it the role in infra/"
+        )
+    if status == 409:
+        return TemporaryError(f"{what}: conflict ({code or 'Conflict'}); another operation is in progress", 30)
+    return PermanentError(f"{what}: ARM refused the request ({status} {code or 'no code'})")
+
+
+def raise_translated(exc: Exception, what: str) -> NoReturn:
+    raise translate(exc, what) from exc
+
+
+class ArmClients:
+    """Builds the azure-mgmt clients once per subscription, all sharing one configuration."""
+
+    def __init__(self, credential: Any, settings: Settings) -> None:
+        self._credential = credential
+        self._settings = settings
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def _kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "base_url": self._settings.arm_endpoint,
+            "credential_scopes": [self._settings.arm_scope],
+            "per_retry_policies": [_CountingPolicy()],
+        }
+        if self._settings.ca_bundle:
+            kwargs["connection_verify"] = self._settings.ca_bundle
+        return kwargs
+
+    def _get(self, kind: str, subscription_id: str) -> Any:
+        key = (kind, subscription_id.lower())
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._build(kind, subscription_id)
+                self._clients[key] = client
+            return client
+
+    def _build(self, kind: str, subscription_id: str) -> Any:
+        if kind == "msi":
+            from azure.mgmt.msi import ManagedServiceIdentityClient
+
+            return ManagedServiceIdentityClient(self._credential, subscription_id, **self._kwargs())
+        if kind == "authorization":
+            from azure.mgmt.authorization import AuthorizationManagementClient
+
+            return AuthorizationManagementClient(self._credential, subscription_id, **self._kwargs())
+        if kind == "containerservice":
+            from azure.mgmt.containerservice import ContainerServiceClient
+
+            return ContainerServiceClient(self._credential, subscription_id, **self._kwargs())
+        if kind == "cognitiveservices":
+            from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
+
+            return CognitiveServicesManagementClient(self._credential, subscription_id, **self._kwargs())
+        raise ValueError(kind)
+
+    def msi(self, subscription_id: str) -> Any:
+        return self._get("msi", subscription_id)
+
+    def authorization(self, subscription_id: str) -> Any:
+        return self._get("authorization", subscription_id)
+
+    def containerservice(self, subscription_id: str) -> Any:
+        return self._get("containerservice", subscription_id)
+
+    def cognitiveservices(self, subscription_id: str) -> Any:
+        return self._get("cognitiveservices", subscription_id)
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()

@@ -1,0 +1,122 @@
+"""AKS managed clusters: read the OIDC/workload-identity state, enable it, get API server access."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import time
+from typing import Any
+
+import yaml
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from shared.adapters.arm import ArmClients, raise_translated
+from shared.errors import PermanentError, TemporaryError
+from shared.ids import ResourceId
+from shared.observed import ClusterState
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeAccess:
+    """Where the API server is and how to trust it; `token` only for local (admin) accounts."""
+
+    server: str
+    ca_data: bytes
+    token: str | None = None
+
+
+def _cluster_state(cluster_id: ResourceId, mc: Any) -> ClusterState:
+    props = mc.get("properties") or {}
+    oidc = props.get("oidcIssuerProfile") or {}
+    wi = (props.get("securityProfile") or {}).get("workloadIdentity") or {}
+    return ClusterState(
+        id=mc.get("id") or str(cluster_id),
+        name=mc.get("name") or cluster_id.name,
+        location=mc.get("location") or "",
+        provisioning_state=props.get("provisioningState") or "Succeeded",
+        oidc_issuer_enabled=bool(oidc.get("enabled")),
+        issuer_url=oidc.get("issuerURL") or None,
+        workload_identity_enabled=bool(wi.get("enabled")),
+        aad_enabled=bool(props.get("aadProfile")),
+        local_accounts_disabled=bool(props.get("disableLocalAccounts")),
+        tags=dict(mc.get("tags") or {}),
+    )
+
+
+class ClusterAdapter:
+    def __init__(self, clients: ArmClients) -> None:
+        self._clients = clients
+
+    def _ops(self, cluster_id: ResourceId) -> Any:
+        return self._clients.containerservice(cluster_id.subscription_id).managed_clusters
+
+    def _get_model(self, cluster_id: ResourceId) -> Any:
+        try:
+            return self._ops(cluster_id).get(cluster_id.resource_group, cluster_id.name)
+        except ResourceNotFoundError as exc:
+            raise PermanentError(f"cluster {cluster_id} not found") from exc
+        except HttpResponseError as exc:
+            raise_translated(exc, "reading the cluster")
+
+    def get(self, cluster_id: ResourceId) -> ClusterState:
+        """The cluster's state; PermanentError if it does not exist."""
+        return _cluster_state(cluster_id, self._get_model(cluster_id))
+
+    def enable_workload_identity(self, cluster_id: ResourceId, wait_seconds: float) -> ClusterState | None:
+        """GET then PUT with OIDC issuer + workload identity on (what `az aks update` does).
+
+        Waits for the long-running operation at most `wait_seconds`; returns the new state if
+        it finished by then, None if it is still running (the caller retries later).
+        """
+        model = self._get_model(cluster_id)
+        body = model.as_dict(exclude_readonly=True)
+        props = body.setdefault("properties", {})
+        props["oidcIssuerProfile"] = {**(props.get("oidcIssuerProfile") or {}), "enabled": True}
+        security = props.setdefault("securityProfile", {})
+        security["workloadIdentity"] = {**(security.get("workloadIdentity") or {}), "enabled": True}
+        try:
+            poller = self._ops(cluster_id).begin_create_or_update(
+                cluster_id.resource_group, cluster_id.name, body, polling_interval=1
+            )
+        except HttpResponseError as exc:
+            raise_translated(exc, "enabling OIDC issuer and workload identity")
+        deadline = time.monotonic() + wait_seconds
+        try:
+            while not poller.done() and time.monotonic() < deadline:
+                poller.wait(timeout=max(0.0, min(5.0, deadline - time.monotonic())))
+            if not poller.done():
+                return None
+            return _cluster_state(cluster_id, poller.result())
+        except HttpResponseError as exc:
+            raise_translated(exc, "waiting for the cluster update")
+
+    def kube_access(self, cluster_id: ResourceId, use_admin: bool) -> KubeAccess:
+        """Server URL and CA from listClusterUserCredential (Entra); admin kubeconfig only if allowed."""
+        ops = self._ops(cluster_id)
+        try:
+            if use_admin:
+                creds = ops.list_cluster_admin_credentials(cluster_id.resource_group, cluster_id.name)
+            else:
+                creds = ops.list_cluster_user_credentials(cluster_id.resource_group, cluster_id.name)
+        except ResourceNotFoundError as exc:
+            raise PermanentError(f"cluster {cluster_id} not found") from exc
+        except HttpResponseError as exc:
+            raise_translated(exc, "fetching cluster credentials")
+        kubeconfigs = creds.get("kubeconfigs") or []
+        if not kubeconfigs:
+            raise TemporaryError("cluster returned no kubeconfig", 30)
+        raw = kubeconfigs[0].get("value")
+        try:
+            text = raw if isinstance(raw, bytes) else base64.b64decode(raw)
+            config = yaml.safe_load(text)
+            cluster = config["clusters"][0]["cluster"]
+            server = cluster["server"]
+            ca = base64.b64decode(cluster["certificate-authority-data"])
+        except (KeyError, IndexError, TypeError, ValueError, yaml.YAMLError) as exc:
+            raise PermanentError("cluster credentials are not a kubeconfig Keyless can read") from exc
+        token = None
+        if use_admin:
+            token = ((config.get("users") or [{}])[0].get("user") or {}).get("token")
+            if not token:
+                raise PermanentError("admin kubeconfig holds no token")
+        return KubeAccess(server=server, ca_data=ca, token=token)

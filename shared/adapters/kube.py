@@ -1,0 +1,218 @@
+"""The workload's cluster: namespace check, ServiceAccount annotations, the workload ConfigMap.
+
+Connects as Azure does for Entra-enabled AKS: server and CA from listClusterUserCredential,
+a bearer token for the AKS server application from the same Azure credential. Writes are
+server-side applies under our own field manager, so fields other tools own stay theirs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from shared.adapters.clusters import ClusterAdapter
+from shared.adapters.counting import record
+from shared.errors import PermanentError, TemporaryError
+from shared.ids import ResourceId
+from shared.observed import KubeObjectState
+from shared.settings import Settings
+
+APPLY = "application/apply-patch+yaml"
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        if status == 409:
+            return TemporaryError(f"{what}: conflict on the Kubernetes API", 5)
+        if status == 429 or status >= 500:
+            return TemporaryError(f"{what}: Kubernetes API answered {status}", 15)
+        if status in (401, 403):
+            return PermanentError(
+                f"{what}: Keyless is not allowed on the cluster ({status}); grant it the Kubernetes role in infra/"
+            )
+        return PermanentError(f"{what}: Kubernetes API refused the request ({status} {exc.reason or ''})".strip())
+    if isinstance(exc, HTTPError):
+        return TemporaryError(f"{what}: Kubernetes API unreachable ({type(exc).__name__})", 30)
+    return exc
+
+
+def _state(obj: Any) -> KubeObjectState:
+    meta = obj.metadata
+    managers = frozenset(m.manager for m in (meta.managed_fields or []) if m.manager)
+    return KubeObjectState(
+        name=meta.name,
+        namespace=meta.namespace or "",
+        annotations=dict(meta.annotations or {}),
+        data=dict(getattr(obj, "data", None) or {}),
+        managers=managers,
+        resource_version=meta.resource_version or "",
+    )
+
+
+class KubeAdapter:
+    """One connection per cluster, cached for `kube_credentials_ttl_seconds`."""
+
+    def __init__(self, credential: Any, settings: Settings, clusters: ClusterAdapter) -> None:
+        self._credential = credential
+        self._settings = settings
+        self._clusters = clusters
+        self._connections: dict[str, tuple[Any, float]] = {}
+        self._lock = threading.Lock()
+
+    # --- connection -------------------------------------------------------------------------
+
+    def _api(self, cluster_id: ResourceId) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._connections.get(cluster_id.key)
+        if cached and cached[1] > now:
+            return cached[0]
+        access = self._clusters.kube_access(cluster_id, use_admin=self._settings.allow_local_accounts)
+        from kubernetes import client
+
+        cfg: Any = client.Configuration()
+        cfg.host = access.server
+        cfg.ca_cert_data = access.ca_data.decode() if isinstance(access.ca_data, bytes) else access.ca_data
+        cfg.api_key_prefix["authorization"] = "Bearer"
+        if access.token:
+            cfg.api_key["authorization"] = access.token
+        else:
+            scope = self._settings.aks_server_scope
+            credential = self._credential
+
+            def refresh(c: Any) -> None:
+                c.api_key["authorization"] = credential.get_token(scope).token
+
+            cfg.api_key["authorization"] = ""
+            cfg.refresh_api_key_hook = refresh  # type: ignore[assignment]
+
+        class _CountingApiClient(client.ApiClient):  # type: ignore[misc]
+            def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+                record("kube", method, url)
+                return super().call_api(method, url, *args, **kwargs)
+
+        api = client.CoreV1Api(_CountingApiClient(cfg))
+        with self._lock:
+            self._connections[cluster_id.key] = (api, now + self._settings.kube_credentials_ttl_seconds)
+        return api
+
+    def forget(self, cluster_id: ResourceId) -> None:
+        """Drop the cached connection (e.g. after the cluster was recreated)."""
+        with self._lock:
+            self._connections.pop(cluster_id.key, None)
+
+    def _call(self, cluster_id: ResourceId, what: str, fn: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return fn(self._api(cluster_id))
+        except ApiException as exc:
+            if exc.status == 401:
+                self.forget(cluster_id)
+            raise _translate(exc, what) from exc
+        except Exception as exc:  # noqa: BLE001 - only urllib3 errors are translated, the rest re-raised
+            translated = _translate(exc, what)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def _get_or_none(self, cluster_id: ResourceId, what: str, fn: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        def call(api: Any) -> Any:
+            try:
+                return fn(api)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+        return self._call(cluster_id, what, call)
+
+    # --- namespace --------------------------------------------------------------------------
+
+    def namespace_exists(self, cluster_id: ResourceId, namespace: str) -> bool:
+        return (
+            self._get_or_none(cluster_id, "reading the namespace", lambda api: api.read_namespace(namespace))
+            is not None
+        )
+
+    def create_namespace(self, cluster_id: ResourceId, namespace: str) -> None:
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        self._call(
+            cluster_id,
+            "creating the namespace",
+            lambda api: api.patch_namespace(
+                namespace, body, field_manager=self._settings.field_manager, force=True, _content_type=APPLY
+            ),
+        )
+
+    # --- service account --------------------------------------------------------------------
+
+    def get_service_account(self, cluster_id: ResourceId, namespace: str, name: str) -> KubeObjectState | None:
+        obj = self._get_or_none(
+            cluster_id, "reading the service account", lambda api: api.read_namespaced_service_account(name, namespace)
+        )
+        return None if obj is None else _state(obj)
+
+    def apply_service_account(
+        self, cluster_id: ResourceId, namespace: str, name: str, annotations: dict[str, str]
+    ) -> KubeObjectState:
+        """Server-side apply of exactly our annotations (an empty dict releases them)."""
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if annotations:
+            metadata["annotations"] = annotations
+        body = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
+        obj = self._call(
+            cluster_id,
+            "applying the service account",
+            lambda api: api.patch_namespaced_service_account(
+                name, namespace, body, field_manager=self._settings.field_manager, force=True, _content_type=APPLY
+            ),
+        )
+        return _state(obj)
+
+    def delete_service_account(self, cluster_id: ResourceId, namespace: str, name: str) -> bool:
+        gone = self._get_or_none(
+            cluster_id,
+            "deleting the service account",
+            lambda api: api.delete_namespaced_service_account(name, namespace),
+        )
+        return gone is not None
+
+    # --- config map -------------------------------------------------------------------------
+
+    def get_configmap(self, cluster_id: ResourceId, namespace: str, name: str) -> KubeObjectState | None:
+        obj = self._get_or_none(
+            cluster_id, "reading the config map", lambda api: api.read_namespaced_config_map(name, namespace)
+        )
+        return None if obj is None else _state(obj)
+
+    def apply_configmap(
+        self, cluster_id: ResourceId, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]
+    ) -> KubeObjectState:
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "data": data,
+        }
+        obj = self._call(
+            cluster_id,
+            "applying the config map",
+            lambda api: api.patch_namespaced_config_map(
+                name, namespace, body, field_manager=self._settings.field_manager, force=True, _content_type=APPLY
+            ),
+        )
+        return _state(obj)
+
+    def delete_configmap(self, cluster_id: ResourceId, namespace: str, name: str) -> bool:
+        gone = self._get_or_none(
+            cluster_id, "deleting the config map", lambda api: api.delete_namespaced_config_map(name, namespace)
+        )
+        return gone is not None

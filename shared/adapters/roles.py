@@ -1,0 +1,84 @@
+"""Role assignments at the scope of one Azure OpenAI account."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from shared.adapters.arm import ArmClients, error_code, raise_translated
+from shared.errors import PermanentError, TemporaryError
+from shared.observed import RoleAssignmentState
+
+ROLE_ASSIGNMENT_EXISTS = "RoleAssignmentExists"
+PRINCIPAL_NOT_FOUND = "PrincipalNotFound"
+UPDATE_NOT_PERMITTED = "RoleAssignmentUpdateNotPermitted"
+
+
+def _state(ra: Any) -> RoleAssignmentState:
+    return RoleAssignmentState(
+        id=ra.id, name=ra.name, scope=ra.scope, role_definition_id=ra.role_definition_id, principal_id=ra.principal_id
+    )
+
+
+def role_definition_id(subscription_id: str, role_guid: str) -> str:
+    return f"/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{role_guid}"
+
+
+class RoleAssignmentAdapter:
+    def __init__(self, clients: ArmClients) -> None:
+        self._clients = clients
+
+    def _ops(self, subscription_id: str) -> Any:
+        return self._clients.authorization(subscription_id).role_assignments
+
+    def list_for_principal(self, subscription_id: str, scope: str, principal_id: str) -> list[RoleAssignmentState]:
+        """Assignments of the principal at or above `scope` (one read, whatever their names)."""
+        try:
+            return [
+                _state(ra)
+                for ra in self._ops(subscription_id).list_for_scope(scope, filter=f"principalId eq '{principal_id}'")
+            ]
+        except ResourceNotFoundError:
+            return []
+        except HttpResponseError as exc:
+            raise_translated(exc, "listing role assignments")
+
+    def create(
+        self, subscription_id: str, scope: str, name: str, role_guid: str, principal_id: str
+    ) -> RoleAssignmentState | None:
+        """Create; None if the same principal/role/scope exists under another name (RoleAssignmentExists)."""
+        body = {
+            "properties": {
+                "roleDefinitionId": role_definition_id(subscription_id, role_guid),
+                "principalId": principal_id,
+                # Tells ARM to skip the directory lookup that fails for fresh principals.
+                "principalType": "ServicePrincipal",
+                "description": "Managed by Keyless",
+            }
+        }
+        try:
+            return _state(self._ops(subscription_id).create(scope, name, body))
+        except HttpResponseError as exc:
+            code = error_code(exc)
+            if code == ROLE_ASSIGNMENT_EXISTS:
+                return None
+            if code == PRINCIPAL_NOT_FOUND:
+                raise TemporaryError("the new identity's principal is not replicated yet", 20) from exc
+            if code == UPDATE_NOT_PERMITTED:
+                raise PermanentError(
+                    f"role assignment {name} exists with other properties; delete it and retry"
+                ) from exc
+            raise_translated(exc, "creating the role assignment")
+
+    def delete(self, subscription_id: str, scope: str, name: str) -> bool:
+        """Delete by name; True if it existed (ARM answers 204 when absent)."""
+        try:
+            status = self._ops(subscription_id).delete(
+                scope, name, cls=lambda pipeline_response, *_: pipeline_response.http_response.status_code
+            )
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as exc:
+            raise_translated(exc, "deleting the role assignment")
+        return status != 204

@@ -1,0 +1,29 @@
+"""Errors by what the caller should do about them, not by where they came from.
+
+    KeylessError
+    ├── TemporaryError   "not yet": retry after `delay_seconds` (queue redelivery, never a sleep)
+    └── PermanentError   "failed": a person must fix something; `reason` says what
+
+Adapters translate SDK exceptions into these by HTTP status and error *code* (never message
+text) and chain the original as `__cause__`.
+"""
+
+from __future__ import annotations
+
+
+class KeylessError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TemporaryError(KeylessError):
+    """The world is not ready yet (replication, an operation in progress, throttling)."""
+
+    def __init__(self, reason: str, delay_seconds: float = 30.0) -> None:
+        super().__init__(reason)
+        self.delay_seconds = delay_seconds
+
+
+class PermanentError(KeylessError):
+    """Retrying will not help until someone changes an input or a resource."""

@@ -1,0 +1,114 @@
+"""What a reconcile reports: one outcome per step, the identity it ended with, request counts.
+
+These outcomes are what the logs, the ledger and the API show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Literal
+
+Outcome = Literal["created", "updated", "unchanged", "deleted", "absent", "not-yet", "failed", "skipped"]
+Status = Literal["ready", "not-ready", "failed", "removed"]
+
+
+@dataclasses.dataclass
+class StepOutcome:
+    step: str
+    outcome: Outcome
+    reason: str = ""
+    delay_seconds: float | None = None
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"step": self.step, "outcome": self.outcome}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.delay_seconds is not None:
+            out["delaySeconds"] = self.delay_seconds
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class RequestCounts:
+    """ARM and Kubernetes requests made, reads and writes apart. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.arm_reads = 0
+        self.arm_writes = 0
+        self.kube_reads = 0
+        self.kube_writes = 0
+
+    def count(self, target: Literal["arm", "kube"], write: bool) -> None:
+        with self._lock:
+            attr = f"{target}_{'writes' if write else 'reads'}"
+            setattr(self, attr, getattr(self, attr) + 1)
+
+    @property
+    def writes(self) -> int:
+        return self.arm_writes + self.kube_writes
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "armReads": self.arm_reads,
+            "armWrites": self.arm_writes,
+            "kubeReads": self.kube_reads,
+            "kubeWrites": self.kube_writes,
+        }
+
+
+@dataclasses.dataclass
+class ReconcileResult:
+    binding_key: str
+    desired: Literal["present", "absent"]
+    steps: list[StepOutcome] = dataclasses.field(default_factory=list)
+    identity: dict[str, str] = dataclasses.field(default_factory=dict)
+    credential: dict[str, str] = dataclasses.field(default_factory=dict)
+    role_assignment_id: str | None = None
+    kube_objects: list[str] = dataclasses.field(default_factory=list)
+    requests: RequestCounts = dataclasses.field(default_factory=RequestCounts)
+
+    def step(self, name: str) -> StepOutcome:
+        for s in self.steps:
+            if s.step == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def status(self) -> Status:
+        outcomes = {s.outcome for s in self.steps}
+        if "failed" in outcomes:
+            return "failed"
+        if "not-yet" in outcomes:
+            return "not-ready"
+        return "removed" if self.desired == "absent" else "ready"
+
+    @property
+    def retry_after_seconds(self) -> float | None:
+        delays = [s.delay_seconds for s in self.steps if s.outcome == "not-yet" and s.delay_seconds is not None]
+        return max(delays) if delays else None
+
+    @property
+    def reason(self) -> str:
+        for s in self.steps:
+            if s.outcome in ("failed", "not-yet"):
+                return f"{s.step}: {s.reason}"
+        return ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bindingKey": self.binding_key,
+            "desired": self.desired,
+            "status": self.status,
+            "reason": self.reason,
+            "retryAfterSeconds": self.retry_after_seconds,
+            "steps": [s.as_dict() for s in self.steps],
+            "identity": self.identity,
+            "credential": self.credential,
+            "roleAssignmentId": self.role_assignment_id,
+            "kubernetesObjects": self.kube_objects,
+            "requests": self.requests.as_dict(),
+        }

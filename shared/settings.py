@@ -1,0 +1,115 @@
+"""One frozen settings object, read from environment variables once and validated.
+
+Every key is listed, with its default, in local.settings.sample.json. Endpoints are settings
+so that sovereign clouds work, and so that tests can point the real SDKs at local emulators.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from shared.binding import OPENAI_USER_ROLE_ID, resolve_role
+from shared.errors import PermanentError
+
+AKS_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
+"""The Entra application of every AKS API server (the audience of kubelogin tokens)."""
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(PermanentError):
+    """A setting is missing or malformed: the app cannot start doing work."""
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{key}: expected true or false, got {raw!r}")
+
+
+def _float(env: Mapping[str, str], key: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key}: expected a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{key}: must be >= {minimum}")
+    return value
+
+
+def _url(env: Mapping[str, str], key: str, default: str) -> str:
+    value = (env.get(key) or default).strip().rstrip("/")
+    if not value.startswith("https://"):
+        raise SettingsError(f"{key}: must be an https:// URL, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    arm_endpoint: str = "https://management.azure.com"
+    arm_scope: str = "https://management.azure.com/.default"
+    authority_host: str = "https://login.microsoftonline.com"
+    aks_server_app_id: str = AKS_SERVER_APP_ID
+    ca_bundle: str | None = None
+    identity_subscription_id: str | None = None
+    identity_resource_group: str | None = None
+    role_allowlist: tuple[str, ...] = (OPENAI_USER_ROLE_ID,)
+    default_role: str = OPENAI_USER_ROLE_ID
+    enable_cluster_features: bool = True
+    cluster_update_wait_seconds: float = 0.0
+    allow_local_accounts: bool = False
+    create_namespaces: bool = False
+    field_manager: str = "keyless"
+    kube_credentials_ttl_seconds: float = 900.0
+
+    @property
+    def aks_server_scope(self) -> str:
+        return f"{self.aks_server_app_id}/.default"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        arm = _url(env, "KEYLESS_ARM_ENDPOINT", cls.arm_endpoint)
+        allow = tuple(
+            r.strip().lower()
+            for r in (env.get("KEYLESS_ROLE_ALLOWLIST") or OPENAI_USER_ROLE_ID).split(",")
+            if r.strip()
+        )
+        for role in allow:
+            resolve_role(role, allow, field="KEYLESS_ROLE_ALLOWLIST")
+        default_role = resolve_role(env.get("KEYLESS_DEFAULT_ROLE") or allow[0], allow, field="KEYLESS_DEFAULT_ROLE")
+        field_manager = (env.get("KEYLESS_FIELD_MANAGER") or cls.field_manager).strip()
+        if not field_manager or len(field_manager) > 128:
+            raise SettingsError("KEYLESS_FIELD_MANAGER: 1 to 128 printable characters")
+        ca_bundle = (env.get("KEYLESS_CA_BUNDLE") or "").strip() or None
+        if ca_bundle and not os.path.isfile(ca_bundle):
+            raise SettingsError(f"KEYLESS_CA_BUNDLE: no file at {ca_bundle!r}")
+        return cls(
+            arm_endpoint=arm,
+            arm_scope=(env.get("KEYLESS_ARM_SCOPE") or f"{arm}/.default").strip(),
+            authority_host=_url(env, "KEYLESS_AUTHORITY_HOST", cls.authority_host),
+            aks_server_app_id=(env.get("KEYLESS_AKS_SERVER_APP_ID") or AKS_SERVER_APP_ID).strip(),
+            ca_bundle=ca_bundle,
+            identity_subscription_id=(env.get("KEYLESS_IDENTITY_SUBSCRIPTION_ID") or "").strip() or None,
+            identity_resource_group=(env.get("KEYLESS_IDENTITY_RESOURCE_GROUP") or "").strip() or None,
+            role_allowlist=allow,
+            default_role=default_role,
+            enable_cluster_features=_bool(env, "KEYLESS_ENABLE_CLUSTER_FEATURES", True),
+            cluster_update_wait_seconds=_float(env, "KEYLESS_CLUSTER_UPDATE_WAIT_SECONDS", 0.0),
+            allow_local_accounts=_bool(env, "KEYLESS_ALLOW_LOCAL_ACCOUNTS", False),
+            create_namespaces=_bool(env, "KEYLESS_CREATE_NAMESPACES", False),
+            field_manager=field_manager,
+            kube_credentials_ttl_seconds=_float(env, "KEYLESS_KUBE_CREDENTIALS_TTL_SECONDS", 900.0),
+        )
