@@ -87,9 +87,14 @@ class Settings:
             for r in (env.get("KEYLESS_ROLE_ALLOWLIST") or OPENAI_USER_ROLE_ID).split(",")
             if r.strip()
         )
-        for role in allow:
-            resolve_role(role, allow, field="KEYLESS_ROLE_ALLOWLIST")
-        default_role = resolve_role(env.get("KEYLESS_DEFAULT_ROLE") or allow[0], allow, field="KEYLESS_DEFAULT_ROLE")
+        try:
+            for role in allow:
+                resolve_role(role, allow, field="KEYLESS_ROLE_ALLOWLIST")
+            default_role = resolve_role(
+                env.get("KEYLESS_DEFAULT_ROLE") or allow[0], allow, field="KEYLESS_DEFAULT_ROLE"
+            )
+        except PermanentError as exc:
+            raise SettingsError(exc.reason) from None
         field_manager = (env.get("KEYLESS_FIELD_MANAGER") or cls.field_manager).strip()
         if not field_manager or len(field_manager) > 128:
             raise SettingsError("KEYLESS_FIELD_MANAGER: 1 to 128 printable characters")
