@@ -1,0 +1,1200 @@
+"""A strict local stand-in for the AKS kube-apiserver, for tests that drive the real `kubernetes` client.
+
+Why our own and not kmock (PyPI "kmock" 0.8, evaluated first): kmock is an asyncio/aiohttp server
+(it must be entered with `async with` inside an event loop), serves plain HTTP only (no TLS
+context), treats every PATCH as a naive recursive dict merge whatever the content type (no
+server-side apply, no managedFields, no field ownership or apply conflicts, no null-deletes), keeps
+no resourceVersion (lists say "..."), never answers 409 Conflict on stale writes, and its Status
+bodies use made-up reasons ("Object Not Found") plus a traceback in `details`. Bending it to all of
+that would be a rewrite, so this module is a small werkzeug app instead.
+
+What is emulated (core/v1 Namespaces, ServiceAccounts, ConfigMaps, Pods; apps/v1 Deployments):
+- HTTPS with the test CA, bearer-token auth (401 Status), minimal discovery (/version, /api, /apis).
+- list (labelSelector: =, ==, !=, in, notin, exists, !exists; fieldSelector: metadata.name,
+  metadata.namespace, spec.serviceAccountName, spec.nodeName, status.phase), get, create, replace,
+  patch, delete; deleting a namespace removes its objects at once.
+- metadata: uid, one global resourceVersion counter, creationTimestamp, generation (Deployments),
+  managedFields (Apply and Update entries, FieldsV1). A write that changes nothing keeps the
+  resourceVersion.
+- PATCH: server-side apply (field ownership per manager, removal of fields a manager stops
+  applying, conflicts, force), JSON merge patch, strategic merge patch (lists of containers, env,
+  volumes, ... merged by key), JSON patch.
+- Errors as real `Status` objects with the real reasons and messages (NotFound, AlreadyExists,
+  Conflict, Invalid with causes, BadRequest, Unauthorized, ...); injected faults; an "unavailable"
+  switch.
+- Deployments get the main API defaults and a synthesized "fully rolled out" status.
+
+Not emulated: watch, subresources (status, scale, log, exec, token), other kinds, RBAC, admission
+webhooks (the workload-identity webhook does not mutate Pods here), garbage collection/finalizers,
+pagination (limit/continue), protobuf/CBOR, fieldValidation, apply of list items by anything but the
+field name (list-map keys are looked up by field name only), `$patch` directives and most
+field-level validation beyond names, labels, annotations and the Deployment selector/containers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import functools
+import itertools
+import json
+import re
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from werkzeug.wrappers import Request, Response
+
+from tests.emulators.common import (
+    Clock,
+    HttpsServer,
+    RecordedRequest,
+    RequestLog,
+    TestCA,
+    bearer_token,
+    json_response,
+    token_for_scope,
+)
+
+AKS_SERVER_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
+"""The Entra ID scope of the AKS AAD server application (the audience of AKS user tokens)."""
+
+KUBERNETES_VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.2"}
+
+
+# --------------------------------------------------------------------------- resource types
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceType:
+    kind: str
+    plural: str
+    group: str  # "" for the core group
+    namespaced: bool
+    name_rule: str  # "subdomain" (DNS-1123 subdomain) or "label" (DNS-1123 label)
+    delete_returns_object: bool  # as the real registry does (and the Python client expects)
+    short_names: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/v1" if self.group else "v1"
+
+    @property
+    def qualified(self) -> str:
+        """How the resource is named in messages: `serviceaccounts`, `deployments.apps`."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def qualified_kind(self) -> str:
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+    @property
+    def prefix(self) -> str:
+        return f"/apis/{self.group}/v1" if self.group else "/api/v1"
+
+
+RESOURCES: dict[str, ResourceType] = {
+    rt.kind: rt
+    for rt in (
+        ResourceType("Namespace", "namespaces", "", False, "label", True, ("ns",)),
+        ResourceType("ServiceAccount", "serviceaccounts", "", True, "subdomain", True, ("sa",)),
+        ResourceType("ConfigMap", "configmaps", "", True, "subdomain", False, ("cm",)),
+        ResourceType("Pod", "pods", "", True, "subdomain", True, ("po",)),
+        ResourceType("Deployment", "deployments", "apps", True, "subdomain", False, ("deploy",)),
+    )
+}
+
+
+# --------------------------------------------------------------------------- errors as Status
+
+
+class ApiError(Exception):
+    """An error the server answers with a `Status` body."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict | None = None,
+                 headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(f"{code} {reason}: {message}")
+        self.code, self.reason, self.message = code, reason, message
+        self.details, self.headers = details, list(headers)
+
+    def status(self) -> dict:
+        body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": self.message, "reason": self.reason, "code": self.code}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+    def response(self) -> Response:
+        return json_response(self.status(), self.code, self.headers)
+
+
+DEFAULT_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+                   405: "MethodNotAllowed", 409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType",
+                   422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+                   503: "ServiceUnavailable", 504: "Timeout"}
+
+
+def _ref(rt: ResourceType, name: str) -> dict:
+    details = {"name": name, "kind": rt.plural}
+    if rt.group:
+        details["group"] = rt.group
+    return details
+
+
+def not_found(rt: ResourceType, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{rt.qualified} "{name}" not found', _ref(rt, name))
+
+
+def already_exists(rt: ResourceType, name: str) -> ApiError:
+    return ApiError(409, "AlreadyExists", f'{rt.qualified} "{name}" already exists', _ref(rt, name))
+
+
+def modified_conflict(rt: ResourceType, name: str) -> ApiError:
+    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rt.qualified} "{name}": the object '
+                    "has been modified; please apply your changes to the latest version and try again",
+                    _ref(rt, name))
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cause:
+    field: str
+    kind: str  # "Invalid", "Required", "Duplicate", "Forbidden"
+    detail: str = ""
+    value: Any = None
+
+    def message(self) -> str:
+        if self.kind == "Invalid":
+            return f"Invalid value: {json.dumps(self.value)}: {self.detail}"
+        if self.kind == "Duplicate":
+            return f"Duplicate value: {json.dumps(self.value)}"
+        head = "Required value" if self.kind == "Required" else self.kind
+        return f"{head}: {self.detail}" if self.detail else head
+
+
+def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> ApiError:
+    parts = [f"{c.field}: {c.message()}" for c in causes]
+    summary = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    qualified = f"{kind}.{group}" if group else kind
+    details = {"name": name, "kind": kind,
+               "causes": [{"reason": f"FieldValue{c.kind}", "message": c.message(), "field": c.field}
+                          for c in causes]}
+    if group:
+        details["group"] = group
+    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {summary}', details)
+
+
+# --------------------------------------------------------------------------- field paths
+
+Path = tuple[str, ...]
+"""A field path in FieldsV1 spelling: ("f:metadata", "f:labels", "f:app") or, for an item of a
+keyed list, ("f:spec", ..., "f:containers", 'k:{"name":"app"}', "f:image")."""
+
+MISSING: Any = object()
+
+LIST_MAP_KEYS: dict[str, tuple[str, ...]] = {
+    # Lists merged item by item (x-kubernetes-list-type: map / patch strategy merge), keyed by field name.
+    "containers": ("name",), "initContainers": ("name",), "ephemeralContainers": ("name",),
+    "env": ("name",), "volumes": ("name",), "volumeMounts": ("mountPath",),
+    "ports": ("containerPort", "protocol"), "imagePullSecrets": ("name",), "secrets": ("name",),
+    "ownerReferences": ("uid",), "conditions": ("type",),
+}
+SERVER_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+                   "managedFields", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")
+
+
+def ownable(obj: dict) -> dict:
+    """The part of an object that field managers can own: no type/identity/server fields, no status."""
+    out = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status") and v is not None}
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in SERVER_METADATA}
+    out.pop("metadata", None)
+    if meta:
+        out["metadata"] = meta
+    return out
+
+
+def item_key(field: str, item: dict) -> str:
+    keys = {k: item[k] for k in LIST_MAP_KEYS[field] if k in item}
+    return "k:" + json.dumps(keys, separators=(",", ":"), sort_keys=True)
+
+
+def _is_list_map(field: str, value: Any) -> bool:
+    return field in LIST_MAP_KEYS and isinstance(value, list) and all(isinstance(i, dict) for i in value)
+
+
+def field_paths(value: dict, prefix: Path = ()) -> set[Path]:
+    """Every field set in `value`: leaves (scalars, atomic lists, empty maps) and keyed list items."""
+    paths: set[Path] = set()
+    for key, child in value.items():
+        path = prefix + ("f:" + key,)
+        if isinstance(child, dict) and child:
+            paths |= field_paths(child, path)
+        elif _is_list_map(key, child) and child:
+            for item in child:
+                paths.add(path + (item_key(key, item),))
+                paths |= field_paths(item, path + (item_key(key, item),))
+        else:
+            paths.add(path)
+    return paths
+
+
+def _item_index(items: Any, element: str) -> int | None:
+    if not isinstance(items, list):
+        return None
+    wanted = json.loads(element[2:])
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items()):
+            return i
+    return None
+
+
+def value_at(obj: Any, path: Path) -> Any:
+    for element in path:
+        if element.startswith("f:"):
+            if not isinstance(obj, dict) or element[2:] not in obj:
+                return MISSING
+            obj = obj[element[2:]]
+        else:
+            index = _item_index(obj, element)
+            if index is None:
+                return MISSING
+            obj = obj[index]
+    return obj
+
+
+def path_string(path: Path) -> str:
+    """As structured-merge-diff prints it: `.spec.template.spec.containers[name="app"].image`."""
+    out = ""
+    for element in path:
+        if element.startswith("f:"):
+            out += "." + element[2:]
+        else:
+            out += "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in json.loads(element[2:]).items()) + "]"
+    return out
+
+
+def fields_to_v1(paths: Iterable[Path]) -> dict:
+    tree: dict = {}
+    members = list(paths)
+    for path in members:
+        node = tree
+        for element in path:
+            node = node.setdefault(element, {})
+    for path in members:
+        node = value_at_tree(tree, path)
+        if node and "." not in node:
+            node["."] = {}
+    return tree
+
+
+def value_at_tree(tree: dict, path: Path) -> dict:
+    for element in path:
+        tree = tree[element]
+    return tree
+
+
+def fields_from_v1(tree: dict, prefix: Path = ()) -> set[Path]:
+    paths: set[Path] = set()
+    for key, sub in tree.items():
+        if key == ".":
+            paths.add(prefix)
+        elif not sub:
+            paths.add(prefix + (key,))
+        else:
+            paths |= fields_from_v1(sub, prefix + (key,))
+    return paths
+
+
+# --------------------------------------------------------------------------- merging and patches
+
+
+def merge(target: Any, patch: Any, *, keyed_lists: bool, null_deletes: bool) -> Any:
+    """Merge `patch` into a copy of `target`: maps by key, keyed lists by item key (if asked),
+    everything else replaced. JSON merge patch = (keyed_lists=False, null_deletes=True)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            if null_deletes:
+                result.pop(key, None)
+        elif isinstance(value, dict):
+            result[key] = merge(result.get(key), value, keyed_lists=keyed_lists, null_deletes=null_deletes)
+        elif keyed_lists and _is_list_map(key, value) and isinstance(result.get(key), list):
+            result[key] = _merge_keyed_list(key, result[key], value, null_deletes=null_deletes)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _merge_keyed_list(field: str, live: list, patch: list, *, null_deletes: bool) -> list:
+    result = copy.deepcopy(live)
+    for item in patch:
+        index = _item_index(result, item_key(field, item))
+        if item.get("$patch") == "delete":
+            if index is not None:
+                del result[index]
+        elif index is None:
+            result.append(merge({}, item, keyed_lists=True, null_deletes=null_deletes))
+        else:
+            result[index] = merge(result[index], item, keyed_lists=True, null_deletes=null_deletes)
+    return result
+
+
+def json_patch(target: dict, operations: Any) -> dict:
+    """RFC 6902 (add, remove, replace, test, copy, move)."""
+    if not isinstance(operations, list):
+        raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+    doc = copy.deepcopy(target)
+
+    def locate(pointer: str) -> tuple[Any, str]:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+        parent = doc
+        for part in parts[:-1]:
+            parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+        return parent, parts[-1]
+
+    def get(pointer: str) -> Any:
+        parent, last = locate(pointer)
+        return parent[int(last)] if isinstance(parent, list) else parent[last]
+
+    def put(pointer: str, value: Any, replace: bool) -> None:
+        parent, last = locate(pointer)
+        if isinstance(parent, list):
+            index = len(parent) if last == "-" else int(last)
+            parent[index:index + replace] = [copy.deepcopy(value)]
+        elif replace and last not in parent:
+            raise KeyError(last)
+        else:
+            parent[last] = copy.deepcopy(value)
+
+    def remove(pointer: str) -> Any:
+        parent, last = locate(pointer)
+        return parent.pop(int(last) if isinstance(parent, list) else last)
+
+    for op in operations:
+        kind = op.get("op") if isinstance(op, dict) else None
+        try:
+            path = op["path"]
+            if kind == "add":
+                put(path, op["value"], replace=False)
+            elif kind == "replace":
+                put(path, op["value"], replace=True)
+            elif kind == "remove":
+                remove(path)
+            elif kind == "test" and get(path) != op["value"]:
+                raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
+                               f"request: testing value {path} failed")
+            elif kind in ("copy", "move"):
+                value = remove(op["from"]) if kind == "move" else get(op["from"])
+                put(path, value, replace=False)
+            elif kind != "test":
+                raise bad_request(f"Unexpected kind: {kind}")
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
+            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
+                           f"request: {kind} operation does not apply: doc is missing path: "
+                           f"{op.get('path') if isinstance(op, dict) else op}: {exc}") from None
+    return doc
+
+
+# --------------------------------------------------------------------------- field ownership (SSA)
+
+
+@dataclasses.dataclass(frozen=True)
+class ManagedEntry:
+    manager: str
+    operation: str  # "Apply" or "Update"
+    api_version: str
+    time: str
+    fields: frozenset[Path]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.manager, self.operation)
+
+    def describe(self) -> str:
+        """How apply conflicts name a manager."""
+        return f'"{self.manager}"' if self.operation == "Apply" else f'"{self.manager}" using {self.api_version}'
+
+    def to_json(self) -> dict:
+        return {"manager": self.manager, "operation": self.operation, "apiVersion": self.api_version,
+                "time": self.time, "fieldsType": "FieldsV1", "fieldsV1": fields_to_v1(self.fields)}
+
+    @classmethod
+    def from_json(cls, entry: dict) -> ManagedEntry:
+        return cls(entry["manager"], entry["operation"], entry.get("apiVersion", "v1"),
+                   entry.get("time", ""), frozenset(fields_from_v1(entry.get("fieldsV1") or {})))
+
+
+def find_apply_conflicts(entries: list[ManagedEntry], applier: tuple[str, str], applied: set[Path],
+                         live: dict, config: dict) -> list[tuple[ManagedEntry, Path]]:
+    """Fields the config sets to a different value than the live one while another manager owns them."""
+    conflicts = []
+    for entry in entries:
+        if entry.key == applier:
+            continue
+        for path in sorted(entry.fields & applied):
+            if path[-1].startswith("f:") and value_at(live, path) != value_at(config, path):
+                conflicts.append((entry, path))
+    return conflicts
+
+
+def apply_conflict_error(conflicts: list[tuple[ManagedEntry, Path]]) -> ApiError:
+    causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {entry.describe()}",
+               "field": path_string(path)} for entry, path in conflicts]
+    if len(conflicts) == 1:
+        entry, path = conflicts[0]
+        message = f"Apply failed with 1 conflict: conflict with {entry.describe()}: {path_string(path)}"
+    else:
+        lines = []
+        for describe, group in itertools.groupby(sorted(conflicts, key=lambda c: c[0].describe()),
+                                                 key=lambda c: c[0].describe()):
+            lines.append(f"conflicts with {describe}:")
+            lines += [f"- {path_string(path)}" for _, path in group]
+        message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+    return ApiError(409, "Conflict", message, {"causes": causes})
+
+
+def remove_fields(obj: dict, paths: Iterable[Path]) -> dict:
+    """A copy of `obj` without `paths`; maps and lists left empty by a removal go too."""
+    result = copy.deepcopy(obj)
+    for path in sorted(paths, key=len, reverse=True):
+        chain: list[tuple[Any, Any]] = []
+        node: Any = result
+        for element in path:
+            if element.startswith("f:"):
+                if not isinstance(node, dict) or element[2:] not in node:
+                    break
+                chain.append((node, element[2:]))
+            else:
+                index = _item_index(node, element)
+                if index is None:
+                    break
+                chain.append((node, index))
+            node = chain[-1][0][chain[-1][1]]
+        else:
+            container, key = chain.pop()
+            del container[key]
+            while len(chain) > 1 and chain[-1][0][chain[-1][1]] in ({}, []):
+                container, key = chain.pop()
+                del container[key]
+    return result
+
+
+def drop_nulls(value: Any) -> Any:
+    """An apply config's explicit nulls set nothing (they neither own nor remove a field here)."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
+def server_side_apply(live: dict, entries: list[ManagedEntry], manager: str, config: dict, force: bool,
+                      api_version: str, now: str) -> tuple[dict, list[ManagedEntry]]:
+    """Apply `config` as `manager`: returns the merged object and the new ownership entries.
+
+    - conflicts (another manager owns a field the config sets differently) -> 409 unless `force`,
+      which moves those fields to the applier;
+    - fields the applier owned before but no longer applies are removed from the object unless
+      another manager still owns them;
+    - the applier ends up owning exactly the fields of its config.
+    """
+    config = ownable(drop_nulls(config))
+    applied = field_paths(config)
+    applier = (manager, "Apply")
+    conflicts = find_apply_conflicts(entries, applier, applied, live, config)
+    if conflicts and not force:
+        raise apply_conflict_error(conflicts)
+    taken = {path for _, path in conflicts}
+    previous = next((e for e in entries if e.key == applier), None)
+    others = [dataclasses.replace(e, fields=e.fields - taken) for e in entries if e.key != applier]
+    owned_by_others = set().union(*(e.fields for e in others))
+    dropped = (previous.fields if previous else frozenset()) - applied - owned_by_others
+    merged = merge(remove_fields(live, dropped), config, keyed_lists=True, null_deletes=False)
+    mine = ManagedEntry(manager, "Apply", api_version, now, frozenset(applied))
+    if previous is not None and previous.fields == mine.fields:
+        mine = previous
+    return merged, _replace_entry(others, entries, mine)
+
+
+def changed_paths(old: dict, new: dict) -> set[Path]:
+    """Fields of `new` that `old` lacks or holds with another value (keyed list items: only if new)."""
+    def changed(path: Path) -> bool:
+        if path[-1].startswith("k:"):
+            return value_at(old, path) is MISSING
+        return value_at(old, path) != value_at(new, path)
+    return {path for path in field_paths(ownable(new)) if changed(path)}
+
+
+def record_update(entries: list[ManagedEntry], manager: str, api_version: str, now: str,
+                  old: dict, new: dict) -> list[ManagedEntry]:
+    """An Update (create, PUT, non-apply PATCH) owns the fields it changed; others lose them."""
+    changed = changed_paths(old, new)
+    if not changed:
+        return entries
+    key = (manager, "Update")
+    previous = next((e for e in entries if e.key == key), None)
+    others = [dataclasses.replace(e, fields=e.fields - changed) for e in entries if e.key != key]
+    mine = ManagedEntry(manager, "Update", api_version, now,
+                        frozenset(changed | (previous.fields if previous else set())))
+    return _replace_entry(others, entries, mine)
+
+
+def _replace_entry(others: list[ManagedEntry], original: list[ManagedEntry], mine: ManagedEntry) -> list[ManagedEntry]:
+    keys = [e.key for e in original]
+    if mine.key not in keys:
+        return others + [mine]
+    result = list(others)
+    result.insert(keys.index(mine.key), mine)
+    return result
+
+
+def prune_entries(entries: list[ManagedEntry], obj: dict) -> list[ManagedEntry]:
+    """Forget ownership of fields the object no longer has; drop managers that own nothing."""
+    present = field_paths(ownable(obj))
+    pruned = [dataclasses.replace(e, fields=e.fields & present) if e.fields - present else e for e in entries]
+    return [e for e in pruned if e.fields]
+
+
+# --------------------------------------------------------------------------- validation
+
+SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+                 "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+                 "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+             "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+             "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+
+
+def name_problem(name: str, rule: str) -> str | None:
+    if rule == "label":
+        if len(name) > 63:
+            return "must be no more than 63 characters"
+        return None if LABEL.fullmatch(name) else LABEL_MSG
+    if len(name) > 253:
+        return "must be no more than 253 characters"
+    return None if SUBDOMAIN.fullmatch(name) else SUBDOMAIN_MSG
+
+
+def _qualified_name_ok(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    return (not prefix or (len(prefix) <= 253 and SUBDOMAIN.fullmatch(prefix) is not None)) \
+        and len(name) <= 63 and QUALIFIED_NAME.fullmatch(name) is not None
+
+
+def validate_object(rt: ResourceType, obj: dict, old: dict | None) -> None:
+    meta = obj["metadata"]
+    causes: list[Cause] = []
+    problem = name_problem(meta["name"], rt.name_rule)
+    if problem:
+        causes.append(Cause("metadata.name", "Invalid", problem, meta["name"]))
+    for key, value in (meta.get("labels") or {}).items():
+        if not _qualified_name_ok(key):
+            causes.append(Cause("metadata.labels", "Invalid", "name part must consist of alphanumeric "
+                                "characters, '-', '_' or '.'", key))
+        elif value and (len(value) > 63 or not QUALIFIED_NAME.fullmatch(value)):
+            causes.append(Cause("metadata.labels", "Invalid", "a valid label must be an empty string or "
+                                "consist of alphanumeric characters, '-', '_' or '.'", value))
+    for key in meta.get("annotations") or {}:
+        if not _qualified_name_ok(key):
+            causes.append(Cause("metadata.annotations", "Invalid", "name part must consist of alphanumeric "
+                                "characters, '-', '_' or '.'", key))
+    if rt.kind == "Deployment":
+        causes += _deployment_causes(obj, old)
+    if causes:
+        raise invalid(rt.kind, rt.group, meta["name"], causes)
+
+
+def _deployment_causes(obj: dict, old: dict | None) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    selector = spec.get("selector")
+    template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    causes = []
+    if not selector:
+        causes.append(Cause("spec.selector", "Required"))
+    elif any(template_labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        causes.append(Cause("spec.template.metadata.labels", "Invalid",
+                            "`selector` does not match template `labels`", template_labels))
+    elif old is not None and old["spec"].get("selector") != selector:
+        causes.append(Cause("spec.selector", "Invalid", "field is immutable", selector))
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    if not containers:
+        causes.append(Cause("spec.template.spec.containers", "Required"))
+    seen = set()
+    for i, container in enumerate(containers):
+        name = container.get("name", "")
+        if not name:
+            causes.append(Cause(f"spec.template.spec.containers[{i}].name", "Required"))
+        elif name in seen:
+            causes.append(Cause(f"spec.template.spec.containers[{i}].name", "Duplicate", value=name))
+        seen.add(name)
+        if not container.get("image"):
+            causes.append(Cause(f"spec.template.spec.containers[{i}].image", "Required"))
+    return causes
+
+
+def check_string_maps(obj: dict) -> None:
+    """What the real decoder rejects before anything else: non-string label/annotation/data values."""
+    maps = {"metadata.labels": (obj.get("metadata") or {}).get("labels"),
+            "metadata.annotations": (obj.get("metadata") or {}).get("annotations"), "data": obj.get("data")}
+    for field, values in maps.items():
+        if values is not None and not isinstance(values, dict):
+            raise bad_request(f"json: cannot unmarshal {type(values).__name__} into Go struct field {field} "
+                              "of type map[string]string")
+        for key, value in (values or {}).items():
+            if not isinstance(value, str):
+                raise bad_request(f"json: cannot unmarshal {type(value).__name__} into Go struct field "
+                                  f"{field}.{key} of type string")
+
+
+# --------------------------------------------------------------------------- selectors
+
+_REQUIREMENT = re.compile(r"\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)\s*(?:"
+                          r"(?P<op>==|=|!=)\s*(?P<value>[-A-Za-z0-9_.]*)"
+                          r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?\s*")
+FIELD_SELECTORS = {
+    "metadata.name": ("metadata", "name"), "metadata.namespace": ("metadata", "namespace"),
+    "spec.serviceAccountName": ("spec", "serviceAccountName"), "spec.nodeName": ("spec", "nodeName"),
+    "status.phase": ("status", "phase"),
+}
+POD_ONLY_FIELDS = {"spec.serviceAccountName", "spec.nodeName", "status.phase"}
+
+
+def label_selector(text: str) -> Callable[[dict], bool]:
+    checks = []
+    for part in filter(str.strip, re.split(r",(?![^(]*\))", text)):
+        m = _REQUIREMENT.fullmatch(part)
+        if not m or (m["neg"] and (m["op"] or m["setop"])):
+            raise bad_request(f"unable to parse requirement: invalid label selector: {part.strip()!r}")
+        key = m["key"]
+        if m["setop"]:
+            values = {v.strip() for v in m["values"].split(",")}
+            negate = m["setop"] == "notin"
+            checks.append(lambda labels, key=key, values=values, negate=negate:
+                          (labels.get(key) in values) != negate)
+        elif m["op"]:
+            checks.append(lambda labels, key=key, value=m["value"], negate=m["op"] == "!=":
+                          (labels.get(key) == value) != negate)
+        else:
+            checks.append(lambda labels, key=key, negate=bool(m["neg"]): (key in labels) != negate)
+    return lambda obj: all(check((obj["metadata"].get("labels") or {})) for check in checks)
+
+
+def field_selector(text: str, rt: ResourceType) -> Callable[[dict], bool]:
+    checks = []
+    for part in filter(str.strip, text.split(",")):
+        m = re.fullmatch(r"\s*([A-Za-z.]+)\s*(==|=|!=)\s*(.*?)\s*", part)
+        if not m:
+            raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
+        field, op, value = m.groups()
+        if field not in FIELD_SELECTORS or (field in POD_ONLY_FIELDS and rt.kind != "Pod"):
+            raise bad_request(f"field label not supported: {field}")
+        top, sub = FIELD_SELECTORS[field]
+        checks.append(lambda obj, top=top, sub=sub, value=value, negate=op == "!=":
+                      (((obj.get(top) or {}).get(sub) or "") == value) != negate)
+    return lambda obj: all(check(obj) for check in checks)
+
+
+# --------------------------------------------------------------------------- kind-specific behaviour
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def apply_defaults(rt: ResourceType, obj: dict) -> None:
+    """The defaults the real API server fills in (the ones a client is likely to look at)."""
+    if rt.kind == "Namespace":
+        obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+        obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+    if rt.kind != "Deployment":
+        return
+    spec = obj.setdefault("spec", {})
+    for key, value in (("replicas", 1), ("revisionHistoryLimit", 10), ("progressDeadlineSeconds", 600),
+                       ("strategy", {"type": "RollingUpdate",
+                                     "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})):
+        spec.setdefault(key, value)
+    pod = spec.setdefault("template", {}).setdefault("spec", {})
+    for key, value in (("restartPolicy", "Always"), ("terminationGracePeriodSeconds", 30),
+                       ("dnsPolicy", "ClusterFirst"), ("securityContext", {}), ("schedulerName", "default-scheduler")):
+        pod.setdefault(key, value)
+    for container in pod.get("containers") or []:
+        image = container.get("image") or ""
+        latest = ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")
+        container.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
+        container.setdefault("terminationMessagePath", "/dev/termination-log")
+        container.setdefault("terminationMessagePolicy", "File")
+        container.setdefault("resources", {})
+
+
+def rolled_out_status(obj: dict, now: str) -> dict:
+    """A Deployment whose controller has observed its generation and has all replicas available."""
+    replicas = obj["spec"].get("replicas", 1)
+    name = obj["metadata"]["name"]
+    return {
+        "observedGeneration": obj["metadata"]["generation"], "replicas": replicas,
+        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+        "conditions": [
+            {"type": "Available", "status": "True", "lastUpdateTime": now, "lastTransitionTime": now,
+             "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."},
+            {"type": "Progressing", "status": "True", "lastUpdateTime": now, "lastTransitionTime": now,
+             "reason": "NewReplicaSetAvailable",
+             "message": f'ReplicaSet "{name}-{obj["metadata"]["generation"]:x}" has successfully progressed.'},
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- the emulator
+
+
+@dataclasses.dataclass
+class _Stored:
+    obj: dict  # without metadata.managedFields
+    managed: list[ManagedEntry]
+
+
+@dataclasses.dataclass
+class _Fault:
+    method: str
+    path_contains: str
+    error: ApiError
+    remaining: int
+
+
+PATCH_TYPES = ("application/apply-patch+yaml", "application/merge-patch+json",
+               "application/strategic-merge-patch+json", "application/json-patch+json")
+
+
+class KubeEmulator:
+    """The kube-apiserver emulator. Thread-safe: every request runs under one lock."""
+
+    def __init__(self, ca: TestCA, *, accepted_tokens: set[str] | None = None, clock: Clock | None = None) -> None:
+        self.ca = ca
+        self.accepted_tokens = set(accepted_tokens) if accepted_tokens is not None \
+            else {token_for_scope(AKS_SERVER_SCOPE)}
+        self.clock = clock or Clock()
+        self.log = RequestLog()
+        self.available = True
+        self._lock = threading.RLock()
+        self._objects: dict[tuple[str, str | None, str], _Stored] = {}
+        self._resource_version = 1000
+        self._faults: list[_Fault] = []
+        self._routes = self._route_table()
+        self._server = HttpsServer(self._wsgi, ca)
+        self.url = self._server.url
+        for name in ("default", "kube-system"):
+            self.put_object({"kind": "Namespace", "metadata": {"name": name}}, field_manager="kube-apiserver")
+
+    # ---------------------------------------------------------------- public helpers for tests
+
+    def start(self) -> KubeEmulator:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def add_namespace(self, name: str, labels: dict | None = None) -> None:
+        self.put_object({"kind": "Namespace", "metadata": {"name": name, "labels": dict(labels or {})}})
+
+    def get_object(self, kind: str, namespace: str | None, name: str) -> dict | None:
+        rt = RESOURCES[kind]
+        with self._lock:
+            stored = self._objects.get((kind, namespace if rt.namespaced else None, name))
+            return self._render(stored) if stored else None
+
+    def put_object(self, obj: dict, field_manager: str = "kubectl") -> dict:
+        """Seed (create or overwrite) an object as another tool would: an Update by `field_manager`.
+        A `status` in `obj` is kept as given; `metadata.managedFields` in `obj`, if any, are used as is."""
+        rt = RESOURCES[obj["kind"]]
+        body = copy.deepcopy(obj)
+        meta = body.setdefault("metadata", {})
+        namespace = meta.setdefault("namespace", "default") if rt.namespaced else None
+        given_entries = meta.pop("managedFields", None)
+        with self._lock:
+            if namespace is not None and ("Namespace", None, namespace) not in self._objects:
+                raise ValueError(f'namespace "{namespace}" does not exist; call add_namespace() first')
+            old = self._objects.get((rt.kind, namespace, meta["name"]))
+            new = self._finalize(rt, old, body, namespace, keep_status="status" in body)
+            validate_object(rt, new, None)
+            if given_entries is not None:
+                entries = [ManagedEntry.from_json(e) for e in given_entries]
+            else:
+                entries = record_update(old.managed if old else [], field_manager, rt.api_version,
+                                        self._now(), old.obj if old else {}, new)
+            return self._save(rt, old, new, entries, dry_run=False)[0]
+
+    def delete_object(self, kind: str, namespace: str | None, name: str) -> None:
+        """Remove an object (and, for a namespace, everything in it). KeyError if it does not exist."""
+        rt = RESOURCES[kind]
+        with self._lock:
+            key = (kind, namespace if rt.namespaced else None, name)
+            if key not in self._objects:
+                raise KeyError(f"no {kind} {namespace}/{name}")
+            self._remove(key)
+
+    def inject_fault(self, method: str, path_contains: str, status: int, reason: str = "", message: str = "",
+                     times: int = 1, retry_after: int | None = None) -> None:
+        """The next `times` requests with this method ("*" for any) whose path contains `path_contains`
+        are answered with this Status. 429 carries `Retry-After: 1` unless `retry_after` says otherwise
+        (beware: urllib3 itself retries GET/PUT/DELETE that carry Retry-After, sleeping that long)."""
+        reason = reason or DEFAULT_REASONS.get(status, "Unknown")
+        if retry_after is None and status == 429:
+            retry_after = 1
+        details = {"retryAfterSeconds": retry_after} if retry_after is not None else None
+        headers = [("Retry-After", str(retry_after))] if retry_after is not None else []
+        error = ApiError(status, reason, message or f"injected fault: {reason}", details, headers)
+        with self._lock:
+            self._faults.append(_Fault(method.upper(), path_contains, error, times))
+
+    # ---------------------------------------------------------------- HTTP layer
+
+    def _route_table(self) -> list[tuple[re.Pattern, dict[str, Callable[..., Response]]]]:
+        discovery = {"/version": self._version, "/api": self._core_versions, "/apis": self._group_list,
+                     "/api/v1": functools.partial(self._resource_list, ""),
+                     "/apis/apps": self._apps_group, "/apis/apps/v1": functools.partial(self._resource_list, "apps")}
+        routes = [(re.compile(re.escape(path)), {"GET": handler}) for path, handler in discovery.items()]
+        for rt in RESOURCES.values():
+            collection, item = {"GET": self._list, "POST": self._create}, \
+                {"GET": self._get, "PUT": self._replace, "PATCH": self._patch, "DELETE": self._delete}
+            base = f"{rt.prefix}/namespaces/(?P<namespace>[^/]+)/{rt.plural}" if rt.namespaced \
+                else f"{rt.prefix}/{rt.plural}"
+            bound = {m: functools.partial(h, rt) for m, h in collection.items()}
+            routes.append((re.compile(base), bound))
+            routes.append((re.compile(base + "/(?P<name>[^/]+)"), {m: functools.partial(h, rt) for m, h in item.items()}))
+            if rt.namespaced:  # list across all namespaces
+                routes.append((re.compile(f"{rt.prefix}/{rt.plural}"), {"GET": functools.partial(self._list, rt)}))
+        return routes
+
+    def _wsgi(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            response = self._handle(request)
+        except ApiError as error:
+            response = error.response()
+        except Exception:  # a bug in the emulator: answer like the real server would, loudly
+            response = ApiError(500, "InternalError", "Internal error occurred: " + traceback.format_exc()).response()
+        self.log.add(RecordedRequest(request.method, request.path, request.query_string.decode(),
+                                     response.status_code, request.headers.get("Content-Type", "")))
+        return response(environ, start_response)
+
+    def _handle(self, request: Request) -> Response:
+        if not self.available:
+            raise ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+        with self._lock:
+            self._raise_injected_fault(request)
+        if bearer_token(request) not in self.accepted_tokens:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        for pattern, methods in self._routes:
+            match = pattern.fullmatch(request.path.rstrip("/") or "/")
+            if match:
+                if request.method not in methods:
+                    raise ApiError(405, "MethodNotAllowed",
+                                   "the server does not allow this method on the requested resource")
+                with self._lock:
+                    return methods[request.method](request, **match.groupdict())
+        raise ApiError(404, "NotFound", "the server could not find the requested resource",
+                       {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
+
+    def _raise_injected_fault(self, request: Request) -> None:
+        for fault in self._faults:
+            if fault.remaining > 0 and fault.method in ("*", request.method) and fault.path_contains in request.path:
+                fault.remaining -= 1
+                raise fault.error
+
+    # ---------------------------------------------------------------- discovery
+
+    def _version(self, request: Request) -> Response:
+        return json_response({**KUBERNETES_VERSION, "gitCommit": "0" * 40, "gitTreeState": "clean",
+                              "buildDate": "2025-06-17T18:00:00Z", "goVersion": "go1.24.4", "compiler": "gc",
+                              "platform": "linux/amd64"})
+
+    def _core_versions(self, request: Request) -> Response:
+        host = urlsplit(self.url).netloc
+        return json_response({"kind": "APIVersions", "versions": ["v1"],
+                              "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}]})
+
+    @staticmethod
+    def _apps_group_body() -> dict:
+        version = {"groupVersion": "apps/v1", "version": "v1"}
+        return {"name": "apps", "versions": [version], "preferredVersion": version}
+
+    def _group_list(self, request: Request) -> Response:
+        return json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [self._apps_group_body()]})
+
+    def _apps_group(self, request: Request) -> Response:
+        return json_response({"kind": "APIGroup", "apiVersion": "v1", **self._apps_group_body()})
+
+    def _resource_list(self, group: str, request: Request) -> Response:
+        resources = [{"name": rt.plural, "singularName": rt.kind.lower(), "namespaced": rt.namespaced,
+                      "kind": rt.kind, "shortNames": list(rt.short_names),
+                      "verbs": ["create", "delete", "get", "list", "patch", "update"]}
+                     for rt in RESOURCES.values() if rt.group == group]
+        return json_response({"kind": "APIResourceList", "apiVersion": "v1",
+                              "groupVersion": f"{group}/v1" if group else "v1", "resources": resources})
+
+    # ---------------------------------------------------------------- resource handlers
+
+    def _list(self, rt: ResourceType, request: Request, namespace: str | None = None) -> Response:
+        matches = [label_selector(request.args.get("labelSelector", "")),
+                   field_selector(request.args.get("fieldSelector", ""), rt)]
+        items = []
+        for (kind, ns, _), stored in sorted(self._objects.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])):
+            if kind == rt.kind and (namespace is None or ns == namespace) and all(m(stored.obj) for m in matches):
+                item = self._render(stored)
+                del item["kind"], item["apiVersion"]  # as the real server sends list items
+                items.append(item)
+        return json_response({"kind": rt.kind + "List", "apiVersion": rt.api_version,
+                              "metadata": {"resourceVersion": str(self._resource_version)}, "items": items})
+
+    def _get(self, rt: ResourceType, request: Request, name: str, namespace: str | None = None) -> Response:
+        return json_response(self._render(self._existing(rt, namespace, name)))
+
+    def _create(self, rt: ResourceType, request: Request, namespace: str | None = None) -> Response:
+        body = self._json_body(request)
+        self._check_type_meta(rt, body, required=False)
+        meta = body.setdefault("metadata", {})
+        name = meta.get("name")
+        if not name:
+            raise invalid(rt.kind, rt.group, "", [Cause("metadata.name", "Required",
+                                                        "name or generateName is required")])
+        self._check_namespace(rt, body, namespace)
+        if (rt.kind, namespace, name) in self._objects:
+            raise already_exists(rt, name)
+        new = self._finalize(rt, None, body, namespace)
+        validate_object(rt, new, None)
+        entries = record_update([], self._manager(request), rt.api_version, self._now(), {}, new)
+        obj, _ = self._save(rt, None, new, entries, dry_run=self._dry_run(request))
+        return json_response(obj, 201)
+
+    def _replace(self, rt: ResourceType, request: Request, name: str, namespace: str | None = None) -> Response:
+        body = self._json_body(request)
+        self._check_type_meta(rt, body, required=False)
+        self._check_name(body, name)
+        self._check_namespace(rt, body, namespace)
+        old = self._existing(rt, namespace, name)
+        self._check_resource_version(rt, old, body)
+        new = self._finalize(rt, old, body, namespace)
+        validate_object(rt, new, old.obj)
+        entries = record_update(old.managed, self._manager(request), rt.api_version, self._now(), old.obj, new)
+        return json_response(self._save(rt, old, new, entries, dry_run=self._dry_run(request))[0])
+
+    def _patch(self, rt: ResourceType, request: Request, name: str, namespace: str | None = None) -> Response:
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type not in PATCH_TYPES:
+            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+                           f"accepted media types include: {', '.join(PATCH_TYPES)}")
+        force = request.args.get("force")
+        if content_type == "application/apply-patch+yaml":
+            return self._apply(rt, request, name, namespace, force == "true")
+        if force is not None:
+            raise invalid("PatchOptions", "meta.k8s.io", "",
+                          [Cause("force", "Forbidden", "may not be specified for non-apply patch")])
+        old = self._existing(rt, namespace, name)
+        body = self._json_body(request, allow_list=content_type == "application/json-patch+json")
+        if content_type == "application/json-patch+json":
+            patched = json_patch(old.obj, body)
+        else:
+            patched = merge(old.obj, body, keyed_lists=content_type != "application/merge-patch+json",
+                            null_deletes=True)
+        check_string_maps(patched)
+        self._check_name(patched, name)
+        self._check_resource_version(rt, old, patched)
+        new = self._finalize(rt, old, patched, namespace)
+        validate_object(rt, new, old.obj)
+        entries = record_update(old.managed, self._manager(request), rt.api_version, self._now(), old.obj, new)
+        return json_response(self._save(rt, old, new, entries, dry_run=self._dry_run(request))[0])
+
+    def _apply(self, rt: ResourceType, request: Request, name: str, namespace: str | None, force: bool) -> Response:
+        manager = request.args.get("fieldManager")
+        if not manager:
+            raise invalid("PatchOptions", "meta.k8s.io", "",
+                          [Cause("fieldManager", "Required", "is required for apply patch")])
+        try:
+            config = yaml.safe_load(request.get_data(as_text=True))
+        except yaml.YAMLError as exc:
+            raise bad_request(f"error decoding YAML: {exc}") from None
+        if not isinstance(config, dict):
+            raise bad_request("error decoding YAML: the body is not an object")
+        self._check_type_meta(rt, config, required=True)
+        check_string_maps(config)
+        self._check_name(config, name)
+        self._check_namespace(rt, config, namespace)
+        old = self._objects.get((rt.kind, namespace, name))
+        if old is not None:
+            self._check_resource_version(rt, old, config)
+        merged, entries = server_side_apply(old.obj if old else {}, old.managed if old else [], manager, config,
+                                            force, rt.api_version, self._now())
+        merged.setdefault("metadata", {})["name"] = name
+        new = self._finalize(rt, old, merged, namespace)
+        validate_object(rt, new, old.obj if old else None)
+        obj, _ = self._save(rt, old, new, entries, dry_run=self._dry_run(request))
+        return json_response(obj, 200 if old else 201)
+
+    def _delete(self, rt: ResourceType, request: Request, name: str, namespace: str | None = None) -> Response:
+        stored = self._existing(rt, namespace, name)
+        options = self._json_body(request) if request.get_data() else {}
+        wanted = (options.get("preconditions") or {}).get("resourceVersion")
+        if wanted and wanted != stored.obj["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rt.qualified} "{name}": '
+                           f"the ResourceVersion in the precondition ({wanted}) does not match the "
+                           f"ResourceVersion in record ({stored.obj['metadata']['resourceVersion']}). "
+                           "The object might have been modified", _ref(rt, name))
+        obj = self._render(stored)
+        if not self._dry_run(request):
+            self._remove((rt.kind, namespace, name))
+        if rt.kind == "Namespace":  # the real server answers with the namespace, now terminating
+            obj["metadata"]["deletionTimestamp"] = self._now()
+            obj["status"] = {"phase": "Terminating"}
+        if rt.delete_returns_object:
+            return json_response(obj)
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                              "details": {**_ref(rt, name), "uid": obj["metadata"]["uid"]}})
+
+    # ---------------------------------------------------------------- request checks
+
+    @staticmethod
+    def _json_body(request: Request, allow_list: bool = False) -> Any:
+        try:
+            body = json.loads(request.get_data(as_text=True) or "null")
+        except ValueError as exc:
+            raise bad_request(f"the body of the request could not be decoded as JSON: {exc}") from None
+        if not isinstance(body, dict) and not (allow_list and isinstance(body, list)):
+            raise bad_request("the body of the request must be a JSON object")
+        if isinstance(body, dict):
+            check_string_maps(body)
+        return body
+
+    @staticmethod
+    def _check_type_meta(rt: ResourceType, body: dict, *, required: bool) -> None:
+        kind, api_version = body.get("kind"), body.get("apiVersion")
+        if required and not kind:
+            raise bad_request("Object 'Kind' is missing in the applied configuration")
+        if required and not api_version:
+            raise bad_request("Object 'apiVersion' is missing in the applied configuration")
+        if kind and kind != rt.kind:
+            raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
+        if api_version and api_version != rt.api_version:
+            raise bad_request(f"the API version in the data ({api_version}) does not match the expected "
+                              f"API version ({rt.api_version})")
+
+    @staticmethod
+    def _check_name(body: dict, name: str) -> None:
+        given = (body.get("metadata") or {}).get("name")
+        if given and given != name:
+            raise bad_request(f"the name of the object ({given}) does not match the name on the URL ({name})")
+
+    def _check_namespace(self, rt: ResourceType, body: dict, namespace: str | None) -> None:
+        if not rt.namespaced:
+            return
+        given = (body.get("metadata") or {}).get("namespace")
+        if given and given != namespace:
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        if ("Namespace", None, namespace) not in self._objects:
+            raise not_found(RESOURCES["Namespace"], namespace or "")
+
+    @staticmethod
+    def _check_resource_version(rt: ResourceType, old: _Stored, body: dict) -> None:
+        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted and wanted != old.obj["metadata"]["resourceVersion"]:
+            raise modified_conflict(rt, old.obj["metadata"]["name"])
+
+    @staticmethod
+    def _manager(request: Request) -> str:
+        """fieldManager, else the user agent up to its first "/" (as the real server does), else "unknown"."""
+        return request.args.get("fieldManager") or request.headers.get("User-Agent", "").split("/")[0] or "unknown"
+
+    @staticmethod
+    def _dry_run(request: Request) -> bool:
+        values = request.args.getlist("dryRun")
+        if any(v != "All" for v in values):
+            raise bad_request(f"Invalid dry run value: {values}")
+        return bool(values)
+
+    # ---------------------------------------------------------------- storage
+
+    def _now(self) -> str:
+        return _rfc3339(self.clock.now())
+
+    def _existing(self, rt: ResourceType, namespace: str | None, name: str) -> _Stored:
+        stored = self._objects.get((rt.kind, namespace, name))
+        if stored is None:
+            raise not_found(rt, name)
+        return stored
+
+    def _finalize(self, rt: ResourceType, old: _Stored | None, body: dict, namespace: str | None,
+                  keep_status: bool = False) -> dict:
+        """The object as the server would store it: server metadata, defaults, generation, status."""
+        obj = copy.deepcopy(body)
+        obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version
+        meta = obj.setdefault("metadata", {})
+        for key in SERVER_METADATA[2:]:
+            meta.pop(key, None)
+        if rt.namespaced:
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        old_meta = old.obj["metadata"] if old else {}
+        meta["uid"] = old_meta.get("uid") or str(uuid.uuid4())
+        meta["creationTimestamp"] = old_meta.get("creationTimestamp") or self._now()
+        if old:
+            meta["resourceVersion"] = old_meta["resourceVersion"]
+        apply_defaults(rt, obj)
+        if rt.kind == "Deployment":
+            spec_changed = old is None or old.obj.get("spec") != obj.get("spec")
+            meta["generation"] = old_meta.get("generation", 0) + 1 if spec_changed else old_meta["generation"]
+        if keep_status:
+            return obj
+        if old and "status" in old.obj:
+            obj["status"] = copy.deepcopy(old.obj["status"])
+        else:
+            obj.pop("status", None)
+            obj.update({"Namespace": {"status": {"phase": "Active"}},
+                        "Pod": {"status": {"phase": "Pending"}}}.get(rt.kind, {}))
+        if rt.kind == "Deployment" and (obj.get("status") or {}).get("observedGeneration") != meta["generation"]:
+            obj["status"] = rolled_out_status(obj, self._now())
+        return obj
+
+    def _save(self, rt: ResourceType, old: _Stored | None, new: dict, entries: list[ManagedEntry],
+              *, dry_run: bool) -> tuple[dict, bool]:
+        """Store `new` under a fresh resourceVersion, unless nothing changed at all (then keep the old)."""
+        entries = prune_entries(entries, new)
+        if old is not None and old.obj == new and _signature(old.managed) == _signature(entries):
+            return self._render(old), False
+        stored = _Stored(copy.deepcopy(new), entries)
+        if not dry_run:
+            self._resource_version += 1
+            stored.obj["metadata"]["resourceVersion"] = str(self._resource_version)
+            meta = stored.obj["metadata"]
+            self._objects[(rt.kind, meta.get("namespace"), meta["name"])] = stored
+        return self._render(stored), True
+
+    def _remove(self, key: tuple[str, str | None, str]) -> None:
+        del self._objects[key]
+        self._resource_version += 1
+        if key[0] == "Namespace":
+            for other in [k for k in self._objects if k[1] == key[2]]:
+                del self._objects[other]
+
+    @staticmethod
+    def _render(stored: _Stored) -> dict:
+        obj = copy.deepcopy(stored.obj)
+        if stored.managed:
+            obj["metadata"]["managedFields"] = [e.to_json() for e in stored.managed]
+        return obj
+
+
+def _signature(entries: list[ManagedEntry]) -> list[tuple]:
+    return [(e.manager, e.operation, e.api_version, e.fields) for e in entries]
