@@ -1,0 +1,161 @@
+"""The binding ledger in Azure Table storage: the API's source of truth, surviving restarts.
+
+One entity per binding (PartitionKey "binding", RowKey = binding key). Writes are
+conditional on the ETag read, so two workers never overwrite each other's outcome blindly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+from shared.errors import TemporaryError
+from shared.records import BindingRecord
+
+PARTITION = "binding"
+_JSON_FIELDS = ("steps", "identity", "credential", "kube_objects", "last_requests")
+
+
+class LedgerConflict(Exception):
+    """Someone else wrote the record since we read it: re-read and decide again."""
+
+
+def _to_entity(record: BindingRecord) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": record.key}
+    for field, value in record.__dict__.items():
+        if field in ("key", "etag"):
+            continue
+        entity[field] = json.dumps(value) if field in _JSON_FIELDS else value
+    entity["cluster_key"] = record.cluster.lower()
+    entity["account_key"] = record.account.lower()
+    return entity
+
+
+def _from_entity(entity: Any) -> BindingRecord:
+    fields = {f for f in BindingRecord.__dataclass_fields__ if f not in ("key", "etag")}
+    values: dict[str, Any] = {}
+    for field in fields:
+        if field not in entity:
+            continue
+        value = entity[field]
+        values[field] = json.loads(value) if field in _JSON_FIELDS else value
+    record = BindingRecord(key=entity["RowKey"], **values)
+    record.etag = entity.metadata.get("etag")
+    return record
+
+
+class Ledger:
+    def __init__(self, connection_string: str, table_name: str) -> None:
+        from azure.data.tables import TableClient
+
+        self._table = TableClient.from_connection_string(connection_string, table_name)
+        self._ready = False
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        try:
+            self._table.create_table()
+        except ResourceExistsError:
+            pass
+        self._ready = True
+
+    def ping(self) -> None:
+        """Raises if the table cannot be reached (for /api/health)."""
+        self._ensure()
+        next(iter(self._table.query_entities("PartitionKey eq 'none'", results_per_page=1)), None)
+
+    def get(self, key: str) -> BindingRecord | None:
+        self._ensure()
+        try:
+            return _from_entity(self._table.get_entity(PARTITION, key))
+        except ResourceNotFoundError:
+            return None
+
+    def create(self, record: BindingRecord) -> bool:
+        """Insert; False if a record with this key exists already."""
+        self._ensure()
+        try:
+            meta = self._table.create_entity(_to_entity(record))
+        except ResourceExistsError:
+            return False
+        record.etag = meta.get("etag")
+        return True
+
+    def save(self, record: BindingRecord) -> None:
+        """Replace, only if unchanged since read (LedgerConflict otherwise)."""
+        from azure.data.tables import UpdateMode
+
+        self._ensure()
+        try:
+            if record.etag:
+                meta = self._table.update_entity(
+                    _to_entity(record), mode=UpdateMode.REPLACE, etag=record.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            else:
+                meta = self._table.upsert_entity(_to_entity(record), mode=UpdateMode.REPLACE)
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise LedgerConflict(record.key) from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                raise LedgerConflict(record.key) from exc
+            raise TemporaryError(f"ledger write failed ({exc.status_code})", 15) from exc
+        record.etag = meta.get("etag")
+
+    def query(
+        self, cluster: str | None = None, namespace: str | None = None, account: str | None = None,
+        page_size: int = 50, continuation: str | None = None, live_only: bool = False,
+    ) -> tuple[list[BindingRecord], str | None]:
+        """One page of records matching the filters, and the token for the next page."""
+        self._ensure()
+        clauses = ["PartitionKey eq @pk"]
+        params: dict[str, Any] = {"pk": PARTITION}
+        if cluster:
+            clauses.append("cluster_key eq @cluster")
+            params["cluster"] = cluster.lower()
+        if namespace:
+            clauses.append("namespace eq @ns")
+            params["ns"] = namespace
+        if account:
+            clauses.append("account_key eq @account")
+            params["account"] = account.lower()
+        if live_only:
+            clauses.append("desired eq 'present'")
+        pages = self._table.query_entities(
+            " and ".join(clauses), parameters=params, results_per_page=page_size
+        ).by_page(continuation_token=_decode_token(continuation))
+        page = next(pages, [])
+        records = [_from_entity(e) for e in page]
+        return records, _encode_token(pages.continuation_token)  # type: ignore[attr-defined]
+
+    def all(self, **filters: Any) -> Iterator[BindingRecord]:
+        token: str | None = None
+        while True:
+            records, token = self.query(continuation=token, page_size=200, **filters)
+            yield from records
+            if not token:
+                return
+
+
+def _encode_token(token: Any) -> str | None:
+    if not token:
+        return None
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+
+
+def _decode_token(token: str | None) -> Any:
+    if not token:
+        return None
+    import base64
+
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except ValueError:
+        raise ValueError("continuation token is not valid") from None

@@ -1,0 +1,125 @@
+"""The ledger's record of one binding: desired state, last outcome, who asked. Plain data.
+
+It is what the API shows and what the worker updates; the ledger adapter maps it to a
+Table entity. Nothing secret goes in: ids and names only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any, Literal
+
+from shared.binding import Binding
+from shared.outcomes import ReconcileResult
+
+RecordStatus = Literal["pending", "reconciling", "ready", "not-ready", "failed", "offboarding", "removed"]
+Desired = Literal["present", "absent"]
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclasses.dataclass
+class BindingRecord:
+    key: str
+    cluster: str
+    namespace: str
+    service_account: str
+    account: str
+    role_definition_id: str
+    desired: Desired = "present"
+    status: RecordStatus = "pending"
+    reason: str = ""
+    steps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    identity: dict[str, str] = dataclasses.field(default_factory=dict)
+    credential: dict[str, str] = dataclasses.field(default_factory=dict)
+    role_assignment_id: str | None = None
+    kube_objects: list[str] = dataclasses.field(default_factory=list)
+    attempts: int = 0
+    last_error: str = ""
+    requested_by: str = ""
+    source: str = ""
+    created_at: str = dataclasses.field(default_factory=utcnow)
+    updated_at: str = dataclasses.field(default_factory=utcnow)
+    next_attempt_at: str | None = None
+    last_requests: dict[str, int] = dataclasses.field(default_factory=dict)
+    etag: str | None = None
+
+    @classmethod
+    def for_binding(cls, binding: Binding, requested_by: str, source: str) -> BindingRecord:
+        return cls(
+            key=binding.key,
+            cluster=str(binding.cluster),
+            namespace=binding.namespace,
+            service_account=binding.service_account,
+            account=str(binding.account),
+            role_definition_id=binding.role_definition_id,
+            requested_by=requested_by,
+            source=source,
+        )
+
+    def binding(self, allowlist: tuple[str, ...]) -> Binding:
+        return Binding.create(
+            self.cluster, self.namespace, self.service_account, self.account, self.role_definition_id,
+            allowlist=allowlist + (self.role_definition_id,),
+        )
+
+    @property
+    def live(self) -> bool:
+        return self.desired == "present"
+
+    def record_result(self, result: ReconcileResult) -> None:
+        """Fold one reconcile's outcome into the record."""
+        now = dt.datetime.now(dt.UTC)
+        self.attempts += 1
+        self.steps = [s.as_dict() for s in result.steps]
+        self.reason = result.reason
+        self.last_requests = result.requests.as_dict()
+        if result.identity:
+            self.identity = dict(result.identity)
+        if result.credential:
+            self.credential = dict(result.credential)
+        if result.role_assignment_id:
+            self.role_assignment_id = result.role_assignment_id
+        if result.kube_objects:
+            self.kube_objects = list(result.kube_objects)
+        status = result.status
+        self.status = status
+        if status in ("failed", "not-ready"):
+            self.last_error = result.reason
+        delay = result.retry_after_seconds
+        self.next_attempt_at = (
+            (now + dt.timedelta(seconds=delay)).isoformat(timespec="seconds").replace("+00:00", "Z")
+            if status == "not-ready" and delay is not None
+            else None
+        )
+        self.updated_at = utcnow()
+
+    def as_api(self) -> dict[str, Any]:
+        """The API's view of the record (GET /api/onboardings/{id})."""
+        return {
+            "id": self.key,
+            "cluster": self.cluster,
+            "namespace": self.namespace,
+            "serviceAccount": self.service_account,
+            "openAIAccount": self.account,
+            "roleDefinitionId": self.role_definition_id,
+            "desired": self.desired,
+            "status": self.status,
+            "reason": self.reason,
+            "nextAttemptAt": self.next_attempt_at,
+            "steps": self.steps,
+            "identity": self.identity,
+            "federatedCredential": self.credential,
+            "roleAssignmentId": self.role_assignment_id,
+            "kubernetesObjects": self.kube_objects,
+            "attempts": self.attempts,
+            "lastError": self.last_error,
+            "lastRequests": self.last_requests,
+            "requestedBy": self.requested_by,
+            "source": self.source,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        }
