@@ -70,6 +70,7 @@ class ReconcileResult:
     role_assignment_id: str | None = None
     kube_objects: list[str] = dataclasses.field(default_factory=list)
     requests: RequestCounts = dataclasses.field(default_factory=RequestCounts)
+    dry_run: bool = False
 
     def step(self, name: str) -> StepOutcome:
         for s in self.steps:
@@ -101,6 +102,7 @@ class ReconcileResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "bindingKey": self.binding_key,
+            "dryRun": self.dry_run,
             "desired": self.desired,
             "status": self.status,
             "reason": self.reason,

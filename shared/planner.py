@@ -187,3 +187,25 @@ def owned_only_by(observed: KubeObjectState, manager: str) -> bool:
 def workload_still_bound(binding: Binding, others: list[Binding]) -> bool:
     """Another live binding for the same cluster/namespace/service account keeps the identity."""
     return any(o.workload_key == binding.workload_key and o.key != binding.key for o in others)
+
+
+PLANNED = "(assigned when created)"
+
+
+def planned_identity(
+    observed: IdentityState | None, subscription_id: str, resource_group: str, name: str, location: str
+) -> IdentityState:
+    """What a dry run stands in for an identity it would create (ids unknown until then)."""
+    if observed is not None:
+        return observed
+    rid = (
+        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/"
+        f"Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+    )
+    return IdentityState(
+        id=rid, name=name, location=location, client_id=PLANNED, principal_id=PLANNED, tenant_id=PLANNED
+    )
+
+
+def is_planned(identity: IdentityState) -> bool:
+    return identity.principal_id == PLANNED

@@ -64,6 +64,7 @@ class _Run:
     binding: Binding
     result: ReconcileResult
     on_step: StepHook | None
+    dry_run: bool = False
 
     def record(self, step: str, outcome: Outcome, reason: str = "", **details: Any) -> None:
         entry = StepOutcome(step, outcome, reason, details={k: v for k, v in details.items() if v is not None})
@@ -141,10 +142,13 @@ class Engine:
 
     # --- onboarding -------------------------------------------------------------------------
 
-    def reconcile(self, binding: Binding, on_step: StepHook | None = None) -> ReconcileResult:
-        """Converge the binding to present. Never raises for Azure/Kubernetes conditions."""
-        result = ReconcileResult(binding_key=binding.key, desired="present")
-        run = _Run(binding, result, on_step)
+    def reconcile(self, binding: Binding, on_step: StepHook | None = None, dry_run: bool = False) -> ReconcileResult:
+        """Converge the binding to present. Never raises for Azure/Kubernetes conditions.
+
+        With `dry_run`, only reads: each step reports what it would do (`created` = would create).
+        """
+        result = ReconcileResult(binding_key=binding.key, desired="present", dry_run=dry_run)
+        run = _Run(binding, result, on_step, dry_run)
         with counting(result.requests):
             try:
                 self._onboard(run)
@@ -176,6 +180,9 @@ class Engine:
         if planner.cluster_action(cluster, self.settings.enable_cluster_features) == "ready":
             run.record("cluster", "unchanged", issuer=cluster.issuer_url)
             return cluster
+        if run.dry_run:
+            run.record("cluster", "updated", "would enable OIDC issuer and workload identity (cluster update)")
+            raise _Stop
         updated = self.clusters.enable_workload_identity(b.cluster, self.settings.cluster_update_wait_seconds)
         if updated is None:
             raise TemporaryError("enabling OIDC issuer and workload identity; the cluster update is running", 60)
@@ -201,7 +208,8 @@ class Engine:
                 f"namespace {b.namespace!r} does not exist on the cluster; create it, "
                 "or set KEYLESS_CREATE_NAMESPACES=true"
             )
-        self.kube.create_namespace(b.cluster, b.namespace)
+        if not run.dry_run:
+            self.kube.create_namespace(b.cluster, b.namespace)
         run.record("namespace", "created")
 
     def _identity_step(self, run: _Run, cluster: ClusterState) -> IdentityState:
@@ -211,8 +219,10 @@ class Engine:
         desired_tags = planner.identity_tags(b)
         action = planner.identity_action(observed, desired_tags)
         identity = observed
-        if action != "unchanged" or identity is None:
-            location = observed.location if observed else cluster.location
+        location = observed.location if observed else cluster.location
+        if run.dry_run and (action != "unchanged" or identity is None):
+            identity = planner.planned_identity(observed, sub, rg, b.identity_name, location)
+        elif action != "unchanged" or identity is None:
             identity = self.identities.create_or_update(
                 sub, rg, b.identity_name, location, planner.merged_tags(observed, desired_tags)
             )
@@ -228,9 +238,9 @@ class Engine:
     def _credential_step(self, run: _Run, identity: IdentityState, issuer: str) -> None:
         b = run.binding
         sub, rg = self.identity_location(b)
-        existing = self.identities.list_credentials(sub, rg, identity.name)
+        existing = [] if planner.is_planned(identity) else self.identities.list_credentials(sub, rg, identity.name)
         action, name = planner.credential_action(existing, b.credential_name, issuer, b.subject)
-        if action in ("create", "update"):
+        if action in ("create", "update") and not run.dry_run:
             try:
                 self.identities.put_credential(sub, rg, identity.name, name, issuer, b.subject)
             except PermanentError:
@@ -252,13 +262,18 @@ class Engine:
         b = run.binding
         scope = str(b.account)
         sub = b.account.subscription_id
-        existing = self.roles.list_for_principal(sub, scope, identity.principal_id)
+        existing = (
+            [] if planner.is_planned(identity) else self.roles.list_for_principal(sub, scope, identity.principal_id)
+        )
         action, found = planner.role_assignment_action(existing, scope, b.role_definition_id, identity.principal_id)
         if action == "unchanged" and found is not None:
             run.result.role_assignment_id = found.id
             run.record("role-assignment", "unchanged", name=found.name)
             return
         name = naming.role_assignment_name(scope, b.role_definition_id, identity.principal_id)
+        if run.dry_run:
+            run.record("role-assignment", "created", "would assign the role at the account scope")
+            return
         created = self.roles.create(sub, scope, name, b.role_definition_id, identity.principal_id)
         if created is None:  # RoleAssignmentExists: present under another name
             run.record("role-assignment", "unchanged", "an equal role assignment exists under another name")
@@ -271,7 +286,7 @@ class Engine:
         desired = planner.service_account_annotations(identity)
         observed = self.kube.get_service_account(b.cluster, b.namespace, b.service_account)
         action = planner.kube_annotations_action(observed, desired)
-        if action != "unchanged":
+        if action != "unchanged" and not run.dry_run:
             self.kube.apply_service_account(b.cluster, b.namespace, b.service_account, desired)
         run.record("service-account", _PAST[action])
 
@@ -280,7 +295,7 @@ class Engine:
         desired = planner.configmap_data(account, identity)
         observed = self.kube.get_configmap(b.cluster, b.namespace, b.configmap_name)
         action = planner.kube_data_action(observed, desired)
-        if action != "unchanged":
+        if action != "unchanged" and not run.dry_run:
             labels = {"app.kubernetes.io/managed-by": "keyless", "keyless.io/binding": b.key[:63]}
             self.kube.apply_configmap(b.cluster, b.namespace, b.configmap_name, desired, labels)
         run.record("configmap", _PAST[action], name=b.configmap_name)

@@ -62,7 +62,11 @@ class BindingRecord:
 
     def binding(self, allowlist: tuple[str, ...]) -> Binding:
         return Binding.create(
-            self.cluster, self.namespace, self.service_account, self.account, self.role_definition_id,
+            self.cluster,
+            self.namespace,
+            self.service_account,
+            self.account,
+            self.role_definition_id,
             allowlist=allowlist + (self.role_definition_id,),
         )
 

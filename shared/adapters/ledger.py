@@ -94,7 +94,9 @@ class Ledger:
         try:
             if record.etag:
                 meta = self._table.update_entity(
-                    _to_entity(record), mode=UpdateMode.REPLACE, etag=record.etag,
+                    _to_entity(record),
+                    mode=UpdateMode.REPLACE,
+                    etag=record.etag,
                     match_condition=MatchConditions.IfNotModified,
                 )
             else:
@@ -108,8 +110,13 @@ class Ledger:
         record.etag = meta.get("etag")
 
     def query(
-        self, cluster: str | None = None, namespace: str | None = None, account: str | None = None,
-        page_size: int = 50, continuation: str | None = None, live_only: bool = False,
+        self,
+        cluster: str | None = None,
+        namespace: str | None = None,
+        account: str | None = None,
+        page_size: int = 50,
+        continuation: str | None = None,
+        live_only: bool = False,
     ) -> tuple[list[BindingRecord], str | None]:
         """One page of records matching the filters, and the token for the next page."""
         self._ensure()
@@ -129,7 +136,7 @@ class Ledger:
         pages = self._table.query_entities(
             " and ".join(clauses), parameters=params, results_per_page=page_size
         ).by_page(continuation_token=_decode_token(continuation))
-        page = next(pages, [])
+        page: Any = next(pages, [])
         records = [_from_entity(e) for e in page]
         return records, _encode_token(pages.continuation_token)  # type: ignore[attr-defined]
 

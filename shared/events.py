@@ -1,0 +1,84 @@
+"""ARM system events (Event Grid or CloudEvents schema) -> what changed, or why we ignore it.
+
+Events carry no resource properties, arrive at least once, unordered and duplicated, so
+they only say *which* cluster or account to look at again; the worker re-reads ARM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from shared.errors import PermanentError
+from shared.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
+
+WRITE = "Microsoft.Resources.ResourceWriteSuccess"
+DELETE = "Microsoft.Resources.ResourceDeleteSuccess"
+Change = Literal["write", "delete"]
+HANDLED_TYPES: dict[str, Change] = {WRITE: "write", DELETE: "delete"}
+Kind = Literal["cluster", "account", "deployment"]
+
+
+class MalformedEvent(ValueError):
+    """The event is not an ARM resource event we can read; `reason` names the field."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceEvent:
+    id: str
+    change: Change
+    kind: Kind
+    resource: ResourceId  # the cluster, or the account (also for deployment events)
+    deployment: str | None = None
+
+
+def _str(value: Any, field: str, limit: int = 2048) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise MalformedEvent(f"{field}: missing or not a string")
+    return value
+
+
+def parse_event(event: Any) -> ResourceEvent | None:
+    """A ResourceEvent for cluster/account/deployment writes and deletes, None for anything else.
+
+    Accepts the Event Grid schema (eventType, subject) and CloudEvents 1.0 (type, subject);
+    the resource comes from data.resourceUri (falling back to subject). Raises MalformedEvent.
+    """
+    if not isinstance(event, dict):
+        raise MalformedEvent("event: not a JSON object")
+    event_id = _str(event.get("id"), "id", 256)
+    event_type = event.get("eventType", event.get("type"))
+    event_type = _str(event_type, "eventType")
+    change = HANDLED_TYPES.get(event_type)
+    if change is None:
+        return None
+    data = event.get("data")
+    if not isinstance(data, dict):
+        raise MalformedEvent("data: missing or not an object")
+    uri = data.get("resourceUri") if data.get("resourceUri") is not None else event.get("subject")
+    uri = _str(uri, "data.resourceUri")
+    operation = data.get("operationName")
+    if operation is not None and not isinstance(operation, str):
+        raise MalformedEvent("data.operationName: not a string")
+    parts = uri.strip("/").split("/")
+    if len(parts) < 8 or parts[0].lower() != "subscriptions" or parts[4].lower() != "providers":
+        return None  # subscription/resource-group level events are not ours
+    full_type = f"{parts[5]}/{parts[6]}".lower()
+    top = "/" + "/".join(parts[:8])
+    child = parts[8:]
+    try:
+        if full_type == CLUSTER_TYPE.lower() and not child:
+            return ResourceEvent(event_id, change, "cluster", parse_resource_id(top, CLUSTER_TYPE, "data.resourceUri"))
+        if full_type == ACCOUNT_TYPE.lower():
+            account = parse_resource_id(top, ACCOUNT_TYPE, "data.resourceUri")
+            if not child:
+                return ResourceEvent(event_id, change, "account", account)
+            if len(child) == 2 and child[0].lower() == "deployments":
+                return ResourceEvent(event_id, change, "deployment", account, deployment=child[1])
+    except PermanentError as exc:
+        raise MalformedEvent(exc.reason) from None
+    return None  # agent pools, identities, role assignments, our own writes: not ours

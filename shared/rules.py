@@ -1,0 +1,79 @@
+"""Onboarding rules: which bindings a cluster's tags ask for. Pure.
+
+- tag `keyless-workloads`: `namespace/serviceaccount` pairs, separated by commas, semicolons
+  or spaces (Azure tag values hold 256 characters);
+- tag `keyless-openai-account`: the account's name in the cluster's resource group, or a
+  full resource id; without it, the only OpenAI/AIServices account in the cluster's
+  resource group. More than one is ambiguous: never guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from shared.binding import validate_namespace, validate_service_account
+from shared.errors import PermanentError
+from shared.ids import ACCOUNT_TYPE, ResourceId, parse_resource_id
+from shared.observed import AccountState, ClusterState
+
+WORKLOADS_TAG = "keyless-workloads"
+ACCOUNT_TAG = "keyless-openai-account"
+
+
+@dataclasses.dataclass(frozen=True)
+class TagRules:
+    workloads: tuple[tuple[str, str], ...]
+    account: ResourceId | None  # None: choose among the resource group's accounts
+    errors: tuple[str, ...] = ()
+
+
+def _tag(tags: dict[str, str], name: str) -> str | None:
+    for key, value in tags.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def read_tags(cluster: ClusterState, cluster_id: ResourceId) -> TagRules:
+    """The workloads and the account the cluster's tags name; bad entries listed in `errors`."""
+    raw = _tag(cluster.tags, WORKLOADS_TAG) or ""
+    workloads: list[tuple[str, str]] = []
+    errors: list[str] = []
+    for item in re.split(r"[,;\s]+", raw.strip()):
+        if not item:
+            continue
+        ns, sep, sa = item.partition("/")
+        try:
+            if not sep:
+                raise PermanentError(f"{WORKLOADS_TAG}: {item!r} is not namespace/serviceaccount")
+            pair = (validate_namespace(ns, WORKLOADS_TAG), validate_service_account(sa, WORKLOADS_TAG))
+        except PermanentError as exc:
+            errors.append(exc.reason)
+            continue
+        if pair not in workloads:
+            workloads.append(pair)
+    account_ref = (_tag(cluster.tags, ACCOUNT_TAG) or "").strip()
+    account: ResourceId | None = None
+    if account_ref:
+        ref = (
+            account_ref
+            if account_ref.startswith("/")
+            else (f"{cluster_id.resource_group_id}/providers/{ACCOUNT_TYPE}/{account_ref}")
+        )
+        try:
+            account = parse_resource_id(ref, ACCOUNT_TYPE, ACCOUNT_TAG)
+        except PermanentError as exc:
+            errors.append(exc.reason)
+    return TagRules(tuple(workloads), account, tuple(errors))
+
+
+def choose_account(candidates: list[AccountState]) -> str:
+    """The id of the only OpenAI/AIServices account; PermanentError when none or several."""
+    usable = [a for a in candidates if a.kind.lower() in ("openai", "aiservices")]
+    if len(usable) == 1:
+        return usable[0].id
+    if not usable:
+        raise PermanentError(f"no OpenAI account in the cluster's resource group: set the {ACCOUNT_TAG} tag")
+    names = ", ".join(sorted(a.name for a in usable))
+    raise PermanentError(f"ambiguous: {len(usable)} OpenAI accounts ({names}); set the {ACCOUNT_TAG} tag")
