@@ -12,7 +12,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.adapters.arm import ArmClients, raise_translated
 from shared.errors import PermanentError, TemporaryError
-from shared.ids import ResourceId
+from shared.ids import CLUSTER_TYPE, ResourceId, parse_resource_id
 from shared.observed import ClusterState
 
 
@@ -57,6 +57,19 @@ class ClusterAdapter:
             raise PermanentError(f"cluster {cluster_id} not found") from exc
         except HttpResponseError as exc:
             raise_translated(exc, "reading the cluster")
+
+    def list_in_group(self, subscription_id: str, resource_group: str) -> list[ClusterState]:
+        """Clusters in a resource group (to find those whose tags would pick a new account)."""
+        ops = self._clients.containerservice(subscription_id).managed_clusters
+        try:
+            return [
+                _cluster_state(parse_resource_id(mc.get("id"), CLUSTER_TYPE, "id"), mc)
+                for mc in ops.list_by_resource_group(resource_group)
+            ]
+        except ResourceNotFoundError:
+            return []
+        except HttpResponseError as exc:
+            raise_translated(exc, "listing clusters")
 
     def get(self, cluster_id: ResourceId) -> ClusterState:
         """The cluster's state; PermanentError if it does not exist."""

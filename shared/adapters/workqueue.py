@@ -7,7 +7,6 @@ The Functions queue trigger expects base64 message bodies by default (host.json 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
@@ -37,9 +36,9 @@ class WorkQueue:
             pass
         self._ready = True
 
-    def enqueue(self, binding_key: str, reason: str, delay_seconds: float = 0) -> None:
+    def enqueue_raw(self, body: str, delay_seconds: float = 0) -> None:
+        """Send one message, invisible for `delay_seconds` (retry later without sleeping)."""
         self._ensure()
-        body = json.dumps({"bindingKey": binding_key, "reason": reason})
         visibility = int(min(max(delay_seconds, 0), MAX_VISIBILITY_SECONDS))
         self._queue.send_message(body, visibility_timeout=visibility or None)
 
@@ -52,14 +51,3 @@ class WorkQueue:
         """The underlying QueueClient (test drivers read messages as the host would)."""
         self._ensure()
         return self._queue
-
-
-def parse_message(body: str) -> tuple[str, str]:
-    """(binding key, reason) from a message body; ValueError naming what is wrong."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise ValueError("message body is not JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("bindingKey"), str) or not data["bindingKey"]:
-        raise ValueError("message has no bindingKey")
-    return data["bindingKey"], str(data.get("reason") or "")
