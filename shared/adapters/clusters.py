@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import time
 from typing import Any
 
 import yaml
@@ -88,20 +87,22 @@ class ClusterAdapter:
         security = props.setdefault("securityProfile", {})
         security["workloadIdentity"] = {**(security.get("workloadIdentity") or {}), "enabled": True}
         try:
+            # Without a wait, don't poll at all: a background poller would outlive this run.
             poller = self._ops(cluster_id).begin_create_or_update(
-                cluster_id.resource_group, cluster_id.name, body, polling_interval=1
+                cluster_id.resource_group,
+                cluster_id.name,
+                body,
+                polling=wait_seconds > 0,
+                polling_interval=1,
             )
-        except HttpResponseError as exc:
-            raise_translated(exc, "enabling OIDC issuer and workload identity")
-        deadline = time.monotonic() + wait_seconds
-        try:
-            while not poller.done() and time.monotonic() < deadline:
-                poller.wait(timeout=max(0.0, min(5.0, deadline - time.monotonic())))
+            if wait_seconds <= 0:
+                return None
+            poller.wait(timeout=wait_seconds)
             if not poller.done():
                 return None
             return _cluster_state(cluster_id, poller.result())
         except HttpResponseError as exc:
-            raise_translated(exc, "waiting for the cluster update")
+            raise_translated(exc, "enabling OIDC issuer and workload identity")
 
     def kube_access(self, cluster_id: ResourceId, use_admin: bool) -> KubeAccess:
         """Server URL and CA from listClusterUserCredential (Entra); admin kubeconfig only if allowed."""
