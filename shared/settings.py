@@ -16,6 +16,9 @@ from shared.errors import PermanentError
 AKS_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
 """The Entra application of every AKS API server (the audience of kubelogin tokens)."""
 
+WORK_QUEUE = "keyless-work"
+"""The work queue's name: fixed, because the queue trigger's binding names it at indexing time."""
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -73,6 +76,12 @@ class Settings:
     create_namespaces: bool = False
     field_manager: str = "keyless"
     kube_credentials_ttl_seconds: float = 900.0
+    storage_connection_string: str | None = dataclasses.field(default=None, repr=False)
+    storage_account_name: str | None = None
+    table_name: str = "keylessbindings"
+
+    def __repr__(self) -> str:  # never print the storage connection string
+        return f"Settings(arm_endpoint={self.arm_endpoint!r}, table_name={self.table_name!r}, ...)"
 
     @property
     def aks_server_scope(self) -> str:
@@ -117,4 +126,14 @@ class Settings:
             create_namespaces=_bool(env, "KEYLESS_CREATE_NAMESPACES", False),
             field_manager=field_manager,
             kube_credentials_ttl_seconds=_float(env, "KEYLESS_KUBE_CREDENTIALS_TTL_SECONDS", 900.0),
+            storage_connection_string=(env.get("AzureWebJobsStorage") or "").strip() or None,
+            storage_account_name=(env.get("AzureWebJobsStorage__accountName") or "").strip() or None,
+            table_name=(env.get("KEYLESS_TABLE_NAME") or cls.table_name).strip(),
         )
+
+    def require_storage(self) -> None:
+        if not self.storage_connection_string and not self.storage_account_name:
+            raise SettingsError(
+                "AzureWebJobsStorage: set a connection string (UseDevelopmentStorage=true locally) "
+                "or AzureWebJobsStorage__accountName for identity-based access"
+            )

@@ -49,11 +49,24 @@ def _from_entity(entity: Any) -> BindingRecord:
 
 
 class Ledger:
-    def __init__(self, connection_string: str, table_name: str) -> None:
+    def __init__(self, table_client: Any) -> None:
+        self._table = table_client
+        self._ready = False
+
+    @classmethod
+    def connect(
+        cls,
+        table_name: str,
+        connection_string: str | None = None,
+        account_name: str | None = None,
+        credential: Any = None,
+    ) -> Ledger:
+        """From a connection string (Azurite), or an account name + Entra credential (Azure)."""
         from azure.data.tables import TableClient
 
-        self._table = TableClient.from_connection_string(connection_string, table_name)
-        self._ready = False
+        if connection_string:
+            return cls(TableClient.from_connection_string(connection_string, table_name))
+        return cls(TableClient(f"https://{account_name}.table.core.windows.net", table_name, credential=credential))
 
     def _ensure(self) -> None:
         if self._ready:

@@ -1,4 +1,4 @@
-"""The work queue (Azure Storage queue): one message = "reconcile this binding key".
+"""The work queue (Azure Storage queue): one message = one work item (see shared.service).
 
 The Functions queue trigger expects base64 message bodies by default (host.json keeps
 `messageEncoding: base64`), so the producer encodes with TextBase64EncodePolicy. A delay
@@ -11,20 +11,33 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 
+from shared.settings import WORK_QUEUE
+
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 
 
 class WorkQueue:
-    def __init__(self, connection_string: str, queue_name: str) -> None:
+    def __init__(
+        self,
+        queue_name: str = WORK_QUEUE,
+        connection_string: str | None = None,
+        account_name: str | None = None,
+        credential: Any = None,
+    ) -> None:
+        """From a connection string (Azurite), or an account name + Entra credential (Azure)."""
         from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
         self.name = queue_name
-        self._queue = QueueClient.from_connection_string(
-            connection_string,
-            queue_name,
-            message_encode_policy=TextBase64EncodePolicy(),
-            message_decode_policy=TextBase64DecodePolicy(),
-        )
+        policies: dict[str, Any] = {
+            "message_encode_policy": TextBase64EncodePolicy(),
+            "message_decode_policy": TextBase64DecodePolicy(),
+        }
+        if connection_string:
+            self._queue = QueueClient.from_connection_string(connection_string, queue_name, **policies)
+        else:
+            self._queue = QueueClient(
+                f"https://{account_name}.queue.core.windows.net", queue_name, credential=credential, **policies
+            )
         self._ready = False
 
     def _ensure(self) -> None:

@@ -1,0 +1,84 @@
+"""JSON responses and request parsing shared by the HTTP handlers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import azure.functions as func
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 20
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+    def response(self) -> func.HttpResponse:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field:
+            error["field"] = self.field
+        return json_response({"error": error}, self.status)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, indent=None, sort_keys=False),
+        status_code=status,
+        mimetype="application/json",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **(headers or {})},
+    )
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def json_body(req: func.HttpRequest) -> dict[str, Any]:
+    """The request's JSON object; ApiError (413/415/400) for anything else."""
+    content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise ApiError(415, "UnsupportedMediaType", "send the body as application/json", "Content-Type")
+    raw = req.get_body() or b""
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "BodyTooLarge", f"the body may hold at most {MAX_BODY_BYTES} bytes", "body")
+    try:
+        text = raw.decode("utf-8")
+        body = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, "InvalidJson", "the body is not valid UTF-8 JSON", "body") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "InvalidJson", "the body must be a JSON object", "body")
+    if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ApiError(400, "InvalidJson", f"the body nests deeper than {MAX_JSON_DEPTH} levels", "body")
+    return body
+
+
+def field_error(reason: str, status: int = 400, code: str = "InvalidField") -> ApiError:
+    """A PermanentError reason `field: message` as an ApiError naming the field."""
+    field, sep, message = reason.partition(":")
+    if sep and field and " " not in field.strip():
+        return ApiError(status, code, message.strip(), field.strip())
+    return ApiError(status, code, reason)
+
+
+def flag(req: func.HttpRequest, name: str) -> bool:
+    value = (req.params.get(name) or "").strip().lower()
+    if value in ("", "false", "0", "no"):
+        return False
+    if value in ("true", "1", "yes"):
+        return True
+    raise ApiError(400, "InvalidParameter", f"{name} must be true or false", name)

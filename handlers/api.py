@@ -1,0 +1,156 @@
+"""The self-service HTTP API: /api/onboardings, /api/openapi.json, /api/health."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import azure.functions as func
+
+from handlers._http import ApiError, field_error, flag, json_body, json_response
+from handlers.openapi import OPENAPI
+from shared import runtime
+from shared.binding import Binding
+from shared.errors import KeylessError, PermanentError
+
+bp = func.Blueprint()
+log = logging.getLogger("keyless.api")
+
+ALLOWED_FIELDS = {"cluster", "namespace", "serviceAccount", "openAIAccount", "role"}
+_KEY = re.compile(r"^[0-9a-f]{32}$")
+MAX_PAGE_SIZE = 200
+
+
+def _caller(req: func.HttpRequest) -> str:
+    return (req.headers.get("X-MS-CLIENT-PRINCIPAL-NAME") or "function-key")[:256]
+
+
+def _binding_from(body: dict[str, Any], allowlist: tuple[str, ...], default_role: str) -> Binding:
+    unknown = sorted(set(body) - ALLOWED_FIELDS)
+    if unknown:
+        raise ApiError(400, "UnknownField", f"unknown field; allowed: {sorted(ALLOWED_FIELDS)}", unknown[0])
+    if body.get("openAIAccount") in (None, ""):
+        raise ApiError(400, "InvalidField", "required: the Azure OpenAI account resource id", "openAIAccount")
+    try:
+        return Binding.create(
+            body.get("cluster"),  # type: ignore[arg-type]
+            body.get("namespace"),  # type: ignore[arg-type]
+            body.get("serviceAccount"),  # type: ignore[arg-type]
+            body.get("openAIAccount"),  # type: ignore[arg-type]
+            body.get("role") or default_role,
+            allowlist=allowlist,
+        )
+    except PermanentError as exc:
+        raise field_error(exc.reason) from None
+
+
+def _key(req: func.HttpRequest) -> str:
+    key = (req.route_params.get("id") or "").strip().lower()
+    if not _KEY.match(key):
+        raise ApiError(400, "InvalidField", "an onboarding id is 32 lower-case hex characters", "id")
+    return key
+
+
+def _handle(fn: Any, req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return fn(req)
+    except ApiError as exc:
+        return exc.response()
+    except KeylessError as exc:
+        log.warning("request failed: %s", exc.reason)
+        return ApiError(503, "Unavailable", exc.reason).response()
+
+
+@bp.function_name("onboardings_create")
+@bp.route(route="onboardings", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def onboardings_create(req: func.HttpRequest) -> func.HttpResponse:
+    def handle(req: func.HttpRequest) -> func.HttpResponse:
+        dry_run = flag(req, "dryRun")
+        body = json_body(req)
+        svc = runtime.service()
+        binding = _binding_from(body, svc.settings.role_allowlist, svc.settings.default_role)
+        if dry_run:
+            plan = svc.plan(binding)
+            return json_response({"id": binding.key, "binding": binding.describe(), "plan": plan.as_dict()})
+        record, created = svc.request_onboarding(binding, _caller(req))
+        location = f"/api/onboardings/{record.key}"
+        return json_response(record.as_api(), 202 if created else 200, {"Location": location})
+
+    return _handle(handle, req)
+
+
+@bp.function_name("onboardings_list")
+@bp.route(route="onboardings", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
+    def handle(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            page_size = int(req.params.get("pageSize") or 50)
+        except ValueError:
+            raise ApiError(400, "InvalidParameter", "pageSize must be a whole number", "pageSize") from None
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ApiError(400, "InvalidParameter", f"pageSize must be 1 to {MAX_PAGE_SIZE}", "pageSize")
+        cluster = req.params.get("cluster") or None
+        namespace = req.params.get("namespace") or None
+        if cluster is not None and len(cluster) > 1024:
+            raise ApiError(400, "InvalidParameter", "cluster is too long", "cluster")
+        if namespace is not None and len(namespace) > 63:
+            raise ApiError(400, "InvalidParameter", "namespace is too long", "namespace")
+        try:
+            records, token = runtime.service().ledger.query(
+                cluster=cluster,
+                namespace=namespace,
+                page_size=page_size,
+                continuation=req.params.get("continuationToken") or None,
+            )
+        except ValueError as exc:
+            raise ApiError(400, "InvalidParameter", str(exc), "continuationToken") from None
+        body: dict[str, Any] = {"value": [r.as_api() for r in records]}
+        if token:
+            body["continuationToken"] = token
+        return json_response(body)
+
+    return _handle(handle, req)
+
+
+@bp.function_name("onboardings_get")
+@bp.route(route="onboardings/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def onboardings_get(req: func.HttpRequest) -> func.HttpResponse:
+    def handle(req: func.HttpRequest) -> func.HttpResponse:
+        record = runtime.service().ledger.get(_key(req))
+        if record is None:
+            raise ApiError(404, "NotFound", "no onboarding with this id", "id")
+        return json_response(record.as_api())
+
+    return _handle(handle, req)
+
+
+@bp.function_name("onboardings_delete")
+@bp.route(route="onboardings/{id}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+def onboardings_delete(req: func.HttpRequest) -> func.HttpResponse:
+    def handle(req: func.HttpRequest) -> func.HttpResponse:
+        record = runtime.service().request_offboarding(_key(req))
+        if record is None:
+            raise ApiError(404, "NotFound", "no onboarding with this id", "id")
+        return json_response(record.as_api(), 202, {"Location": f"/api/onboardings/{record.key}"})
+
+    return _handle(handle, req)
+
+
+@bp.function_name("openapi")
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(OPENAPI)
+
+
+@bp.function_name("health")
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        svc = runtime.service()
+        svc.ledger.ping()
+        svc.queue.ping()
+    except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
+        log.warning("health check failed: %s", type(exc).__name__)
+        return json_response({"status": "unhealthy", "storage": type(exc).__name__}, 503)
+    return json_response({"status": "healthy", "storage": "reachable"})

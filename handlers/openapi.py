@@ -1,0 +1,266 @@
+"""The OpenAPI 3 description of the self-service API (served at /api/openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "Keyless self-service API",
+        "version": "1.0.0",
+        "description": "Ask for passwordless (Entra Workload ID) access from an AKS service account to an "
+        "Azure OpenAI account. Requests are queued and reconciled; poll the onboarding for its status.",
+    },
+    "servers": [{"url": "/api"}],
+    "security": [{"functionKey": []}],
+    "paths": {
+        "/onboardings": {
+            "post": {
+                "operationId": "createOnboarding",
+                "summary": "Request an onboarding (idempotent)",
+                "parameters": [
+                    {
+                        "name": "dryRun",
+                        "in": "query",
+                        "schema": {"type": "boolean"},
+                        "description": "Return the plan, computed with reads only; nothing is written.",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OnboardingRequest"}}},
+                },
+                "responses": {
+                    "202": {
+                        "description": "Accepted and queued",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Onboarding"}}},
+                    },
+                    "200": {
+                        "description": "Already requested (the existing onboarding), or the dry-run plan",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Onboarding"},
+                                        {"$ref": "#/components/schemas/Plan"},
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "413": _ERROR,
+                    "415": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+            "get": {
+                "operationId": "listOnboardings",
+                "summary": "List onboardings, paged",
+                "parameters": [
+                    {"name": "cluster", "in": "query", "schema": {"type": "string"}},
+                    {"name": "namespace", "in": "query", "schema": {"type": "string"}},
+                    {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+                    {"name": "continuationToken", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "A page",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["value"],
+                                    "properties": {
+                                        "value": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Onboarding"},
+                                        },
+                                        "continuationToken": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+        },
+        "/onboardings/{id}": {
+            "get": {
+                "operationId": "getOnboarding",
+                "parameters": [_ID],
+                "responses": {
+                    "200": {
+                        "description": "The onboarding",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Onboarding"}}},
+                    },
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+            "delete": {
+                "operationId": "deleteOnboarding",
+                "summary": "Offboard: remove what Keyless created for this binding",
+                "parameters": [_ID],
+                "responses": {
+                    "202": {
+                        "description": "Offboarding queued",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Onboarding"}}},
+                    },
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+        },
+        "/openapi.json": {
+            "get": {"operationId": "openapi", "security": [], "responses": {"200": {"description": "This document"}}}
+        },
+        "/health": {
+            "get": {
+                "operationId": "health",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Storage reachable"},
+                    "503": {"description": "Storage unreachable"},
+                },
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+        "responses": {
+            "Error": {
+                "description": "Error",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        },
+        "schemas": {
+            "OnboardingRequest": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["cluster", "namespace", "serviceAccount", "openAIAccount"],
+                "properties": {
+                    "cluster": {
+                        "type": "string",
+                        "description": "AKS managed cluster resource id",
+                        "example": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/"
+                        "providers/Microsoft.ContainerService/managedClusters/aks1",
+                    },
+                    "namespace": {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                    "serviceAccount": {"type": "string", "maxLength": 253},
+                    "openAIAccount": {"type": "string", "description": "Microsoft.CognitiveServices/accounts id"},
+                    "role": {
+                        "type": "string",
+                        "description": "role definition GUID or name on the allowlist; "
+                        "default Cognitive Services OpenAI User",
+                    },
+                },
+            },
+            "Step": {
+                "type": "object",
+                "required": ["step", "outcome"],
+                "properties": {
+                    "step": {"type": "string"},
+                    "outcome": {
+                        "type": "string",
+                        "enum": [
+                            "created",
+                            "updated",
+                            "unchanged",
+                            "deleted",
+                            "absent",
+                            "not-yet",
+                            "failed",
+                            "skipped",
+                        ],
+                    },
+                    "reason": {"type": "string"},
+                    "delaySeconds": {"type": "number"},
+                    "details": {"type": "object"},
+                },
+            },
+            "Onboarding": {
+                "type": "object",
+                "required": ["id", "status", "cluster", "namespace", "serviceAccount"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "cluster": {"type": "string"},
+                    "namespace": {"type": "string"},
+                    "serviceAccount": {"type": "string"},
+                    "openAIAccount": {"type": "string"},
+                    "roleDefinitionId": {"type": "string"},
+                    "desired": {"type": "string", "enum": ["present", "absent"]},
+                    "status": {
+                        "type": "string",
+                        "enum": ["pending", "reconciling", "ready", "not-ready", "failed", "offboarding", "removed"],
+                    },
+                    "reason": {"type": "string"},
+                    "nextAttemptAt": {"type": "string", "nullable": True},
+                    "steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}},
+                    "identity": {
+                        "type": "object",
+                        "properties": {
+                            "resourceId": {"type": "string"},
+                            "clientId": {"type": "string"},
+                            "principalId": {"type": "string"},
+                            "tenantId": {"type": "string"},
+                        },
+                    },
+                    "federatedCredential": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "issuer": {"type": "string"},
+                            "subject": {"type": "string"},
+                        },
+                    },
+                    "roleAssignmentId": {"type": "string", "nullable": True},
+                    "kubernetesObjects": {"type": "array", "items": {"type": "string"}},
+                    "attempts": {"type": "integer"},
+                    "lastError": {"type": "string"},
+                    "lastRequests": {"type": "object"},
+                    "requestedBy": {"type": "string"},
+                    "source": {"type": "string"},
+                    "createdAt": {"type": "string"},
+                    "updatedAt": {"type": "string"},
+                },
+            },
+            "Plan": {
+                "type": "object",
+                "required": ["id", "plan"],
+                "properties": {"id": {"type": "string"}, "binding": {"type": "object"}, "plan": {"type": "object"}},
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                            "field": {"type": "string"},
+                        },
+                    }
+                },
+            },
+        },
+    },
+}

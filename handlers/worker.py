@@ -1,0 +1,32 @@
+"""Queue trigger: the reconcile worker. Takes one work item, converges it, records the outcome.
+
+Not-yet conditions are re-queued with a delay by the service (the message then completes);
+unexpected errors raise so the host retries up to maxDequeueCount, then poisons the message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import runtime
+from shared.service import BadMessage
+from shared.settings import WORK_QUEUE
+
+bp = func.Blueprint()
+log = logging.getLogger("keyless.worker")
+
+
+@bp.function_name("reconcile_worker")
+@bp.queue_trigger(arg_name="msg", queue_name=WORK_QUEUE, connection="AzureWebJobsStorage")
+def reconcile_worker(msg: func.QueueMessage) -> None:
+    try:
+        body = msg.get_body().decode("utf-8")
+    except UnicodeDecodeError:
+        log.error("dropped message %s: body is not UTF-8", msg.id)
+        return
+    try:
+        runtime.service().process(body)
+    except BadMessage as exc:
+        log.error("dropped message %s: %s", msg.id, exc)

@@ -1,0 +1,53 @@
+"""The composition root: builds settings, credential, engine, ledger and queue on first use.
+
+Nothing here runs at import time: the Functions host imports function_app.py to index the
+functions, and that must not need settings, credentials or the network.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from shared.settings import Settings
+
+_lock = threading.Lock()
+_service: Any = None
+
+
+def service() -> Any:
+    """The process-wide `shared.service.Keyless`, built once from the environment."""
+    global _service
+    with _lock:
+        if _service is None:
+            _service = _build(Settings.from_env())
+        return _service
+
+
+def reset() -> None:
+    """Forget the built objects (after the environment changed, e.g. between tests)."""
+    global _service
+    with _lock:
+        _service = None
+
+
+def _build(settings: Settings) -> Any:
+    from shared.adapters.credentials import default_credential
+    from shared.adapters.ledger import Ledger
+    from shared.adapters.workqueue import WorkQueue
+    from shared.reconcile import Engine
+    from shared.service import Keyless
+
+    settings.require_storage()
+    credential = default_credential(settings)
+    storage = {
+        "connection_string": settings.storage_connection_string,
+        "account_name": settings.storage_account_name,
+        "credential": credential,
+    }
+    return Keyless(
+        settings=settings,
+        ledger=Ledger.connect(settings.table_name, **storage),
+        queue=WorkQueue(**storage),
+        engine=Engine.from_settings(settings, credential),
+    )
