@@ -128,7 +128,7 @@ class HttpsServer:
         self._server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ca.server_context())
         self.port = self._server.server_port
         self.url = f"https://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> HttpsServer:
         self._thread.start()

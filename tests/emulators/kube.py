@@ -18,7 +18,8 @@ What is emulated (core/v1 Namespaces, ServiceAccounts, ConfigMaps, Pods; apps/v1
   resourceVersion.
 - PATCH: server-side apply (field ownership per manager, removal of fields a manager stops
   applying, conflicts, force), JSON merge patch, strategic merge patch (lists of containers, env,
-  volumes, ... merged by key), JSON patch.
+  volumes, ... merged by key; `$patch: delete` on such items), JSON patch (add/remove/replace/test).
+  `dryRun=All` computes the answer without storing it.
 - Errors as real `Status` objects with the real reasons and messages (NotFound, AlreadyExists,
   Conflict, Invalid with causes, BadRequest, Unauthorized, ...); injected faults; an "unavailable"
   switch.
@@ -27,8 +28,9 @@ What is emulated (core/v1 Namespaces, ServiceAccounts, ConfigMaps, Pods; apps/v1
 Not emulated: watch, subresources (status, scale, log, exec, token), other kinds, RBAC, admission
 webhooks (the workload-identity webhook does not mutate Pods here), garbage collection/finalizers,
 pagination (limit/continue), protobuf/CBOR, fieldValidation, apply of list items by anything but the
-field name (list-map keys are looked up by field name only), `$patch` directives and most
+field name (list-map keys are looked up by field name only), other `$patch` directives, and most
 field-level validation beyond names, labels, annotations and the Deployment selector/containers.
+Stopping a server takes 0.5 s (werkzeug's poll interval): share one per module and call reset().
 """
 
 from __future__ import annotations
@@ -88,10 +90,6 @@ class ResourceType:
     def qualified(self) -> str:
         """How the resource is named in messages: `serviceaccounts`, `deployments.apps`."""
         return f"{self.plural}.{self.group}" if self.group else self.plural
-
-    @property
-    def qualified_kind(self) -> str:
-        return f"{self.kind}.{self.group}" if self.group else self.kind
 
     @property
     def prefix(self) -> str:
@@ -205,10 +203,11 @@ LIST_MAP_KEYS: dict[str, tuple[str, ...]] = {
     "containers": ("name",), "initContainers": ("name",), "ephemeralContainers": ("name",),
     "env": ("name",), "volumes": ("name",), "volumeMounts": ("mountPath",),
     "ports": ("containerPort", "protocol"), "imagePullSecrets": ("name",), "secrets": ("name",),
-    "ownerReferences": ("uid",), "conditions": ("type",),
+    "ownerReferences": ("uid",),
 }
-SERVER_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
-                   "managedFields", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")
+SERVER_SET_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
+                       "deletionTimestamp", "deletionGracePeriodSeconds")
+SERVER_METADATA = ("name", "namespace", *SERVER_SET_METADATA)  # never owned by a field manager
 
 
 def ownable(obj: dict) -> dict:
@@ -282,23 +281,18 @@ def path_string(path: Path) -> str:
 
 
 def fields_to_v1(paths: Iterable[Path]) -> dict:
+    """The FieldsV1 trie: a member with children of its own is marked by a "." child."""
     tree: dict = {}
-    members = list(paths)
-    for path in members:
+    for path in sorted(paths):
         node = tree
         for element in path:
             node = node.setdefault(element, {})
-    for path in members:
-        node = value_at_tree(tree, path)
-        if node and "." not in node:
-            node["."] = {}
-    return tree
+        node["."] = {}
+    return _drop_lone_dots(tree)
 
 
-def value_at_tree(tree: dict, path: Path) -> dict:
-    for element in path:
-        tree = tree[element]
-    return tree
+def _drop_lone_dots(node: dict) -> dict:
+    return {} if list(node) == ["."] else {k: v if k == "." else _drop_lone_dots(v) for k, v in node.items()}
 
 
 def fields_from_v1(tree: dict, prefix: Path = ()) -> set[Path]:
@@ -350,58 +344,32 @@ def _merge_keyed_list(field: str, live: list, patch: list, *, null_deletes: bool
 
 
 def json_patch(target: dict, operations: Any) -> dict:
-    """RFC 6902 (add, remove, replace, test, copy, move)."""
+    """RFC 6902: add, remove, replace and test (no copy/move)."""
     if not isinstance(operations, list):
         raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
     doc = copy.deepcopy(target)
-
-    def locate(pointer: str) -> tuple[Any, str]:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
-        parent = doc
-        for part in parts[:-1]:
-            parent = parent[int(part)] if isinstance(parent, list) else parent[part]
-        return parent, parts[-1]
-
-    def get(pointer: str) -> Any:
-        parent, last = locate(pointer)
-        return parent[int(last)] if isinstance(parent, list) else parent[last]
-
-    def put(pointer: str, value: Any, replace: bool) -> None:
-        parent, last = locate(pointer)
-        if isinstance(parent, list):
-            index = len(parent) if last == "-" else int(last)
-            parent[index:index + replace] = [copy.deepcopy(value)]
-        elif replace and last not in parent:
-            raise KeyError(last)
-        else:
-            parent[last] = copy.deepcopy(value)
-
-    def remove(pointer: str) -> Any:
-        parent, last = locate(pointer)
-        return parent.pop(int(last) if isinstance(parent, list) else last)
-
     for op in operations:
-        kind = op.get("op") if isinstance(op, dict) else None
         try:
-            path = op["path"]
-            if kind == "add":
-                put(path, op["value"], replace=False)
-            elif kind == "replace":
-                put(path, op["value"], replace=True)
-            elif kind == "remove":
-                remove(path)
-            elif kind == "test" and get(path) != op["value"]:
+            *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+            node = doc
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            key: Any = (len(node) if last == "-" else int(last)) if isinstance(node, list) else last
+            if op["op"] == "test" and node[key] != op["value"]:
                 raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
-                               f"request: testing value {path} failed")
-            elif kind in ("copy", "move"):
-                value = remove(op["from"]) if kind == "move" else get(op["from"])
-                put(path, value, replace=False)
-            elif kind != "test":
-                raise bad_request(f"Unexpected kind: {kind}")
-        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
-            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
-                           f"request: {kind} operation does not apply: doc is missing path: "
-                           f"{op.get('path') if isinstance(op, dict) else op}: {exc}") from None
+                               f"request: testing value {op['path']} failed")
+            if op["op"] in ("remove", "replace"):
+                del node[key]
+            if op["op"] in ("add", "replace"):
+                if isinstance(node, list):
+                    node.insert(key, copy.deepcopy(op["value"]))
+                else:
+                    node[key] = copy.deepcopy(op["value"])
+            elif op["op"] not in ("remove", "test"):
+                raise bad_request(f"Unexpected kind: {op['op']}")
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: "
+                           f"doc is missing path: {op.get('path') if isinstance(op, dict) else op}: {exc}") from None
     return doc
 
 
@@ -466,7 +434,9 @@ def apply_conflict_error(conflicts: list[tuple[ManagedEntry, Path]]) -> ApiError
 def remove_fields(obj: dict, paths: Iterable[Path]) -> dict:
     """A copy of `obj` without `paths`; maps and lists left empty by a removal go too."""
     result = copy.deepcopy(obj)
-    for path in sorted(paths, key=len, reverse=True):
+    paths = set(paths)
+    outermost = [p for p in paths if not any(p[:i] in paths for i in range(1, len(p)))]
+    for path in outermost:  # (an item's own fields go with it; they may be its key)
         chain: list[tuple[Any, Any]] = []
         node: Any = result
         for element in path:
@@ -645,17 +615,21 @@ def _deployment_causes(obj: dict, old: dict | None) -> list[Cause]:
     return causes
 
 
+def _go_type(value: Any) -> str:
+    return {bool: "bool", int: "number", float: "number", dict: "object", list: "array"}.get(type(value), "null")
+
+
 def check_string_maps(obj: dict) -> None:
     """What the real decoder rejects before anything else: non-string label/annotation/data values."""
     maps = {"metadata.labels": (obj.get("metadata") or {}).get("labels"),
             "metadata.annotations": (obj.get("metadata") or {}).get("annotations"), "data": obj.get("data")}
     for field, values in maps.items():
         if values is not None and not isinstance(values, dict):
-            raise bad_request(f"json: cannot unmarshal {type(values).__name__} into Go struct field {field} "
+            raise bad_request(f"json: cannot unmarshal {_go_type(values)} into Go struct field {field} "
                               "of type map[string]string")
         for key, value in (values or {}).items():
             if not isinstance(value, str):
-                raise bad_request(f"json: cannot unmarshal {type(value).__name__} into Go struct field "
+                raise bad_request(f"json: cannot unmarshal {_go_type(value)} into Go struct field "
                                   f"{field}.{key} of type string")
 
 
@@ -689,7 +663,7 @@ def label_selector(text: str) -> Callable[[dict], bool]:
                           (labels.get(key) == value) != negate)
         else:
             checks.append(lambda labels, key=key, negate=bool(m["neg"]): (key in labels) != negate)
-    return lambda obj: all(check((obj["metadata"].get("labels") or {})) for check in checks)
+    return lambda obj: all(check(obj["metadata"].get("labels") or {}) for check in checks)
 
 
 def field_selector(text: str, rt: ResourceType) -> Callable[[dict], bool]:
@@ -711,7 +685,7 @@ def field_selector(text: str, rt: ResourceType) -> Callable[[dict], bool]:
 
 
 def _rfc3339(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def apply_defaults(rt: ResourceType, obj: dict) -> None:
@@ -782,20 +756,28 @@ class KubeEmulator:
 
     def __init__(self, ca: TestCA, *, accepted_tokens: set[str] | None = None, clock: Clock | None = None) -> None:
         self.ca = ca
-        self.accepted_tokens = set(accepted_tokens) if accepted_tokens is not None \
+        self._initial_tokens = set(accepted_tokens) if accepted_tokens is not None \
             else {token_for_scope(AKS_SERVER_SCOPE)}
         self.clock = clock or Clock()
         self.log = RequestLog()
-        self.available = True
         self._lock = threading.RLock()
-        self._objects: dict[tuple[str, str | None, str], _Stored] = {}
         self._resource_version = 1000
-        self._faults: list[_Fault] = []
         self._routes = self._route_table()
         self._server = HttpsServer(self._wsgi, ca)
         self.url = self._server.url
-        for name in ("default", "kube-system"):
-            self.put_object({"kind": "Namespace", "metadata": {"name": name}}, field_manager="kube-apiserver")
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to a fresh cluster (only "default" and "kube-system"), no faults, empty log, available,
+        the constructor's tokens. Lets one running server serve many tests (stopping one takes 0.5 s)."""
+        with self._lock:
+            self.accepted_tokens = set(self._initial_tokens)
+            self.available = True
+            self._objects: dict[tuple[str, str | None, str], _Stored] = {}
+            self._faults: list[_Fault] = []
+            for name in ("default", "kube-system"):
+                self.put_object({"kind": "Namespace", "metadata": {"name": name}}, field_manager="kube-apiserver")
+            self.log.clear()
 
     # ---------------------------------------------------------------- public helpers for tests
 
@@ -834,7 +816,7 @@ class KubeEmulator:
             else:
                 entries = record_update(old.managed if old else [], field_manager, rt.api_version,
                                         self._now(), old.obj if old else {}, new)
-            return self._save(rt, old, new, entries, dry_run=False)[0]
+            return self._save(rt, old, new, entries, dry_run=False)
 
     def delete_object(self, kind: str, namespace: str | None, name: str) -> None:
         """Remove an object (and, for a namespace, everything in it). KeyError if it does not exist."""
@@ -871,9 +853,9 @@ class KubeEmulator:
                 {"GET": self._get, "PUT": self._replace, "PATCH": self._patch, "DELETE": self._delete}
             base = f"{rt.prefix}/namespaces/(?P<namespace>[^/]+)/{rt.plural}" if rt.namespaced \
                 else f"{rt.prefix}/{rt.plural}"
-            bound = {m: functools.partial(h, rt) for m, h in collection.items()}
-            routes.append((re.compile(base), bound))
-            routes.append((re.compile(base + "/(?P<name>[^/]+)"), {m: functools.partial(h, rt) for m, h in item.items()}))
+            routes.append((re.compile(base), {m: functools.partial(h, rt) for m, h in collection.items()}))
+            routes.append((re.compile(base + "/(?P<name>[^/]+)"),
+                           {m: functools.partial(h, rt) for m, h in item.items()}))
             if rt.namespaced:  # list across all namespaces
                 routes.append((re.compile(f"{rt.prefix}/{rt.plural}"), {"GET": functools.partial(self._list, rt)}))
         return routes
@@ -965,6 +947,7 @@ class KubeEmulator:
     def _create(self, rt: ResourceType, request: Request, namespace: str | None = None) -> Response:
         body = self._json_body(request)
         self._check_type_meta(rt, body, required=False)
+        check_string_maps(body)
         meta = body.setdefault("metadata", {})
         name = meta.get("name")
         if not name:
@@ -973,23 +956,17 @@ class KubeEmulator:
         self._check_namespace(rt, body, namespace)
         if (rt.kind, namespace, name) in self._objects:
             raise already_exists(rt, name)
-        new = self._finalize(rt, None, body, namespace)
-        validate_object(rt, new, None)
-        entries = record_update([], self._manager(request), rt.api_version, self._now(), {}, new)
-        obj, _ = self._save(rt, None, new, entries, dry_run=self._dry_run(request))
-        return json_response(obj, 201)
+        return json_response(self._update(rt, request, None, body, namespace), 201)
 
     def _replace(self, rt: ResourceType, request: Request, name: str, namespace: str | None = None) -> Response:
         body = self._json_body(request)
         self._check_type_meta(rt, body, required=False)
+        check_string_maps(body)
         self._check_name(body, name)
         self._check_namespace(rt, body, namespace)
         old = self._existing(rt, namespace, name)
         self._check_resource_version(rt, old, body)
-        new = self._finalize(rt, old, body, namespace)
-        validate_object(rt, new, old.obj)
-        entries = record_update(old.managed, self._manager(request), rt.api_version, self._now(), old.obj, new)
-        return json_response(self._save(rt, old, new, entries, dry_run=self._dry_run(request))[0])
+        return json_response(self._update(rt, request, old, body, namespace))
 
     def _patch(self, rt: ResourceType, request: Request, name: str, namespace: str | None = None) -> Response:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -1012,10 +989,16 @@ class KubeEmulator:
         check_string_maps(patched)
         self._check_name(patched, name)
         self._check_resource_version(rt, old, patched)
-        new = self._finalize(rt, old, patched, namespace)
-        validate_object(rt, new, old.obj)
-        entries = record_update(old.managed, self._manager(request), rt.api_version, self._now(), old.obj, new)
-        return json_response(self._save(rt, old, new, entries, dry_run=self._dry_run(request))[0])
+        return json_response(self._update(rt, request, old, patched, namespace))
+
+    def _update(self, rt: ResourceType, request: Request, old: _Stored | None, body: dict,
+                namespace: str | None) -> dict:
+        """An Update operation (create, replace, non-apply patch): the manager owns what it changed."""
+        new = self._finalize(rt, old, body, namespace)
+        validate_object(rt, new, old.obj if old else None)
+        entries = record_update(old.managed if old else [], self._manager(request), rt.api_version, self._now(),
+                                old.obj if old else {}, new)
+        return self._save(rt, old, new, entries, dry_run=self._dry_run(request))
 
     def _apply(self, rt: ResourceType, request: Request, name: str, namespace: str | None, force: bool) -> Response:
         manager = request.args.get("fieldManager")
@@ -1040,8 +1023,7 @@ class KubeEmulator:
         merged.setdefault("metadata", {})["name"] = name
         new = self._finalize(rt, old, merged, namespace)
         validate_object(rt, new, old.obj if old else None)
-        obj, _ = self._save(rt, old, new, entries, dry_run=self._dry_run(request))
-        return json_response(obj, 200 if old else 201)
+        return json_response(self._save(rt, old, new, entries, dry_run=self._dry_run(request)), 200 if old else 201)
 
     def _delete(self, rt: ResourceType, request: Request, name: str, namespace: str | None = None) -> Response:
         stored = self._existing(rt, namespace, name)
@@ -1073,8 +1055,6 @@ class KubeEmulator:
             raise bad_request(f"the body of the request could not be decoded as JSON: {exc}") from None
         if not isinstance(body, dict) and not (allow_list and isinstance(body, list)):
             raise bad_request("the body of the request must be a JSON object")
-        if isinstance(body, dict):
-            check_string_maps(body)
         return body
 
     @staticmethod
@@ -1140,7 +1120,7 @@ class KubeEmulator:
         obj = copy.deepcopy(body)
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version
         meta = obj.setdefault("metadata", {})
-        for key in SERVER_METADATA[2:]:
+        for key in SERVER_SET_METADATA:
             meta.pop(key, None)
         if rt.namespaced:
             meta["namespace"] = namespace
@@ -1168,18 +1148,18 @@ class KubeEmulator:
         return obj
 
     def _save(self, rt: ResourceType, old: _Stored | None, new: dict, entries: list[ManagedEntry],
-              *, dry_run: bool) -> tuple[dict, bool]:
+              *, dry_run: bool) -> dict:
         """Store `new` under a fresh resourceVersion, unless nothing changed at all (then keep the old)."""
         entries = prune_entries(entries, new)
         if old is not None and old.obj == new and _signature(old.managed) == _signature(entries):
-            return self._render(old), False
+            return self._render(old)
         stored = _Stored(copy.deepcopy(new), entries)
         if not dry_run:
             self._resource_version += 1
             stored.obj["metadata"]["resourceVersion"] = str(self._resource_version)
             meta = stored.obj["metadata"]
             self._objects[(rt.kind, meta.get("namespace"), meta["name"])] = stored
-        return self._render(stored), True
+        return self._render(stored)
 
     def _remove(self, key: tuple[str, str | None, str]) -> None:
         del self._objects[key]
