@@ -18,12 +18,14 @@ bp = func.Blueprint()
 log = logging.getLogger("keyless.events")
 
 
-def event_as_dict(event: func.EventGridEvent) -> dict[str, Any]:
-    """The event in Event Grid schema (the trigger also maps CloudEvents onto these fields)."""
+def event_as_dict(event: Any) -> dict[str, Any]:
+    """The event as a dict: the worker hands us an EventGridEvent, or a CloudEvent for CloudEvents 1.0."""
     try:
         data = event.get_json()
-    except ValueError:
+    except (ValueError, TypeError):
         data = None
+    if isinstance(event, func.CloudEvent):
+        return {"id": event.id, "type": event.type, "subject": event.subject, "source": event.source, "data": data}
     return {"id": event.id, "eventType": event.event_type, "subject": event.subject, "topic": event.topic, "data": data}
 
 

@@ -45,7 +45,8 @@ def arm(ca: TestCA, kube: KubeEmulator) -> collections.abc.Iterator[ArmEmulator]
     emulator.add_resource_group(SUB, "rg-ai")
     emulator.add_managed_cluster(CLUSTER_ID, kube_server_url=kube.url, kube_ca_pem=ca.ca_pem)
     emulator.add_cognitive_account(
-        ACCOUNT_ID, deployments=[("gpt-4o", "gpt-4o", "2024-08-06"), ("text-embedding-3-large", "text-embedding-3-large", "1")]
+        ACCOUNT_ID,
+        deployments=[("gpt-4o", "gpt-4o", "2024-08-06"), ("text-embedding-3-large", "text-embedding-3-large", "1")],
     )
     yield emulator
     emulator.stop()

@@ -107,13 +107,22 @@ def status_of(exc: ApiException) -> dict:
 
 
 def sa_config(name: str = "app", namespace: str = "default", **annotations: str) -> dict:
-    return {"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": name, "namespace": namespace, "annotations": annotations}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+    }
 
 
 def apply_sa(core, body: dict, force: bool | None = None, manager: str = "keyless"):
-    return core.patch_namespaced_service_account(body["metadata"]["name"], body["metadata"]["namespace"], body,
-                                                 field_manager=manager, force=force, _content_type=APPLY)
+    return core.patch_namespaced_service_account(
+        body["metadata"]["name"],
+        body["metadata"]["namespace"],
+        body,
+        field_manager=manager,
+        force=force,
+        _content_type=APPLY,
+    )
 
 
 def managers(obj: dict) -> dict[tuple[str, str], dict]:
@@ -124,22 +133,33 @@ def deployment(name: str = "web", image: str = "nginx:1.27", env: list | None = 
     container = {"name": "app", "image": image}
     if env is not None:
         container["env"] = env
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
+        },
+    }
 
 
 def apply_deploy(apps, body: dict):
-    return apps.patch_namespaced_deployment(body["metadata"]["name"], body["metadata"]["namespace"], body,
-                                            field_manager="keyless", _content_type=APPLY)
+    return apps.patch_namespaced_deployment(
+        body["metadata"]["name"], body["metadata"]["namespace"], body, field_manager="keyless", _content_type=APPLY
+    )
 
 
 def seed_pod(kube: KubeEmulator, name: str, labels: dict, sa: str, namespace: str = "default") -> None:
-    kube.put_object({"apiVersion": "v1", "kind": "Pod",
-                     "metadata": {"name": name, "namespace": namespace, "labels": labels},
-                     "spec": {"serviceAccountName": sa, "containers": [{"name": "c", "image": "busybox"}]},
-                     "status": {"phase": "Running"}})
+    kube.put_object(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"serviceAccountName": sa, "containers": [{"name": "c", "image": "busybox"}]},
+            "status": {"phase": "Running"},
+        }
+    )
 
 
 # --------------------------------------------------------------------------- server-side apply
@@ -149,8 +169,9 @@ def test_apply_creates_service_account_and_identical_reapply_changes_nothing(cor
     created = apply_sa(core, sa_config(**{CLIENT_ID: "cid", TENANT_ID: "tid"}))
     assert created.metadata.annotations == {CLIENT_ID: "cid", TENANT_ID: "tid"}
     assert created.metadata.uid and created.metadata.creation_timestamp
-    assert [(m.manager, m.operation, m.fields_type) for m in created.metadata.managed_fields] == \
-        [("keyless", "Apply", "FieldsV1")]
+    assert [(m.manager, m.operation, m.fields_type) for m in created.metadata.managed_fields] == [
+        ("keyless", "Apply", "FieldsV1")
+    ]
     assert kube.log.items[-1].status == 201
 
     again = apply_sa(core, sa_config(**{CLIENT_ID: "cid", TENANT_ID: "tid"}))
@@ -174,8 +195,9 @@ def test_annotations_owned_by_another_manager_survive_our_apply(core, kube):
     result = apply_sa(core, sa_config(**{TENANT_ID: "tid"}))  # drops our client-id, not helm's keys
     assert result.metadata.annotations == {"meta.helm.sh/release-name": "rel", "team": "x", TENANT_ID: "tid"}
     owned = managers(kube.get_object("ServiceAccount", "default", "app"))
-    assert owned[("helm", "Update")] == {"f:metadata": {"f:annotations": {
-        "f:meta.helm.sh/release-name": {}, "f:team": {}}}}
+    assert owned[("helm", "Update")] == {
+        "f:metadata": {"f:annotations": {"f:meta.helm.sh/release-name": {}, "f:team": {}}}
+    }
     assert owned[("keyless", "Apply")] == {"f:metadata": {"f:annotations": {f"f:{TENANT_ID}": {}}}}
 
 
@@ -193,11 +215,16 @@ def test_conflicting_field_is_409_unless_forced_and_force_moves_ownership(core, 
         apply_sa(core, sa_config(**{CLIENT_ID: "ours"}))
     status = status_of(err.value)
     assert (err.value.status, status["reason"]) == (409, "Conflict")
-    assert status["message"] == ('Apply failed with 1 conflict: conflict with "helm" using v1: '
-                                 f".metadata.annotations.{CLIENT_ID}")
-    assert status["details"]["causes"] == [{"reason": "FieldManagerConflict",
-                                            "message": 'conflict with "helm" using v1',
-                                            "field": f".metadata.annotations.{CLIENT_ID}"}]
+    assert status["message"] == (
+        f'Apply failed with 1 conflict: conflict with "helm" using v1: .metadata.annotations.{CLIENT_ID}'
+    )
+    assert status["details"]["causes"] == [
+        {
+            "reason": "FieldManagerConflict",
+            "message": 'conflict with "helm" using v1',
+            "field": f".metadata.annotations.{CLIENT_ID}",
+        }
+    ]
     assert kube.get_object("ServiceAccount", "default", "app")["metadata"]["resourceVersion"] == before
 
     forced = apply_sa(core, sa_config(**{CLIENT_ID: "ours"}), force=True)
@@ -215,18 +242,31 @@ def test_conflicts_between_two_appliers_list_every_field(core, kube):
 
 
 def test_apply_configmap_owns_data_keys(core, kube):
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keyless", "namespace": "default"},
-          "data": {"endpoint": "https://x.openai.azure.com", "deployment": "gpt"}}
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "keyless", "namespace": "default"},
+        "data": {"endpoint": "https://x.openai.azure.com", "deployment": "gpt"},
+    }
     core.patch_namespaced_config_map("keyless", "default", cm, field_manager="keyless", _content_type=APPLY)
     kube.put_object({**cm, "data": {**cm["data"], "extra": "kept"}}, field_manager="kubectl-edit")
-    result = core.patch_namespaced_config_map("keyless", "default", {**cm, "data": {"endpoint": "e2"}},
-                                              field_manager="keyless", force=True, _content_type=APPLY)
+    result = core.patch_namespaced_config_map(
+        "keyless",
+        "default",
+        {**cm, "data": {"endpoint": "e2"}},
+        field_manager="keyless",
+        force=True,
+        _content_type=APPLY,
+    )
     assert result.data == {"endpoint": "e2", "extra": "kept"}
 
 
 def test_apply_accepts_a_model_body(core):
-    body = kubernetes.client.V1ServiceAccount(api_version="v1", kind="ServiceAccount",
-                                              metadata=kubernetes.client.V1ObjectMeta(name="m", annotations={"a": "b"}))
+    body = kubernetes.client.V1ServiceAccount(
+        api_version="v1",
+        kind="ServiceAccount",
+        metadata=kubernetes.client.V1ObjectMeta(name="m", annotations={"a": "b"}),
+    )
     result = core.patch_namespaced_service_account("m", "default", body, field_manager="keyless", _content_type=APPLY)
     assert result.metadata.annotations == {"a": "b"}
 
@@ -240,8 +280,9 @@ def test_apply_without_field_manager_is_422(core):
 
 def test_apply_without_kind_is_400(core):
     with pytest.raises(ApiException) as err:
-        core.patch_namespaced_service_account("app", "default", {"metadata": {"name": "app"}},
-                                              field_manager="keyless", _content_type=APPLY)
+        core.patch_namespaced_service_account(
+            "app", "default", {"metadata": {"name": "app"}}, field_manager="keyless", _content_type=APPLY
+        )
     assert status_of(err.value)["reason"] == "BadRequest"
 
 
@@ -259,7 +300,8 @@ def test_apply_with_an_invalid_name_is_422(core):
     status = status_of(err.value)
     assert (err.value.status, status["reason"]) == (422, "Invalid")
     assert status["message"].startswith(
-        'ServiceAccount "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name"')
+        'ServiceAccount "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name"'
+    )
     assert status["details"]["causes"][0]["field"] == "metadata.name"
 
 
@@ -271,8 +313,11 @@ def test_create_twice_is_409_already_exists(core):
     with pytest.raises(ApiException) as err:
         core.create_namespaced_service_account("default", {"metadata": {"name": "app"}})
     status = status_of(err.value)
-    assert (err.value.status, status["reason"], status["message"]) == \
-        (409, "AlreadyExists", 'serviceaccounts "app" already exists')
+    assert (err.value.status, status["reason"], status["message"]) == (
+        409,
+        "AlreadyExists",
+        'serviceaccounts "app" already exists',
+    )
 
 
 def test_create_records_an_update_entry_for_the_user_agent_or_field_manager(core, kube):
@@ -286,8 +331,11 @@ def test_get_missing_is_404_not_found_status(core, apps):
     with pytest.raises(ApiException) as err:
         core.read_namespaced_service_account("ghost", "default")
     status = status_of(err.value)
-    assert (err.value.status, status["reason"], status["message"]) == \
-        (404, "NotFound", 'serviceaccounts "ghost" not found')
+    assert (err.value.status, status["reason"], status["message"]) == (
+        404,
+        "NotFound",
+        'serviceaccounts "ghost" not found',
+    )
     with pytest.raises(ApiException) as err:
         apps.read_namespaced_deployment("ghost", "default")
     assert status_of(err.value)["message"] == 'deployments.apps "ghost" not found'
@@ -306,11 +354,16 @@ def test_invalid_names_are_422(core):
 def test_merge_patch_sets_and_deletes_and_a_no_op_keeps_the_resource_version(core, kube):
     kube.put_object(sa_config(a="1", b="2"))
     patched = core.patch_namespaced_service_account(
-        "app", "default", {"metadata": {"annotations": {"a": None, "c": "3"}}}, field_manager="keyless",
-        _content_type=MERGE)
+        "app",
+        "default",
+        {"metadata": {"annotations": {"a": None, "c": "3"}}},
+        field_manager="keyless",
+        _content_type=MERGE,
+    )
     assert patched.metadata.annotations == {"b": "2", "c": "3"}
-    same = core.patch_namespaced_service_account("app", "default", {"metadata": {"annotations": {"c": "3"}}},
-                                                 _content_type=MERGE)
+    same = core.patch_namespaced_service_account(
+        "app", "default", {"metadata": {"annotations": {"c": "3"}}}, _content_type=MERGE
+    )
     assert same.metadata.resource_version == patched.metadata.resource_version
     owned = managers(kube.get_object("ServiceAccount", "default", "app"))
     assert owned[("keyless", "Update")] == {"f:metadata": {"f:annotations": {"f:c": {}}}}
@@ -321,8 +374,9 @@ def test_merge_patch_sets_and_deletes_and_a_no_op_keeps_the_resource_version(cor
 
 def test_json_patch(core, kube):
     kube.put_object({"kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "1"}})
-    result = core.patch_namespaced_config_map("cm", "default", [{"op": "add", "path": "/data/b", "value": "2"},
-                                                                {"op": "remove", "path": "/data/a"}])
+    result = core.patch_namespaced_config_map(
+        "cm", "default", [{"op": "add", "path": "/data/b", "value": "2"}, {"op": "remove", "path": "/data/a"}]
+    )
     assert result.data == {"b": "2"}
     assert kube.log.items[-1].content_type == "application/json-patch+json"
 
@@ -330,14 +384,17 @@ def test_json_patch(core, kube):
 def test_put_with_a_stale_resource_version_is_409_conflict(core, kube):
     kube.put_object(sa_config(a="1"))
     stale = core.read_namespaced_service_account("app", "default")
-    core.patch_namespaced_service_account("app", "default", {"metadata": {"annotations": {"a": "2"}}},
-                                          _content_type=MERGE)
+    core.patch_namespaced_service_account(
+        "app", "default", {"metadata": {"annotations": {"a": "2"}}}, _content_type=MERGE
+    )
     with pytest.raises(ApiException) as err:
         core.replace_namespaced_service_account("app", "default", stale)
     status = status_of(err.value)
     assert (err.value.status, status["reason"]) == (409, "Conflict")
-    assert status["message"] == ('Operation cannot be fulfilled on serviceaccounts "app": the object has been '
-                                 "modified; please apply your changes to the latest version and try again")
+    assert status["message"] == (
+        'Operation cannot be fulfilled on serviceaccounts "app": the object has been '
+        "modified; please apply your changes to the latest version and try again"
+    )
     fresh = core.read_namespaced_service_account("app", "default")
     fresh.metadata.annotations["a"] = "3"
     assert core.replace_namespaced_service_account("app", "default", fresh).metadata.annotations == {"a": "3"}
@@ -354,8 +411,9 @@ def test_non_string_annotation_is_400(core, kube):
     # (create/replace bodies are checked by the client's own models first; patch bodies are not)
     kube.put_object(sa_config())
     with pytest.raises(ApiException) as err:
-        core.patch_namespaced_service_account("app", "default", {"metadata": {"annotations": {"n": 1}}},
-                                              _content_type=MERGE)
+        core.patch_namespaced_service_account(
+            "app", "default", {"metadata": {"annotations": {"n": 1}}}, _content_type=MERGE
+        )
     assert (err.value.status, status_of(err.value)["reason"]) == (400, "BadRequest")
 
 
@@ -414,8 +472,12 @@ def test_deployment_create_apply_patch_and_generation(apps, kube):
     assert created.spec.replicas == 1 and created.spec.template.spec.containers[0].image_pull_policy == "IfNotPresent"
 
     env = [{"name": "AZURE_OPENAI_ENDPOINT", "value": "https://x"}]
-    apply_body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
-                  "spec": {"template": {"spec": {"containers": [{"name": "app", "env": env}]}}}}
+    apply_body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "env": env}]}}},
+    }
     applied = apply_deploy(apps, apply_body)
     container = applied.spec.template.spec.containers[0]
     assert (container.image, container.env[0].name) == ("nginx:1.27", "AZURE_OPENAI_ENDPOINT")
@@ -424,14 +486,16 @@ def test_deployment_create_apply_patch_and_generation(apps, kube):
     again = apply_deploy(apps, apply_body)
     assert (again.metadata.resource_version, again.metadata.generation) == (applied.metadata.resource_version, 2)
 
-    annotated = apps.patch_namespaced_deployment("web", "default", {"metadata": {"annotations": {"a": "b"}}},
-                                                 _content_type=MERGE)
+    annotated = apps.patch_namespaced_deployment(
+        "web", "default", {"metadata": {"annotations": {"a": "b"}}}, _content_type=MERGE
+    )
     assert annotated.metadata.generation == 2
     assert int(annotated.metadata.resource_version) > int(applied.metadata.resource_version)
 
     # strategic merge patch: containers and env merged by name
-    other_env = {"spec": {"template": {"spec": {"containers": [
-        {"name": "app", "env": [{"name": "OTHER", "value": "1"}]}]}}}}
+    other_env = {
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "env": [{"name": "OTHER", "value": "1"}]}]}}}
+    }
     patched = apps.patch_namespaced_deployment("web", "default", other_env, field_manager="ops")
     assert [e.name for e in patched.spec.template.spec.containers[0].env] == ["AZURE_OPENAI_ENDPOINT", "OTHER"]
     assert patched.metadata.generation == 3
@@ -451,8 +515,12 @@ def test_apply_conflict_on_a_container_field_names_the_keyed_path(apps):
     with pytest.raises(ApiException) as err:
         apps.patch_namespaced_deployment("web", "default", body, field_manager="keyless", _content_type=APPLY)
     assert status_of(err.value)["details"]["causes"] == [
-        {"reason": "FieldManagerConflict", "message": 'conflict with "helm" using apps/v1',
-         "field": '.spec.template.spec.containers[name="app"].image'}]
+        {
+            "reason": "FieldManagerConflict",
+            "message": 'conflict with "helm" using apps/v1',
+            "field": '.spec.template.spec.containers[name="app"].image',
+        }
+    ]
 
 
 def test_deployment_selector_must_match_template_labels(apps):
@@ -591,8 +659,10 @@ def load_reference(root: Path) -> list[dict]:
     for name in SPEC_FILES:
         path = root / REFERENCE_SUBDIR / name
         if not path.is_file():
-            pytest.fail(f"Kubernetes reference OpenAPI not found at {path}. Set KEYLESS_REFERENCE_DIR to the "
-                        "shared reference directory (see shared/reference/SOURCES.md).")
+            pytest.fail(
+                f"Kubernetes reference OpenAPI not found at {path}. Set KEYLESS_REFERENCE_DIR to the "
+                "shared reference directory (see shared/reference/SOURCES.md)."
+            )
         specs.append(json.loads(path.read_text()))
     return specs
 
@@ -622,8 +692,11 @@ class SchemaValidator:
             return self.errors(value, self.schemas[schema["$ref"].rsplit("/", 1)[-1]], where)
         found = [e for sub in schema.get("allOf", []) for e in self.errors(value, sub, where)]
         if schema.get("x-kubernetes-int-or-string"):
-            return found if isinstance(value, (int, str)) and not isinstance(value, bool) else \
-                found + [f"{where}: {value!r} is not int-or-string"]
+            return (
+                found
+                if isinstance(value, (int, str)) and not isinstance(value, bool)
+                else found + [f"{where}: {value!r} is not int-or-string"]
+            )
         kind = schema.get("type")
         checks = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int, "number": (int, float)}
         numeric_bool = kind in ("integer", "number") and isinstance(value, bool)
@@ -668,8 +741,9 @@ def conformance_exchanges(kube: KubeEmulator, ca: TestCA) -> list[Exchange]:
     http = urllib3.PoolManager(ca_certs=str(ca.ca_pem_path))
     exchanges: list[Exchange] = []
 
-    def call(label: str, method: str, path: str, body: Any = None, content_type: str = "application/json",
-             token: str = TOKEN) -> None:
+    def call(
+        label: str, method: str, path: str, body: Any = None, content_type: str = "application/json", token: str = TOKEN
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type, "Accept": "application/json"}
         data = json.dumps(body).encode() if body is not None else None
         response = http.request(method, kube.url + path, body=data, headers=headers)
@@ -690,8 +764,13 @@ def conformance_exchanges(kube: KubeEmulator, ca: TestCA) -> list[Exchange]:
     call("replace configmap", "PUT", cm + "/cm", {"metadata": {"name": "cm"}, "data": {"k": "w"}})
     call("list configmaps", "GET", cm)
     call("create deployment", "POST", deploys, deployment())
-    call("apply deployment", "PATCH", deploys + "/web?fieldManager=keyless",
-         deployment(env=[{"name": "E", "value": "1"}]), APPLY)
+    call(
+        "apply deployment",
+        "PATCH",
+        deploys + "/web?fieldManager=keyless",
+        deployment(env=[{"name": "E", "value": "1"}]),
+        APPLY,
+    )
     call("get deployment", "GET", deploys + "/web")
     call("list deployments", "GET", deploys)
     call("list all deployments", "GET", "/apis/apps/v1/deployments")
@@ -726,12 +805,35 @@ def exchanges(server: KubeEmulator, ca: TestCA) -> list[Exchange]:
 
 
 CONFORMANCE_LABELS = [
-    "create namespace", "get namespace", "list namespaces", "apply serviceaccount", "get serviceaccount",
-    "list serviceaccounts", "merge patch serviceaccount", "create configmap", "replace configmap", "list configmaps",
-    "create deployment", "apply deployment", "get deployment", "list deployments", "list all deployments",
-    "get pod", "list pods", "list all pods", "core resources", "apps resources", "delete serviceaccount",
-    "delete configmap", "delete deployment", "delete namespace", "error not found", "error already exists",
-    "error invalid", "error conflict", "error unauthorized",
+    "create namespace",
+    "get namespace",
+    "list namespaces",
+    "apply serviceaccount",
+    "get serviceaccount",
+    "list serviceaccounts",
+    "merge patch serviceaccount",
+    "create configmap",
+    "replace configmap",
+    "list configmaps",
+    "create deployment",
+    "apply deployment",
+    "get deployment",
+    "list deployments",
+    "list all deployments",
+    "get pod",
+    "list pods",
+    "list all pods",
+    "core resources",
+    "apps resources",
+    "delete serviceaccount",
+    "delete configmap",
+    "delete deployment",
+    "delete namespace",
+    "error not found",
+    "error already exists",
+    "error invalid",
+    "error conflict",
+    "error unauthorized",
 ]
 
 

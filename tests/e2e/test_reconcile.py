@@ -35,9 +35,7 @@ def assert_converged(arm, kube, binding: Binding) -> dict:
     assert creds[0]["properties"]["issuer"] == issuer
     assert creds[0]["properties"]["subject"] == f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
     assert creds[0]["properties"]["audiences"] == ["api://AzureADTokenExchange"]
-    assignments = [
-        ra for ra in arm.role_assignments() if ra["properties"]["principalId"] == props["principalId"]
-    ]
+    assignments = [ra for ra in arm.role_assignments() if ra["properties"]["principalId"] == props["principalId"]]
     assert len(assignments) == 1, assignments
     assert assignments[0]["properties"]["scope"].lower() == ACCOUNT_ID.lower()
     assert assignments[0]["properties"]["roleDefinitionId"].lower().endswith(OPENAI_USER)
@@ -177,7 +175,10 @@ def test_recreated_cluster_new_issuer_credential_follows(arm, kube, engine, bind
 def test_cluster_without_oidc_is_enabled_through_the_lro(ca, arm, kube, settings, make_engine, binding):
     arm.delete_managed_cluster(CLUSTER_ID)
     arm.add_managed_cluster(
-        CLUSTER_ID, kube_server_url=kube.url, kube_ca_pem=ca.ca_pem, oidc_issuer_enabled=False,
+        CLUSTER_ID,
+        kube_server_url=kube.url,
+        kube_ca_pem=ca.ca_pem,
+        oidc_issuer_enabled=False,
         workload_identity_enabled=False,
     )
     engine = make_engine(settings, cluster_update_wait_seconds=20.0)
@@ -197,7 +198,10 @@ def test_cluster_without_oidc_is_enabled_through_the_lro(ca, arm, kube, settings
 def test_cluster_update_without_waiting_is_not_yet_then_converges(ca, arm, kube, engine, binding):
     arm.delete_managed_cluster(CLUSTER_ID)
     arm.add_managed_cluster(
-        CLUSTER_ID, kube_server_url=kube.url, kube_ca_pem=ca.ca_pem, oidc_issuer_enabled=False,
+        CLUSTER_ID,
+        kube_server_url=kube.url,
+        kube_ca_pem=ca.ca_pem,
+        oidc_issuer_enabled=False,
         workload_identity_enabled=False,
     )
     first = engine.reconcile(binding)
@@ -214,8 +218,9 @@ def test_cluster_update_without_waiting_is_not_yet_then_converges(ca, arm, kube,
 
 def test_cluster_features_off_and_enabling_forbidden_is_a_clear_failure(ca, arm, kube, settings, make_engine, binding):
     arm.delete_managed_cluster(CLUSTER_ID)
-    arm.add_managed_cluster(CLUSTER_ID, kube_server_url=kube.url, kube_ca_pem=ca.ca_pem,
-                            workload_identity_enabled=False)
+    arm.add_managed_cluster(
+        CLUSTER_ID, kube_server_url=kube.url, kube_ca_pem=ca.ca_pem, workload_identity_enabled=False
+    )
     result = make_engine(settings, enable_cluster_features=False).reconcile(binding)
     assert result.status == "failed"
     assert "workload identity" in result.step("cluster").reason
@@ -224,8 +229,7 @@ def test_cluster_features_off_and_enabling_forbidden_is_a_clear_failure(ca, arm,
 
 def test_provisioning_cluster_is_not_yet(ca, arm, kube, engine, binding):
     arm.delete_managed_cluster(CLUSTER_ID)
-    arm.add_managed_cluster(CLUSTER_ID, kube_server_url=kube.url, kube_ca_pem=ca.ca_pem,
-                            provisioning_state="Creating")
+    arm.add_managed_cluster(CLUSTER_ID, kube_server_url=kube.url, kube_ca_pem=ca.ca_pem, provisioning_state="Creating")
     result = engine.reconcile(binding)
     assert result.status == "not-ready" and result.step("cluster").outcome == "not-yet"
     assert arm.log.writes() == []
@@ -349,7 +353,21 @@ def test_kubernetes_is_reached_with_an_entra_token_for_the_aks_server_app(arm, k
     assert arm.log.matching("POST", "listClusterAdminCredential") == []
 
 
-def test_local_admin_account_only_when_allowed(arm, kube, settings, make_engine, binding):
+def test_local_admin_account_only_when_allowed(ca, arm, kube, settings, make_engine, binding):
+    refused = make_engine(settings, allow_local_accounts=True).reconcile(binding)
+    assert refused.status == "failed", "this cluster disables local accounts"
+    assert refused.reason.startswith("namespace:")
+    assert arm.log.writes() == []
+
+    arm.delete_managed_cluster(CLUSTER_ID)
+    arm.add_managed_cluster(
+        CLUSTER_ID,
+        kube_server_url=kube.url,
+        kube_ca_pem=ca.ca_pem,
+        disable_local_accounts=False,
+        admin_token="local-admin-token",
+    )
+    kube.accepted_tokens = {"local-admin-token"}
     result = make_engine(settings, allow_local_accounts=True).reconcile(binding)
-    assert result.status == "failed", "the cluster disables local accounts"
-    assert "namespace" == result.reason.split(":")[0]
+    assert result.status == "ready", result.as_dict()
+    assert len(arm.log.matching("POST", "listClusterAdminCredential")) == 2

@@ -16,7 +16,7 @@ from typing import Any
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.emulators.common import RequestLog, RecordedRequest, json_response, token_for_scope
+from tests.emulators.common import RecordedRequest, RequestLog, json_response, token_for_scope
 
 
 class IdentityEndpoint:

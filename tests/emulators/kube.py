@@ -114,15 +114,23 @@ RESOURCES: dict[str, ResourceType] = {
 class ApiError(Exception):
     """An error the server answers with a `Status` body."""
 
-    def __init__(self, code: int, reason: str, message: str, details: dict | None = None,
-                 headers: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self, code: int, reason: str, message: str, details: dict | None = None, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
         super().__init__(f"{code} {reason}: {message}")
         self.code, self.reason, self.message = code, reason, message
         self.details, self.headers = details, list(headers)
 
     def status(self) -> dict:
-        body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": self.message, "reason": self.reason, "code": self.code}
+        body = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details is not None:
             body["details"] = self.details
         return body
@@ -131,10 +139,21 @@ class ApiError(Exception):
         return json_response(self.status(), self.code, self.headers)
 
 
-DEFAULT_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-                   405: "MethodNotAllowed", 409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType",
-                   422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
-                   503: "ServiceUnavailable", 504: "Timeout"}
+DEFAULT_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 
 
 def _ref(rt: ResourceType, name: str) -> dict:
@@ -153,9 +172,13 @@ def already_exists(rt: ResourceType, name: str) -> ApiError:
 
 
 def modified_conflict(rt: ResourceType, name: str) -> ApiError:
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rt.qualified} "{name}": the object '
-                    "has been modified; please apply your changes to the latest version and try again",
-                    _ref(rt, name))
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {rt.qualified} "{name}": the object '
+        "has been modified; please apply your changes to the latest version and try again",
+        _ref(rt, name),
+    )
 
 
 def bad_request(message: str) -> ApiError:
@@ -182,9 +205,11 @@ def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> ApiError:
     parts = [f"{c.field}: {c.message()}" for c in causes]
     summary = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
     qualified = f"{kind}.{group}" if group else kind
-    details = {"name": name, "kind": kind,
-               "causes": [{"reason": f"FieldValue{c.kind}", "message": c.message(), "field": c.field}
-                          for c in causes]}
+    details = {
+        "name": name,
+        "kind": kind,
+        "causes": [{"reason": f"FieldValue{c.kind}", "message": c.message(), "field": c.field} for c in causes],
+    }
     if group:
         details["group"] = group
     return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {summary}', details)
@@ -200,13 +225,27 @@ MISSING: Any = object()
 
 LIST_MAP_KEYS: dict[str, tuple[str, ...]] = {
     # Lists merged item by item (x-kubernetes-list-type: map / patch strategy merge), keyed by field name.
-    "containers": ("name",), "initContainers": ("name",), "ephemeralContainers": ("name",),
-    "env": ("name",), "volumes": ("name",), "volumeMounts": ("mountPath",),
-    "ports": ("containerPort", "protocol"), "imagePullSecrets": ("name",), "secrets": ("name",),
+    "containers": ("name",),
+    "initContainers": ("name",),
+    "ephemeralContainers": ("name",),
+    "env": ("name",),
+    "volumes": ("name",),
+    "volumeMounts": ("mountPath",),
+    "ports": ("containerPort", "protocol"),
+    "imagePullSecrets": ("name",),
+    "secrets": ("name",),
     "ownerReferences": ("uid",),
 }
-SERVER_SET_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
-                       "deletionTimestamp", "deletionGracePeriodSeconds")
+SERVER_SET_METADATA = (
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
 SERVER_METADATA = ("name", "namespace", *SERVER_SET_METADATA)  # never owned by a field manager
 
 
@@ -356,8 +395,12 @@ def json_patch(target: dict, operations: Any) -> dict:
                 node = node[int(part)] if isinstance(node, list) else node[part]
             key: Any = (len(node) if last == "-" else int(last)) if isinstance(node, list) else last
             if op["op"] == "test" and node[key] != op["value"]:
-                raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
-                               f"request: testing value {op['path']} failed")
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f"the server rejected our request due to an error in our "
+                    f"request: testing value {op['path']} failed",
+                )
             if op["op"] in ("remove", "replace"):
                 del node[key]
             if op["op"] in ("add", "replace"):
@@ -368,8 +411,12 @@ def json_patch(target: dict, operations: Any) -> dict:
             elif op["op"] not in ("remove", "test"):
                 raise bad_request(f"Unexpected kind: {op['op']}")
         except (KeyError, IndexError, ValueError, TypeError) as exc:
-            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: "
-                           f"doc is missing path: {op.get('path') if isinstance(op, dict) else op}: {exc}") from None
+            raise ApiError(
+                422,
+                "Invalid",
+                f"the server rejected our request due to an error in our request: "
+                f"doc is missing path: {op.get('path') if isinstance(op, dict) else op}: {exc}",
+            ) from None
     return doc
 
 
@@ -393,17 +440,29 @@ class ManagedEntry:
         return f'"{self.manager}"' if self.operation == "Apply" else f'"{self.manager}" using {self.api_version}'
 
     def to_json(self) -> dict:
-        return {"manager": self.manager, "operation": self.operation, "apiVersion": self.api_version,
-                "time": self.time, "fieldsType": "FieldsV1", "fieldsV1": fields_to_v1(self.fields)}
+        return {
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": self.api_version,
+            "time": self.time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields_to_v1(self.fields),
+        }
 
     @classmethod
     def from_json(cls, entry: dict) -> ManagedEntry:
-        return cls(entry["manager"], entry["operation"], entry.get("apiVersion", "v1"),
-                   entry.get("time", ""), frozenset(fields_from_v1(entry.get("fieldsV1") or {})))
+        return cls(
+            entry["manager"],
+            entry["operation"],
+            entry.get("apiVersion", "v1"),
+            entry.get("time", ""),
+            frozenset(fields_from_v1(entry.get("fieldsV1") or {})),
+        )
 
 
-def find_apply_conflicts(entries: list[ManagedEntry], applier: tuple[str, str], applied: set[Path],
-                         live: dict, config: dict) -> list[tuple[ManagedEntry, Path]]:
+def find_apply_conflicts(
+    entries: list[ManagedEntry], applier: tuple[str, str], applied: set[Path], live: dict, config: dict
+) -> list[tuple[ManagedEntry, Path]]:
     """Fields the config sets to a different value than the live one while another manager owns them."""
     conflicts = []
     for entry in entries:
@@ -416,15 +475,18 @@ def find_apply_conflicts(entries: list[ManagedEntry], applier: tuple[str, str], 
 
 
 def apply_conflict_error(conflicts: list[tuple[ManagedEntry, Path]]) -> ApiError:
-    causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {entry.describe()}",
-               "field": path_string(path)} for entry, path in conflicts]
+    causes = [
+        {"reason": "FieldManagerConflict", "message": f"conflict with {entry.describe()}", "field": path_string(path)}
+        for entry, path in conflicts
+    ]
     if len(conflicts) == 1:
         entry, path = conflicts[0]
         message = f"Apply failed with 1 conflict: conflict with {entry.describe()}: {path_string(path)}"
     else:
         lines = []
-        for describe, group in itertools.groupby(sorted(conflicts, key=lambda c: c[0].describe()),
-                                                 key=lambda c: c[0].describe()):
+        for describe, group in itertools.groupby(
+            sorted(conflicts, key=lambda c: c[0].describe()), key=lambda c: c[0].describe()
+        ):
             lines.append(f"conflicts with {describe}:")
             lines += [f"- {path_string(path)}" for _, path in group]
         message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
@@ -468,8 +530,9 @@ def drop_nulls(value: Any) -> Any:
     return value
 
 
-def server_side_apply(live: dict, entries: list[ManagedEntry], manager: str, config: dict, force: bool,
-                      api_version: str, now: str) -> tuple[dict, list[ManagedEntry]]:
+def server_side_apply(
+    live: dict, entries: list[ManagedEntry], manager: str, config: dict, force: bool, api_version: str, now: str
+) -> tuple[dict, list[ManagedEntry]]:
     """Apply `config` as `manager`: returns the merged object and the new ownership entries.
 
     - conflicts (another manager owns a field the config sets differently) -> 409 unless `force`,
@@ -498,15 +561,18 @@ def server_side_apply(live: dict, entries: list[ManagedEntry], manager: str, con
 
 def changed_paths(old: dict, new: dict) -> set[Path]:
     """Fields of `new` that `old` lacks or holds with another value (keyed list items: only if new)."""
+
     def changed(path: Path) -> bool:
         if path[-1].startswith("k:"):
             return value_at(old, path) is MISSING
         return value_at(old, path) != value_at(new, path)
+
     return {path for path in field_paths(ownable(new)) if changed(path)}
 
 
-def record_update(entries: list[ManagedEntry], manager: str, api_version: str, now: str,
-                  old: dict, new: dict) -> list[ManagedEntry]:
+def record_update(
+    entries: list[ManagedEntry], manager: str, api_version: str, now: str, old: dict, new: dict
+) -> list[ManagedEntry]:
     """An Update (create, PUT, non-apply PATCH) owns the fields it changed; others lose them."""
     changed = changed_paths(old, new)
     if not changed:
@@ -514,8 +580,9 @@ def record_update(entries: list[ManagedEntry], manager: str, api_version: str, n
     key = (manager, "Update")
     previous = next((e for e in entries if e.key == key), None)
     others = [dataclasses.replace(e, fields=e.fields - changed) for e in entries if e.key != key]
-    mine = ManagedEntry(manager, "Update", api_version, now,
-                        frozenset(changed | (previous.fields if previous else set())))
+    mine = ManagedEntry(
+        manager, "Update", api_version, now, frozenset(changed | (previous.fields if previous else set()))
+    )
     return _replace_entry(others, entries, mine)
 
 
@@ -540,12 +607,16 @@ def prune_entries(entries: list[ManagedEntry], obj: dict) -> list[ManagedEntry]:
 SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
-                 "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
-                 "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
-LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
-             "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
-             "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+    "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+    "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
 
 
 def name_problem(name: str, rule: str) -> str | None:
@@ -560,8 +631,11 @@ def name_problem(name: str, rule: str) -> str | None:
 
 def _qualified_name_ok(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
-    return (not prefix or (len(prefix) <= 253 and SUBDOMAIN.fullmatch(prefix) is not None)) \
-        and len(name) <= 63 and QUALIFIED_NAME.fullmatch(name) is not None
+    return (
+        (not prefix or (len(prefix) <= 253 and SUBDOMAIN.fullmatch(prefix) is not None))
+        and len(name) <= 63
+        and QUALIFIED_NAME.fullmatch(name) is not None
+    )
 
 
 def validate_object(rt: ResourceType, obj: dict, old: dict | None) -> None:
@@ -572,15 +646,33 @@ def validate_object(rt: ResourceType, obj: dict, old: dict | None) -> None:
         causes.append(Cause("metadata.name", "Invalid", problem, meta["name"]))
     for key, value in (meta.get("labels") or {}).items():
         if not _qualified_name_ok(key):
-            causes.append(Cause("metadata.labels", "Invalid", "name part must consist of alphanumeric "
-                                "characters, '-', '_' or '.'", key))
+            causes.append(
+                Cause(
+                    "metadata.labels",
+                    "Invalid",
+                    "name part must consist of alphanumeric characters, '-', '_' or '.'",
+                    key,
+                )
+            )
         elif value and (len(value) > 63 or not QUALIFIED_NAME.fullmatch(value)):
-            causes.append(Cause("metadata.labels", "Invalid", "a valid label must be an empty string or "
-                                "consist of alphanumeric characters, '-', '_' or '.'", value))
+            causes.append(
+                Cause(
+                    "metadata.labels",
+                    "Invalid",
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'",
+                    value,
+                )
+            )
     for key in meta.get("annotations") or {}:
         if not _qualified_name_ok(key):
-            causes.append(Cause("metadata.annotations", "Invalid", "name part must consist of alphanumeric "
-                                "characters, '-', '_' or '.'", key))
+            causes.append(
+                Cause(
+                    "metadata.annotations",
+                    "Invalid",
+                    "name part must consist of alphanumeric characters, '-', '_' or '.'",
+                    key,
+                )
+            )
     if rt.kind == "Deployment":
         causes += _deployment_causes(obj, old)
     if causes:
@@ -595,8 +687,14 @@ def _deployment_causes(obj: dict, old: dict | None) -> list[Cause]:
     if not selector:
         causes.append(Cause("spec.selector", "Required"))
     elif any(template_labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
-        causes.append(Cause("spec.template.metadata.labels", "Invalid",
-                            "`selector` does not match template `labels`", template_labels))
+        causes.append(
+            Cause(
+                "spec.template.metadata.labels",
+                "Invalid",
+                "`selector` does not match template `labels`",
+                template_labels,
+            )
+        )
     elif old is not None and old["spec"].get("selector") != selector:
         causes.append(Cause("spec.selector", "Invalid", "field is immutable", selector))
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
@@ -621,26 +719,35 @@ def _go_type(value: Any) -> str:
 
 def check_string_maps(obj: dict) -> None:
     """What the real decoder rejects before anything else: non-string label/annotation/data values."""
-    maps = {"metadata.labels": (obj.get("metadata") or {}).get("labels"),
-            "metadata.annotations": (obj.get("metadata") or {}).get("annotations"), "data": obj.get("data")}
+    maps = {
+        "metadata.labels": (obj.get("metadata") or {}).get("labels"),
+        "metadata.annotations": (obj.get("metadata") or {}).get("annotations"),
+        "data": obj.get("data"),
+    }
     for field, values in maps.items():
         if values is not None and not isinstance(values, dict):
-            raise bad_request(f"json: cannot unmarshal {_go_type(values)} into Go struct field {field} "
-                              "of type map[string]string")
+            raise bad_request(
+                f"json: cannot unmarshal {_go_type(values)} into Go struct field {field} of type map[string]string"
+            )
         for key, value in (values or {}).items():
             if not isinstance(value, str):
-                raise bad_request(f"json: cannot unmarshal {_go_type(value)} into Go struct field "
-                                  f"{field}.{key} of type string")
+                raise bad_request(
+                    f"json: cannot unmarshal {_go_type(value)} into Go struct field {field}.{key} of type string"
+                )
 
 
 # --------------------------------------------------------------------------- selectors
 
-_REQUIREMENT = re.compile(r"\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)\s*(?:"
-                          r"(?P<op>==|=|!=)\s*(?P<value>[-A-Za-z0-9_.]*)"
-                          r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?\s*")
+_REQUIREMENT = re.compile(
+    r"\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)\s*(?:"
+    r"(?P<op>==|=|!=)\s*(?P<value>[-A-Za-z0-9_.]*)"
+    r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?\s*"
+)
 FIELD_SELECTORS = {
-    "metadata.name": ("metadata", "name"), "metadata.namespace": ("metadata", "namespace"),
-    "spec.serviceAccountName": ("spec", "serviceAccountName"), "spec.nodeName": ("spec", "nodeName"),
+    "metadata.name": ("metadata", "name"),
+    "metadata.namespace": ("metadata", "namespace"),
+    "spec.serviceAccountName": ("spec", "serviceAccountName"),
+    "spec.nodeName": ("spec", "nodeName"),
     "status.phase": ("status", "phase"),
 }
 POD_ONLY_FIELDS = {"spec.serviceAccountName", "spec.nodeName", "status.phase"}
@@ -656,11 +763,11 @@ def label_selector(text: str) -> Callable[[dict], bool]:
         if m["setop"]:
             values = {v.strip() for v in m["values"].split(",")}
             negate = m["setop"] == "notin"
-            checks.append(lambda labels, key=key, values=values, negate=negate:
-                          (labels.get(key) in values) != negate)
+            checks.append(lambda labels, key=key, values=values, negate=negate: (labels.get(key) in values) != negate)
         elif m["op"]:
-            checks.append(lambda labels, key=key, value=m["value"], negate=m["op"] == "!=":
-                          (labels.get(key) == value) != negate)
+            checks.append(
+                lambda labels, key=key, value=m["value"], negate=m["op"] == "!=": (labels.get(key) == value) != negate
+            )
         else:
             checks.append(lambda labels, key=key, negate=bool(m["neg"]): (key in labels) != negate)
     return lambda obj: all(check(obj["metadata"].get("labels") or {}) for check in checks)
@@ -676,8 +783,11 @@ def field_selector(text: str, rt: ResourceType) -> Callable[[dict], bool]:
         if field not in FIELD_SELECTORS or (field in POD_ONLY_FIELDS and rt.kind != "Pod"):
             raise bad_request(f"field label not supported: {field}")
         top, sub = FIELD_SELECTORS[field]
-        checks.append(lambda obj, top=top, sub=sub, value=value, negate=op == "!=":
-                      (((obj.get(top) or {}).get(sub) or "") == value) != negate)
+        checks.append(
+            lambda obj, top=top, sub=sub, value=value, negate=op == "!=": (
+                (((obj.get(top) or {}).get(sub) or "") == value) != negate
+            )
+        )
     return lambda obj: all(check(obj) for check in checks)
 
 
@@ -696,13 +806,21 @@ def apply_defaults(rt: ResourceType, obj: dict) -> None:
     if rt.kind != "Deployment":
         return
     spec = obj.setdefault("spec", {})
-    for key, value in (("replicas", 1), ("revisionHistoryLimit", 10), ("progressDeadlineSeconds", 600),
-                       ("strategy", {"type": "RollingUpdate",
-                                     "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})):
+    for key, value in (
+        ("replicas", 1),
+        ("revisionHistoryLimit", 10),
+        ("progressDeadlineSeconds", 600),
+        ("strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+    ):
         spec.setdefault(key, value)
     pod = spec.setdefault("template", {}).setdefault("spec", {})
-    for key, value in (("restartPolicy", "Always"), ("terminationGracePeriodSeconds", 30),
-                       ("dnsPolicy", "ClusterFirst"), ("securityContext", {}), ("schedulerName", "default-scheduler")):
+    for key, value in (
+        ("restartPolicy", "Always"),
+        ("terminationGracePeriodSeconds", 30),
+        ("dnsPolicy", "ClusterFirst"),
+        ("securityContext", {}),
+        ("schedulerName", "default-scheduler"),
+    ):
         pod.setdefault(key, value)
     for container in pod.get("containers") or []:
         image = container.get("image") or ""
@@ -718,14 +836,28 @@ def rolled_out_status(obj: dict, now: str) -> dict:
     replicas = obj["spec"].get("replicas", 1)
     name = obj["metadata"]["name"]
     return {
-        "observedGeneration": obj["metadata"]["generation"], "replicas": replicas,
-        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+        "observedGeneration": obj["metadata"]["generation"],
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
         "conditions": [
-            {"type": "Available", "status": "True", "lastUpdateTime": now, "lastTransitionTime": now,
-             "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."},
-            {"type": "Progressing", "status": "True", "lastUpdateTime": now, "lastTransitionTime": now,
-             "reason": "NewReplicaSetAvailable",
-             "message": f'ReplicaSet "{name}-{obj["metadata"]["generation"]:x}" has successfully progressed.'},
+            {
+                "type": "Available",
+                "status": "True",
+                "lastUpdateTime": now,
+                "lastTransitionTime": now,
+                "reason": "MinimumReplicasAvailable",
+                "message": "Deployment has minimum availability.",
+            },
+            {
+                "type": "Progressing",
+                "status": "True",
+                "lastUpdateTime": now,
+                "lastTransitionTime": now,
+                "reason": "NewReplicaSetAvailable",
+                "message": f'ReplicaSet "{name}-{obj["metadata"]["generation"]:x}" has successfully progressed.',
+            },
         ],
     }
 
@@ -747,8 +879,12 @@ class _Fault:
     remaining: int
 
 
-PATCH_TYPES = ("application/apply-patch+yaml", "application/merge-patch+json",
-               "application/strategic-merge-patch+json", "application/json-patch+json")
+PATCH_TYPES = (
+    "application/apply-patch+yaml",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/json-patch+json",
+)
 
 
 class KubeEmulator:
@@ -756,8 +892,9 @@ class KubeEmulator:
 
     def __init__(self, ca: TestCA, *, accepted_tokens: set[str] | None = None, clock: Clock | None = None) -> None:
         self.ca = ca
-        self._initial_tokens = set(accepted_tokens) if accepted_tokens is not None \
-            else {token_for_scope(AKS_SERVER_SCOPE)}
+        self._initial_tokens = (
+            set(accepted_tokens) if accepted_tokens is not None else {token_for_scope(AKS_SERVER_SCOPE)}
+        )
         self.clock = clock or Clock()
         self.log = RequestLog()
         self._lock = threading.RLock()
@@ -814,8 +951,9 @@ class KubeEmulator:
             if given_entries is not None:
                 entries = [ManagedEntry.from_json(e) for e in given_entries]
             else:
-                entries = record_update(old.managed if old else [], field_manager, rt.api_version,
-                                        self._now(), old.obj if old else {}, new)
+                entries = record_update(
+                    old.managed if old else [], field_manager, rt.api_version, self._now(), old.obj if old else {}, new
+                )
             return self._save(rt, old, new, entries, dry_run=False)
 
     def delete_object(self, kind: str, namespace: str | None, name: str) -> None:
@@ -827,8 +965,16 @@ class KubeEmulator:
                 raise KeyError(f"no {kind} {namespace}/{name}")
             self._remove(key)
 
-    def inject_fault(self, method: str, path_contains: str, status: int, reason: str = "", message: str = "",
-                     times: int = 1, retry_after: int | None = None) -> None:
+    def inject_fault(
+        self,
+        method: str,
+        path_contains: str,
+        status: int,
+        reason: str = "",
+        message: str = "",
+        times: int = 1,
+        retry_after: int | None = None,
+    ) -> None:
         """The next `times` requests with this method ("*" for any) whose path contains `path_contains`
         are answered with this Status. 429 carries `Retry-After: 1` unless `retry_after` says otherwise
         (beware: urllib3 itself retries GET/PUT/DELETE that carry Retry-After, sleeping that long)."""
@@ -844,18 +990,29 @@ class KubeEmulator:
     # ---------------------------------------------------------------- HTTP layer
 
     def _route_table(self) -> list[tuple[re.Pattern, dict[str, Callable[..., Response]]]]:
-        discovery = {"/version": self._version, "/api": self._core_versions, "/apis": self._group_list,
-                     "/api/v1": functools.partial(self._resource_list, ""),
-                     "/apis/apps": self._apps_group, "/apis/apps/v1": functools.partial(self._resource_list, "apps")}
+        discovery = {
+            "/version": self._version,
+            "/api": self._core_versions,
+            "/apis": self._group_list,
+            "/api/v1": functools.partial(self._resource_list, ""),
+            "/apis/apps": self._apps_group,
+            "/apis/apps/v1": functools.partial(self._resource_list, "apps"),
+        }
         routes = [(re.compile(re.escape(path)), {"GET": handler}) for path, handler in discovery.items()]
         for rt in RESOURCES.values():
-            collection, item = {"GET": self._list, "POST": self._create}, \
-                {"GET": self._get, "PUT": self._replace, "PATCH": self._patch, "DELETE": self._delete}
-            base = f"{rt.prefix}/namespaces/(?P<namespace>[^/]+)/{rt.plural}" if rt.namespaced \
+            collection, item = (
+                {"GET": self._list, "POST": self._create},
+                {"GET": self._get, "PUT": self._replace, "PATCH": self._patch, "DELETE": self._delete},
+            )
+            base = (
+                f"{rt.prefix}/namespaces/(?P<namespace>[^/]+)/{rt.plural}"
+                if rt.namespaced
                 else f"{rt.prefix}/{rt.plural}"
+            )
             routes.append((re.compile(base), {m: functools.partial(h, rt) for m, h in collection.items()}))
-            routes.append((re.compile(base + "/(?P<name>[^/]+)"),
-                           {m: functools.partial(h, rt) for m, h in item.items()}))
+            routes.append(
+                (re.compile(base + "/(?P<name>[^/]+)"), {m: functools.partial(h, rt) for m, h in item.items()})
+            )
             if rt.namespaced:  # list across all namespaces
                 routes.append((re.compile(f"{rt.prefix}/{rt.plural}"), {"GET": functools.partial(self._list, rt)}))
         return routes
@@ -868,8 +1025,15 @@ class KubeEmulator:
             response = error.response()
         except Exception:  # a bug in the emulator: answer like the real server would, loudly
             response = ApiError(500, "InternalError", "Internal error occurred: " + traceback.format_exc()).response()
-        self.log.add(RecordedRequest(request.method, request.path, request.query_string.decode(),
-                                     response.status_code, request.headers.get("Content-Type", "")))
+        self.log.add(
+            RecordedRequest(
+                request.method,
+                request.path,
+                request.query_string.decode(),
+                response.status_code,
+                request.headers.get("Content-Type", ""),
+            )
+        )
         return response(environ, start_response)
 
     def _handle(self, request: Request) -> Response:
@@ -883,12 +1047,17 @@ class KubeEmulator:
             match = pattern.fullmatch(request.path.rstrip("/") or "/")
             if match:
                 if request.method not in methods:
-                    raise ApiError(405, "MethodNotAllowed",
-                                   "the server does not allow this method on the requested resource")
+                    raise ApiError(
+                        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                    )
                 with self._lock:
                     return methods[request.method](request, **match.groupdict())
-        raise ApiError(404, "NotFound", "the server could not find the requested resource",
-                       {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
+        raise ApiError(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]},
+        )
 
     def _raise_injected_fault(self, request: Request) -> None:
         for fault in self._faults:
@@ -899,14 +1068,27 @@ class KubeEmulator:
     # ---------------------------------------------------------------- discovery
 
     def _version(self, request: Request) -> Response:
-        return json_response({**KUBERNETES_VERSION, "gitCommit": "0" * 40, "gitTreeState": "clean",
-                              "buildDate": "2025-06-17T18:00:00Z", "goVersion": "go1.24.4", "compiler": "gc",
-                              "platform": "linux/amd64"})
+        return json_response(
+            {
+                **KUBERNETES_VERSION,
+                "gitCommit": "0" * 40,
+                "gitTreeState": "clean",
+                "buildDate": "2025-06-17T18:00:00Z",
+                "goVersion": "go1.24.4",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
+        )
 
     def _core_versions(self, request: Request) -> Response:
         host = urlsplit(self.url).netloc
-        return json_response({"kind": "APIVersions", "versions": ["v1"],
-                              "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}]})
+        return json_response(
+            {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+            }
+        )
 
     @staticmethod
     def _apps_group_body() -> dict:
@@ -920,26 +1102,48 @@ class KubeEmulator:
         return json_response({"kind": "APIGroup", "apiVersion": "v1", **self._apps_group_body()})
 
     def _resource_list(self, group: str, request: Request) -> Response:
-        resources = [{"name": rt.plural, "singularName": rt.kind.lower(), "namespaced": rt.namespaced,
-                      "kind": rt.kind, "shortNames": list(rt.short_names),
-                      "verbs": ["create", "delete", "get", "list", "patch", "update"]}
-                     for rt in RESOURCES.values() if rt.group == group]
-        return json_response({"kind": "APIResourceList", "apiVersion": "v1",
-                              "groupVersion": f"{group}/v1" if group else "v1", "resources": resources})
+        resources = [
+            {
+                "name": rt.plural,
+                "singularName": rt.kind.lower(),
+                "namespaced": rt.namespaced,
+                "kind": rt.kind,
+                "shortNames": list(rt.short_names),
+                "verbs": ["create", "delete", "get", "list", "patch", "update"],
+            }
+            for rt in RESOURCES.values()
+            if rt.group == group
+        ]
+        return json_response(
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": f"{group}/v1" if group else "v1",
+                "resources": resources,
+            }
+        )
 
     # ---------------------------------------------------------------- resource handlers
 
     def _list(self, rt: ResourceType, request: Request, namespace: str | None = None) -> Response:
-        matches = [label_selector(request.args.get("labelSelector", "")),
-                   field_selector(request.args.get("fieldSelector", ""), rt)]
+        matches = [
+            label_selector(request.args.get("labelSelector", "")),
+            field_selector(request.args.get("fieldSelector", ""), rt),
+        ]
         items = []
         for (kind, ns, _), stored in sorted(self._objects.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])):
             if kind == rt.kind and (namespace is None or ns == namespace) and all(m(stored.obj) for m in matches):
                 item = self._render(stored)
                 del item["kind"], item["apiVersion"]  # as the real server sends list items
                 items.append(item)
-        return json_response({"kind": rt.kind + "List", "apiVersion": rt.api_version,
-                              "metadata": {"resourceVersion": str(self._resource_version)}, "items": items})
+        return json_response(
+            {
+                "kind": rt.kind + "List",
+                "apiVersion": rt.api_version,
+                "metadata": {"resourceVersion": str(self._resource_version)},
+                "items": items,
+            }
+        )
 
     def _get(self, rt: ResourceType, request: Request, name: str, namespace: str | None = None) -> Response:
         return json_response(self._render(self._existing(rt, namespace, name)))
@@ -951,8 +1155,9 @@ class KubeEmulator:
         meta = body.setdefault("metadata", {})
         name = meta.get("name")
         if not name:
-            raise invalid(rt.kind, rt.group, "", [Cause("metadata.name", "Required",
-                                                        "name or generateName is required")])
+            raise invalid(
+                rt.kind, rt.group, "", [Cause("metadata.name", "Required", "name or generateName is required")]
+            )
         self._check_namespace(rt, body, namespace)
         if (rt.kind, namespace, name) in self._objects:
             raise already_exists(rt, name)
@@ -971,40 +1176,52 @@ class KubeEmulator:
     def _patch(self, rt: ResourceType, request: Request, name: str, namespace: str | None = None) -> Response:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type not in PATCH_TYPES:
-            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                           f"accepted media types include: {', '.join(PATCH_TYPES)}")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - "
+                f"accepted media types include: {', '.join(PATCH_TYPES)}",
+            )
         force = request.args.get("force")
         if content_type == "application/apply-patch+yaml":
             return self._apply(rt, request, name, namespace, force == "true")
         if force is not None:
-            raise invalid("PatchOptions", "meta.k8s.io", "",
-                          [Cause("force", "Forbidden", "may not be specified for non-apply patch")])
+            raise invalid(
+                "PatchOptions",
+                "meta.k8s.io",
+                "",
+                [Cause("force", "Forbidden", "may not be specified for non-apply patch")],
+            )
         old = self._existing(rt, namespace, name)
         body = self._json_body(request, allow_list=content_type == "application/json-patch+json")
         if content_type == "application/json-patch+json":
             patched = json_patch(old.obj, body)
         else:
-            patched = merge(old.obj, body, keyed_lists=content_type != "application/merge-patch+json",
-                            null_deletes=True)
+            patched = merge(
+                old.obj, body, keyed_lists=content_type != "application/merge-patch+json", null_deletes=True
+            )
         check_string_maps(patched)
         self._check_name(patched, name)
         self._check_resource_version(rt, old, patched)
         return json_response(self._update(rt, request, old, patched, namespace))
 
-    def _update(self, rt: ResourceType, request: Request, old: _Stored | None, body: dict,
-                namespace: str | None) -> dict:
+    def _update(
+        self, rt: ResourceType, request: Request, old: _Stored | None, body: dict, namespace: str | None
+    ) -> dict:
         """An Update operation (create, replace, non-apply patch): the manager owns what it changed."""
         new = self._finalize(rt, old, body, namespace)
         validate_object(rt, new, old.obj if old else None)
-        entries = record_update(old.managed if old else [], self._manager(request), rt.api_version, self._now(),
-                                old.obj if old else {}, new)
+        entries = record_update(
+            old.managed if old else [], self._manager(request), rt.api_version, self._now(), old.obj if old else {}, new
+        )
         return self._save(rt, old, new, entries, dry_run=self._dry_run(request))
 
     def _apply(self, rt: ResourceType, request: Request, name: str, namespace: str | None, force: bool) -> Response:
         manager = request.args.get("fieldManager")
         if not manager:
-            raise invalid("PatchOptions", "meta.k8s.io", "",
-                          [Cause("fieldManager", "Required", "is required for apply patch")])
+            raise invalid(
+                "PatchOptions", "meta.k8s.io", "", [Cause("fieldManager", "Required", "is required for apply patch")]
+            )
         try:
             config = yaml.safe_load(request.get_data(as_text=True))
         except yaml.YAMLError as exc:
@@ -1018,8 +1235,9 @@ class KubeEmulator:
         old = self._objects.get((rt.kind, namespace, name))
         if old is not None:
             self._check_resource_version(rt, old, config)
-        merged, entries = server_side_apply(old.obj if old else {}, old.managed if old else [], manager, config,
-                                            force, rt.api_version, self._now())
+        merged, entries = server_side_apply(
+            old.obj if old else {}, old.managed if old else [], manager, config, force, rt.api_version, self._now()
+        )
         merged.setdefault("metadata", {})["name"] = name
         new = self._finalize(rt, old, merged, namespace)
         validate_object(rt, new, old.obj if old else None)
@@ -1030,10 +1248,15 @@ class KubeEmulator:
         options = self._json_body(request) if request.get_data() else {}
         wanted = (options.get("preconditions") or {}).get("resourceVersion")
         if wanted and wanted != stored.obj["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rt.qualified} "{name}": '
-                           f"the ResourceVersion in the precondition ({wanted}) does not match the "
-                           f"ResourceVersion in record ({stored.obj['metadata']['resourceVersion']}). "
-                           "The object might have been modified", _ref(rt, name))
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {rt.qualified} "{name}": '
+                f"the ResourceVersion in the precondition ({wanted}) does not match the "
+                f"ResourceVersion in record ({stored.obj['metadata']['resourceVersion']}). "
+                "The object might have been modified",
+                _ref(rt, name),
+            )
         obj = self._render(stored)
         if not self._dry_run(request):
             self._remove((rt.kind, namespace, name))
@@ -1042,8 +1265,15 @@ class KubeEmulator:
             obj["status"] = {"phase": "Terminating"}
         if rt.delete_returns_object:
             return json_response(obj)
-        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                              "details": {**_ref(rt, name), "uid": obj["metadata"]["uid"]}})
+        return json_response(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {**_ref(rt, name), "uid": obj["metadata"]["uid"]},
+            }
+        )
 
     # ---------------------------------------------------------------- request checks
 
@@ -1067,8 +1297,10 @@ class KubeEmulator:
         if kind and kind != rt.kind:
             raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
         if api_version and api_version != rt.api_version:
-            raise bad_request(f"the API version in the data ({api_version}) does not match the expected "
-                              f"API version ({rt.api_version})")
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the expected "
+                f"API version ({rt.api_version})"
+            )
 
     @staticmethod
     def _check_name(body: dict, name: str) -> None:
@@ -1114,8 +1346,9 @@ class KubeEmulator:
             raise not_found(rt, name)
         return stored
 
-    def _finalize(self, rt: ResourceType, old: _Stored | None, body: dict, namespace: str | None,
-                  keep_status: bool = False) -> dict:
+    def _finalize(
+        self, rt: ResourceType, old: _Stored | None, body: dict, namespace: str | None, keep_status: bool = False
+    ) -> dict:
         """The object as the server would store it: server metadata, defaults, generation, status."""
         obj = copy.deepcopy(body)
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version
@@ -1141,14 +1374,16 @@ class KubeEmulator:
             obj["status"] = copy.deepcopy(old.obj["status"])
         else:
             obj.pop("status", None)
-            obj.update({"Namespace": {"status": {"phase": "Active"}},
-                        "Pod": {"status": {"phase": "Pending"}}}.get(rt.kind, {}))
+            obj.update(
+                {"Namespace": {"status": {"phase": "Active"}}, "Pod": {"status": {"phase": "Pending"}}}.get(rt.kind, {})
+            )
         if rt.kind == "Deployment" and (obj.get("status") or {}).get("observedGeneration") != meta["generation"]:
             obj["status"] = rolled_out_status(obj, self._now())
         return obj
 
-    def _save(self, rt: ResourceType, old: _Stored | None, new: dict, entries: list[ManagedEntry],
-              *, dry_run: bool) -> dict:
+    def _save(
+        self, rt: ResourceType, old: _Stored | None, new: dict, entries: list[ManagedEntry], *, dry_run: bool
+    ) -> dict:
         """Store `new` under a fresh resourceVersion, unless nothing changed at all (then keep the old)."""
         entries = prune_entries(entries, new)
         if old is not None and old.obj == new and _signature(old.managed) == _signature(entries):

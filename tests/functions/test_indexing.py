@@ -46,15 +46,28 @@ def indexed() -> dict[str, list[dict]]:
     from azure_functions_runtime.functions import Registry
 
     meta.load_binding_registry()  # the worker does this at start-up, before indexing
-    functions = loader.index_function_app(str(ROOT / "function_app.py"))
-    metadata, _logs = loader.process_indexed_function(_protos(), Registry(), functions, str(ROOT))
+    # A fresh import, as in the worker's process (another test may have imported the app already).
+    previous = sys.modules.pop("function_app", None)
+    try:
+        functions = loader.index_function_app(str(ROOT / "function_app.py"))
+        metadata, _logs = loader.process_indexed_function(_protos(), Registry(), functions, str(ROOT))
+    finally:
+        if previous is not None:
+            sys.modules["function_app"] = previous
     return {m.name: [json.loads(b) for b in m.raw_bindings] for m in metadata}
 
 
 def test_every_function_is_registered(indexed):
     assert set(indexed) == {
-        "onboardings_create", "onboardings_list", "onboardings_get", "onboardings_delete", "openapi", "health",
-        "resource_events", "reconcile_worker", "drift_sweep",
+        "onboardings_create",
+        "onboardings_list",
+        "onboardings_get",
+        "onboardings_delete",
+        "openapi",
+        "health",
+        "resource_events",
+        "reconcile_worker",
+        "drift_sweep",
     }
 
 

@@ -9,8 +9,9 @@ CLUSTER = f"/subscriptions/{SUB}/resourceGroups/rg-aks/providers/Microsoft.Conta
 
 def test_parses_cluster_id_and_keys_case_insensitively():
     a = parse_resource_id(CLUSTER, CLUSTER_TYPE, "cluster")
-    b = parse_resource_id(CLUSTER.replace("resourceGroups", "resourcegroups").upper().replace(SUB.upper(), SUB),
-                          CLUSTER_TYPE, "cluster")
+    b = parse_resource_id(
+        CLUSTER.replace("resourceGroups", "resourcegroups").upper().replace(SUB.upper(), SUB), CLUSTER_TYPE, "cluster"
+    )
     assert a.name == "aks1" and a.resource_group == "rg-aks" and a.subscription_id == SUB
     assert a.key == b.key
     assert str(a) == CLUSTER
@@ -29,7 +30,7 @@ def test_parses_cluster_id_and_keys_case_insensitively():
         (CLUSTER.replace("aks1", "a%2Fb"), "not allowed"),
         (CLUSTER.replace(SUB, "not-a-guid"), "not a GUID"),
         (CLUSTER + "/", "expected /subscriptions"),
-        ("subscriptions/" + CLUSTER[len("/subscriptions/"):], "expected /subscriptions"),
+        ("subscriptions/" + CLUSTER[len("/subscriptions/") :], "expected /subscriptions"),
     ],
 )
 def test_refuses_anything_but_one_cluster(value, fragment):

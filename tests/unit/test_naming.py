@@ -28,8 +28,12 @@ def test_truncated_names_do_not_collide():
 
 def test_names_are_deterministic_and_case_insensitive_in_arm_ids():
     a = Binding.create(CLUSTER, "team-a", "app", ACCOUNT)
-    b = Binding.create(CLUSTER.replace("resourceGroups", "resourcegroups").replace("rg", "RG"), "team-a", "app",
-                       ACCOUNT.upper().replace(SUB.upper(), SUB))
+    b = Binding.create(
+        CLUSTER.replace("resourceGroups", "resourcegroups").replace("rg", "RG"),
+        "team-a",
+        "app",
+        ACCOUNT.upper().replace(SUB.upper(), SUB),
+    )
     assert a.identity_name.lower() == b.identity_name.lower() or a.key == b.key
     assert a.key == b.key
     assert a.workload_key == b.workload_key
@@ -48,8 +52,9 @@ def test_role_assignment_name_is_uuid5_of_scope_role_principal():
     principal = str(uuid.uuid4())
     n1 = naming.role_assignment_name(ACCOUNT, "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd", principal)
     n2 = naming.role_assignment_name(
-        ACCOUNT.lower(), f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/"
-        "5E0BD9BD-7B93-4F28-AF87-19FC36AD61BD", principal.upper()
+        ACCOUNT.lower(),
+        f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/5E0BD9BD-7B93-4F28-AF87-19FC36AD61BD",
+        principal.upper(),
     )
     assert n1 == n2
     assert uuid.UUID(n1).version == 5

@@ -22,27 +22,43 @@ ROLE = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 
 
 def cluster(**kw):
-    base = dict(id=CLUSTER, name="aks1", location="eastus", provisioning_state="Succeeded",
-                oidc_issuer_enabled=True, issuer_url=ISSUER, workload_identity_enabled=True)
+    base = dict(
+        id=CLUSTER,
+        name="aks1",
+        location="eastus",
+        provisioning_state="Succeeded",
+        oidc_issuer_enabled=True,
+        issuer_url=ISSUER,
+        workload_identity_enabled=True,
+    )
     return ClusterState(**(base | kw))
 
 
 def account(**kw):
-    base = dict(id=ACCOUNT, name="oai1", kind="OpenAI", endpoint="https://oai1.openai.azure.com/",
-                custom_subdomain="oai1", provisioning_state="Succeeded", deployments=("gpt-4o", "embed"))
+    base = dict(
+        id=ACCOUNT,
+        name="oai1",
+        kind="OpenAI",
+        endpoint="https://oai1.openai.azure.com/",
+        custom_subdomain="oai1",
+        provisioning_state="Succeeded",
+        deployments=("gpt-4o", "embed"),
+    )
     return AccountState(**(base | kw))
 
 
-IDENTITY = IdentityState(id="/x", name="keyless-x", location="eastus", client_id="cid", principal_id="pid",
-                         tenant_id="tid")
+IDENTITY = IdentityState(
+    id="/x", name="keyless-x", location="eastus", client_id="cid", principal_id="pid", tenant_id="tid"
+)
 
 
 class TestCluster:
     def test_ready_when_oidc_and_workload_identity_are_on(self):
         assert planner.cluster_action(cluster(), enable_allowed=False) == "ready"
 
-    @pytest.mark.parametrize("kw", [{"oidc_issuer_enabled": False, "issuer_url": None},
-                                    {"workload_identity_enabled": False}])
+    @pytest.mark.parametrize(
+        "kw", [{"oidc_issuer_enabled": False, "issuer_url": None}, {"workload_identity_enabled": False}]
+    )
     def test_enable_when_allowed(self, kw):
         assert planner.cluster_action(cluster(**kw), enable_allowed=True) == "enable"
 
@@ -72,7 +88,9 @@ class TestAccount:
 
     def test_no_custom_subdomain_refused(self):
         with pytest.raises(PermanentError, match="custom subdomain"):
-            planner.check_account(account(custom_subdomain=None, endpoint="https://eastus.api.cognitive.microsoft.com/"))
+            planner.check_account(
+                account(custom_subdomain=None, endpoint="https://eastus.api.cognitive.microsoft.com/")
+            )
 
 
 class TestIdentity:
@@ -135,9 +153,13 @@ class TestCredential:
 
 class TestRoleAssignment:
     def ra(self, scope=ACCOUNT, role=ROLE, principal="pid"):
-        return RoleAssignmentState(id="/ra", name="n", scope=scope,
-                                   role_definition_id=f"/providers/Microsoft.Authorization/roleDefinitions/{role}",
-                                   principal_id=principal)
+        return RoleAssignmentState(
+            id="/ra",
+            name="n",
+            scope=scope,
+            role_definition_id=f"/providers/Microsoft.Authorization/roleDefinitions/{role}",
+            principal_id=principal,
+        )
 
     def test_exact_scope_and_role_is_unchanged_whatever_the_prefix(self):
         assert planner.role_assignment_action([self.ra(scope=ACCOUNT.lower())], ACCOUNT, ROLE, "pid")[0] == "unchanged"
@@ -163,16 +185,19 @@ class TestKubernetes:
         ann = {"a": "1"}
         assert planner.kube_annotations_action(None, ann) == "create"
         other_annotations = {"a": "1", "helm": "x"}
-        assert planner.kube_annotations_action(KubeObjectState("sa", "ns", annotations=other_annotations), ann) == \
-            "unchanged"
+        assert (
+            planner.kube_annotations_action(KubeObjectState("sa", "ns", annotations=other_annotations), ann)
+            == "unchanged"
+        )
         assert planner.kube_annotations_action(KubeObjectState("sa", "ns", annotations={"a": "2"}), ann) == "update"
         assert planner.kube_data_action(KubeObjectState("cm", "ns", data={"a": "1"}), {"a": "1"}) == "unchanged"
         assert planner.kube_data_action(KubeObjectState("cm", "ns", data={"a": "1", "b": "2"}), {"a": "1"}) == "update"
 
     def test_ownership(self):
         assert planner.owned_only_by(KubeObjectState("sa", "ns", managers=frozenset({"keyless"})), "keyless")
-        assert not planner.owned_only_by(KubeObjectState("sa", "ns", managers=frozenset({"keyless", "helm"})),
-                                         "keyless")
+        assert not planner.owned_only_by(
+            KubeObjectState("sa", "ns", managers=frozenset({"keyless", "helm"})), "keyless"
+        )
 
 
 def test_workload_still_bound_by_other_binding_of_same_service_account():

@@ -1,0 +1,176 @@
+"""Drive the Functions app the way the host would: real binding objects, Azurite, the emulators.
+
+`Host` is a test driver, not a host: it builds func.HttpRequest / EventGridEvent (through the
+worker's own decoder) / QueueMessage / TimerRequest objects, calls the registered functions,
+and takes queue messages from Azurite honouring host.json's maxDequeueCount (poison queue).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections.abc
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions import meta
+from azure.functions.eventgrid import EventGridEventInConverter
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from azure.storage.queue import QueueClient
+
+from shared import runtime
+from shared.settings import WORK_QUEUE
+from tests.azurite import Azurite, connection_string_from_env
+from tests.emulators.arm import ARM_SCOPE
+from tests.emulators.identity_endpoint import IdentityEndpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def storage() -> collections.abc.Iterator[str]:
+    given = connection_string_from_env()
+    if given:
+        yield given
+        return
+    azurite = Azurite().start()
+    yield azurite.connection_string
+    azurite.stop()
+
+
+@pytest.fixture(scope="session")
+def identity_endpoint() -> collections.abc.Iterator[IdentityEndpoint]:
+    endpoint = IdentityEndpoint().start()
+    yield endpoint
+    endpoint.stop()
+
+
+_FUNCTIONS: dict[str, Any] = {}
+
+
+def app_functions() -> dict[str, Any]:
+    """name -> user function. FunctionApp.get_functions() may run only once per app (it validates names)."""
+    if not _FUNCTIONS:
+        import function_app
+
+        _FUNCTIONS.update({f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()})
+    return _FUNCTIONS
+
+
+class Host:
+    def __init__(self, storage: str) -> None:
+        self.functions = app_functions()
+        host_json = json.loads((ROOT / "host.json").read_text())
+        self.max_dequeue = host_json["extensions"]["queues"]["maxDequeueCount"]
+        # No decode policy: the driver sees the exact bytes the host would, and decodes base64 itself.
+        self.queue = QueueClient.from_connection_string(storage, WORK_QUEUE)
+        self.poison = QueueClient.from_connection_string(storage, WORK_QUEUE + "-poison")
+        for q in (self.queue, self.poison):
+            try:
+                q.create_queue()
+            except Exception:  # noqa: BLE001 - exists already
+                pass
+            q.clear_messages()
+        self.failures: list[BaseException] = []
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    def http(
+        self,
+        name: str,
+        method: str,
+        url: str,
+        body: Any = None,
+        *,
+        params: dict[str, str] | None = None,
+        route_params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any, func.HttpResponse]:
+        hdrs = {"Content-Type": "application/json"} if body is not None or raw is not None else {}
+        hdrs.update(headers or {})
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        req = func.HttpRequest(
+            method=method, url=url, headers=hdrs, params=params or {}, route_params=route_params or {}, body=data
+        )
+        resp = self.functions[name](req)
+        text = resp.get_body().decode()
+        return resp.status_code, (json.loads(text) if text else None), resp
+
+    # --- Event Grid -----------------------------------------------------------------------
+
+    def event(self, payload: dict[str, Any]) -> None:
+        """One event, decoded by azure-functions' own trigger converter as the worker does."""
+        decoded = EventGridEventInConverter.decode(meta.Datum(json.dumps(payload), "json"), trigger_metadata={})
+        self.functions["resource_events"](decoded)
+
+    # --- timer ----------------------------------------------------------------------------
+
+    def timer(self) -> None:
+        self.functions["drift_sweep"](TimerRequest(past_due=False))
+
+    # --- queue ----------------------------------------------------------------------------
+
+    def raw_messages(self) -> list[str]:
+        return [m.content for m in self.queue.peek_messages(max_messages=32)]
+
+    def drain(self, deadline_seconds: float = 60.0, max_messages: int = 500) -> int:
+        """Run the worker on visible messages until none is left; returns how many it ran."""
+        handled = 0
+        end = time.monotonic() + deadline_seconds
+        while handled < max_messages and time.monotonic() < end:
+            batch = list(self.queue.receive_messages(max_messages=16, visibility_timeout=60))
+            if not batch:
+                return handled
+            for m in batch:
+                handled += 1
+                msg = QueueMessage(
+                    id=m.id, body=base64.b64decode(m.content), dequeue_count=m.dequeue_count, pop_receipt=m.pop_receipt
+                )
+                try:
+                    self.functions["reconcile_worker"](msg)
+                except Exception as exc:  # noqa: BLE001 - the host would retry, then poison
+                    self.failures.append(exc)
+                    if m.dequeue_count >= self.max_dequeue:
+                        self.poison.send_message(m.content)
+                        self.queue.delete_message(m)
+                    else:
+                        self.queue.update_message(m, visibility_timeout=0)
+                    continue
+                self.queue.delete_message(m)
+        raise AssertionError(f"queue not drained after {handled} messages")
+
+
+@pytest.fixture
+def app_env(monkeypatch, storage, identity_endpoint, arm, ca) -> collections.abc.Iterator[dict[str, str]]:
+    env = {
+        "AzureWebJobsStorage": storage,
+        "KEYLESS_ARM_ENDPOINT": arm.url,
+        "KEYLESS_ARM_SCOPE": ARM_SCOPE,
+        "KEYLESS_CA_BUNDLE": str(ca.ca_pem_path),
+        "KEYLESS_TABLE_NAME": "t" + uuid.uuid4().hex[:20],
+        **identity_endpoint.env(),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in (
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "MSI_ENDPOINT",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    runtime.reset()
+    yield env
+    runtime.reset()
+
+
+@pytest.fixture
+def host(app_env, storage) -> Host:
+    return Host(storage)
