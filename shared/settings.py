@@ -19,6 +19,16 @@ AKS_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
 WORK_QUEUE = "keyless-work"
 """The work queue's name: fixed, because the queue trigger's binding names it at indexing time."""
 
+DEFAULT_SYSTEM_NAMESPACES = (
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "gatekeeper-system",
+    "azure-workload-identity-system",
+)
+DEFAULT_API_KEY_VARIABLES = ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_KEY", "OPENAI_API_KEY")
+DEFAULT_API_KEY_SECRET_PATTERNS = ("*openai*key*", "*openai*secret*")
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -59,6 +69,18 @@ def _url(env: Mapping[str, str], key: str, default: str) -> str:
     return value
 
 
+def _list(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (env.get(key) or "").replace(";", ",").split(",") if item.strip())
+
+
+def _dev_principal(env: Mapping[str, str]) -> str | None:
+    """A development caller for local runs; impossible to turn on inside Azure App Service."""
+    value = (env.get("KEYLESS_DEV_PRINCIPAL") or "").strip() or None
+    if value and (env.get("WEBSITE_SITE_NAME") or env.get("WEBSITE_INSTANCE_ID")):
+        raise SettingsError("KEYLESS_DEV_PRINCIPAL: refused inside Azure (WEBSITE_SITE_NAME is set); remove it")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     arm_endpoint: str = "https://management.azure.com"
@@ -79,6 +101,18 @@ class Settings:
     storage_connection_string: str | None = dataclasses.field(default=None, repr=False)
     storage_account_name: str | None = None
     table_name: str = "keylessbindings"
+    # --- who may onboard what (issue: security) ---
+    access_policy: str | None = None  # JSON text, or a path to a JSON file
+    dev_principal: str | None = None  # local runs only; refused when WEBSITE_SITE_NAME is set
+    system_namespaces: tuple[str, ...] = DEFAULT_SYSTEM_NAMESPACES
+    allowed_subscriptions: tuple[str, ...] = ()  # empty: any subscription
+    # --- reads and throttling ---
+    arm_read_cache_seconds: float = 20.0
+    # --- workloads (issue: enforcement) ---
+    api_key_variables: tuple[str, ...] = DEFAULT_API_KEY_VARIABLES
+    api_key_secret_patterns: tuple[str, ...] = DEFAULT_API_KEY_SECRET_PATTERNS
+    enforce_keyless_accounts: bool = False
+    run_command_fallback: bool = True
 
     def __repr__(self) -> str:  # never print the storage connection string
         return f"Settings(arm_endpoint={self.arm_endpoint!r}, table_name={self.table_name!r}, ...)"
@@ -129,6 +163,15 @@ class Settings:
             storage_connection_string=(env.get("AzureWebJobsStorage") or "").strip() or None,
             storage_account_name=(env.get("AzureWebJobsStorage__accountName") or "").strip() or None,
             table_name=(env.get("KEYLESS_TABLE_NAME") or cls.table_name).strip(),
+            access_policy=(env.get("KEYLESS_ACCESS_POLICY") or "").strip() or None,
+            dev_principal=_dev_principal(env),
+            system_namespaces=DEFAULT_SYSTEM_NAMESPACES + _list(env, "KEYLESS_SYSTEM_NAMESPACES"),
+            allowed_subscriptions=tuple(s.lower() for s in _list(env, "KEYLESS_ALLOWED_SUBSCRIPTIONS")),
+            arm_read_cache_seconds=_float(env, "KEYLESS_ARM_READ_CACHE_SECONDS", 20.0),
+            api_key_variables=_list(env, "KEYLESS_API_KEY_VARIABLES") or DEFAULT_API_KEY_VARIABLES,
+            api_key_secret_patterns=_list(env, "KEYLESS_API_KEY_SECRET_PATTERNS") or DEFAULT_API_KEY_SECRET_PATTERNS,
+            enforce_keyless_accounts=_bool(env, "KEYLESS_ENFORCE_KEYLESS_ACCOUNTS", False),
+            run_command_fallback=_bool(env, "KEYLESS_RUN_COMMAND_FALLBACK", True),
         )
 
     def require_storage(self) -> None:
