@@ -13,6 +13,8 @@ from handlers.openapi import OPENAPI
 from shared import runtime
 from shared.binding import Binding
 from shared.errors import KeylessError, PermanentError
+from shared.policy import Denied, check_subscriptions
+from shared.principal import HEADER, Caller, PrincipalError, dev_caller, parse_principal
 
 bp = func.Blueprint()
 log = logging.getLogger("keyless.api")
@@ -22,8 +24,27 @@ _KEY = re.compile(r"^[0-9a-f]{32}$")
 MAX_PAGE_SIZE = 200
 
 
-def _caller(req: func.HttpRequest) -> str:
-    return (req.headers.get("X-MS-CLIENT-PRINCIPAL-NAME") or "function-key")[:256]
+def _caller(req: func.HttpRequest) -> Caller:
+    """The signed-in caller (App Service Authentication), or the local development principal."""
+    header = req.headers.get(HEADER)
+    try:
+        if header is None:
+            dev = runtime.service().settings.dev_principal
+            if dev:
+                return dev_caller(dev)
+        return parse_principal(header)
+    except PrincipalError as exc:
+        raise ApiError(401, "Unauthenticated", exc.reason, HEADER) from None
+
+
+def _authorize(caller: Caller, binding: Binding, action: str) -> str:
+    """The rule allowing `action` on `binding`; 403 naming the missing grant (logged for audit)."""
+    try:
+        check_subscriptions(binding, runtime.service().settings.allowed_subscriptions)
+        return str(runtime.policy().authorize(caller, binding))
+    except Denied as exc:
+        log.warning("denied %s for caller %s: %s", action, caller.object_id, exc.reason)
+        raise field_error(exc.reason, 403, "Forbidden") from None
 
 
 def _binding_from(body: dict[str, Any], allowlist: tuple[str, ...], default_role: str) -> Binding:
@@ -43,6 +64,26 @@ def _binding_from(body: dict[str, Any], allowlist: tuple[str, ...], default_role
         )
     except PermanentError as exc:
         raise field_error(exc.reason) from None
+
+
+def _record_binding(record: Any) -> Binding | None:
+    try:
+        return record.binding(runtime.service().settings.role_allowlist) if record.account else None
+    except PermanentError:
+        return None
+
+
+def _covers(caller: Caller, record: Any) -> bool:
+    binding = _record_binding(record)
+    return binding is not None and runtime.policy().covers(caller, binding)
+
+
+def _authorize_record(caller: Caller, record: Any, action: str) -> None:
+    binding = _record_binding(record)
+    if binding is None:
+        log.warning("denied %s of %s for caller %s: no checkable binding", action, record.key, caller.object_id)
+        raise ApiError(403, "Forbidden", "this onboarding has no binding your policy could cover", "id")
+    _authorize(caller, binding, action)
 
 
 def _key(req: func.HttpRequest) -> str:
@@ -66,14 +107,17 @@ def _handle(fn: Any, req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="onboardings", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def onboardings_create(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
+        caller = _caller(req)
         dry_run = flag(req, "dryRun")
         body = json_body(req)
         svc = runtime.service()
         binding = _binding_from(body, svc.settings.role_allowlist, svc.settings.default_role)
+        rule = _authorize(caller, binding, "onboarding")
+        log.info("caller %s allowed by rule %r to onboard %s", caller.object_id, rule, binding.key)
         if dry_run:
             plan = svc.plan(binding)
             return json_response({"id": binding.key, "binding": binding.describe(), "plan": plan.as_dict()})
-        record, created = svc.request_onboarding(binding, _caller(req))
+        record, created = svc.request_onboarding(binding, caller.audit)
         location = f"/api/onboardings/{record.key}"
         return json_response(record.as_api(), 202 if created else 200, {"Location": location})
 
@@ -84,6 +128,7 @@ def onboardings_create(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="onboardings", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
+        caller = _caller(req)
         try:
             page_size = int(req.params.get("pageSize") or 50)
         except ValueError:
@@ -105,7 +150,7 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
             )
         except ValueError as exc:
             raise ApiError(400, "InvalidParameter", str(exc), "continuationToken") from None
-        body: dict[str, Any] = {"value": [r.as_api() for r in records]}
+        body: dict[str, Any] = {"value": [r.as_api() for r in records if _covers(caller, r)]}
         if token:
             body["continuationToken"] = token
         return json_response(body)
@@ -117,9 +162,11 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="onboardings/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def onboardings_get(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
+        caller = _caller(req)
         record = runtime.service().ledger.get(_key(req))
         if record is None:
             raise ApiError(404, "NotFound", "no onboarding with this id", "id")
+        _authorize_record(caller, record, "read")
         return json_response(record.as_api())
 
     return _handle(handle, req)
@@ -129,9 +176,16 @@ def onboardings_get(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="onboardings/{id}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
 def onboardings_delete(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
-        record = runtime.service().request_offboarding(_key(req))
+        caller = _caller(req)
+        key = _key(req)
+        existing = runtime.service().ledger.get(key)
+        if existing is None:
+            raise ApiError(404, "NotFound", "no onboarding with this id", "id")
+        _authorize_record(caller, existing, "offboarding")
+        record = runtime.service().request_offboarding(key)
         if record is None:
             raise ApiError(404, "NotFound", "no onboarding with this id", "id")
+        log.info("caller %s asked to offboard %s", caller.object_id, key)
         return json_response(record.as_api(), 202, {"Location": f"/api/onboardings/{record.key}"})
 
     return _handle(handle, req)

@@ -13,6 +13,7 @@ from shared.settings import Settings
 
 _lock = threading.Lock()
 _service: Any = None
+_policy: Any = None
 
 
 def service() -> Any:
@@ -24,11 +25,24 @@ def service() -> Any:
         return _service
 
 
+def policy() -> Any:
+    """The process-wide `shared.policy.AccessPolicy`, parsed once from the settings."""
+    global _policy
+    from shared.policy import AccessPolicy
+
+    settings = service().settings
+    with _lock:
+        if _policy is None:
+            _policy = AccessPolicy.parse(settings.access_policy, settings.system_namespaces, settings.default_role)
+        return _policy
+
+
 def reset() -> None:
     """Forget the built objects (after the environment changed, e.g. between tests)."""
-    global _service
+    global _service, _policy
     with _lock:
         _service = None
+        _policy = None
 
 
 def _build(settings: Settings) -> Any:

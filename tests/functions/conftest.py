@@ -31,6 +31,33 @@ from tests.emulators.identity_endpoint import IdentityEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
+TEAM_OID = "aaaaaaaa-0000-4000-8000-000000000001"
+TEAM_GROUP = "bbbbbbbb-0000-4000-8000-000000000002"
+OTHER_GROUP = "cccccccc-0000-4000-8000-000000000003"
+_DEFAULT = object()
+
+
+def principal_header(oid: str = TEAM_OID, groups: tuple[str, ...] = (TEAM_GROUP,), name: str = "alice@contoso.com",
+                     roles: tuple[str, ...] = ()) -> str:
+    """An X-MS-CLIENT-PRINCIPAL value as App Service Authentication sets it."""
+    claims = [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid},
+              {"typ": "name", "val": name}]
+    claims += [{"typ": "groups", "val": g} for g in groups] + [{"typ": "roles", "val": r} for r in roles]
+    doc = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
+    return base64.b64encode(json.dumps(doc).encode()).decode()
+
+
+def access_policy() -> dict[str, Any]:
+    from tests.conftest import ACCOUNT_ID, CLUSTER_ID
+
+    return {"rules": [
+        {"name": "team-a", "principals": {"groups": [TEAM_GROUP]},
+         "clusters": [CLUSTER_ID.split("/providers/")[0]], "namespaces": ["team-a", "team-b", "ns-*"],
+         "accounts": [ACCOUNT_ID.split("/providers/")[0]]},
+        {"name": "other-team", "principals": {"groups": [OTHER_GROUP]},
+         "clusters": [CLUSTER_ID], "namespaces": ["other-team"], "accounts": [ACCOUNT_ID]},
+    ]}
+
 
 @pytest.fixture(scope="session")
 def storage() -> collections.abc.Iterator[str]:
@@ -91,8 +118,13 @@ class Host:
         route_params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
+        principal: Any = _DEFAULT,
     ) -> tuple[int, Any, func.HttpResponse]:
         hdrs = {"Content-Type": "application/json"} if body is not None or raw is not None else {}
+        if principal is _DEFAULT:
+            principal = principal_header()
+        if principal is not None:
+            hdrs["X-MS-CLIENT-PRINCIPAL"] = principal
         hdrs.update(headers or {})
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
         req = func.HttpRequest(
@@ -154,11 +186,14 @@ def app_env(monkeypatch, storage, identity_endpoint, arm, ca) -> collections.abc
         "KEYLESS_ARM_SCOPE": ARM_SCOPE,
         "KEYLESS_CA_BUNDLE": str(ca.ca_pem_path),
         "KEYLESS_TABLE_NAME": "t" + uuid.uuid4().hex[:20],
+        "KEYLESS_ACCESS_POLICY": json.dumps(access_policy()),
         **identity_endpoint.env(),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for key in (
+        "KEYLESS_DEV_PRINCIPAL",
+        "WEBSITE_SITE_NAME",
         "AZURE_CLIENT_ID",
         "AZURE_TENANT_ID",
         "AZURE_CLIENT_SECRET",

@@ -1,0 +1,190 @@
+"""Who may onboard what. Pure: a parsed access policy and one decision per request.
+
+A self-service endpoint that creates identities and role assignments is a privilege-escalation
+machine unless it is locked down: client ids are not secrets, and the federated credential's
+subject is the only isolation between teams. So: default deny, and every request is checked
+for its exact (cluster, namespace, service account, account, role) before anything is queued.
+
+Policy JSON (setting KEYLESS_ACCESS_POLICY, inline or a file path):
+
+    {"rules": [{
+        "name": "team-a",
+        "principals": {"groups": ["<group oid>"], "roles": ["Keyless.Onboard"], "objectIds": ["<oid>"]},
+        "clusters": ["<cluster id>" | "/subscriptions/<sub>/resourceGroups/<rg>"],   # ids or RG prefixes
+        "namespaces": ["team-a", "team-a-*"],                                        # fnmatch patterns
+        "serviceAccounts": ["*"],                                                   # optional, default "*"
+        "accounts": ["<account id>" | "/subscriptions/<sub>/resourceGroups/<rg>"],
+        "roles": ["5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"]                           # optional: the default role
+    }]}
+
+System namespaces and the `default` service account match only when a rule names them
+exactly (no pattern covers them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from shared.binding import Binding
+from shared.errors import PermanentError
+from shared.principal import Caller
+
+
+class PolicyError(PermanentError):
+    """The access policy setting is malformed."""
+
+
+class Denied(PermanentError):
+    """The caller may not do this; `reason` names the missing grant (maps to 403)."""
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PolicyError(f"KEYLESS_ACCESS_POLICY: {where} must be a list of non-empty strings")
+    return tuple(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    name: str
+    group_ids: frozenset[str]
+    app_roles: frozenset[str]
+    object_ids: frozenset[str]
+    clusters: tuple[str, ...]
+    namespaces: tuple[str, ...]
+    service_accounts: tuple[str, ...]
+    accounts: tuple[str, ...]
+    roles: tuple[str, ...]
+
+    def applies_to(self, caller: Caller) -> bool:
+        return bool(
+            caller.object_id in self.object_ids or caller.groups & self.group_ids or caller.roles & self.app_roles
+        )
+
+
+def _under(resource_id: str, grants: Iterable[str]) -> bool:
+    """The id equals a granted id, or lies in a granted subscription/resource group (segment-wise)."""
+    rid = resource_id.lower().rstrip("/")
+    for grant in grants:
+        g = grant.lower().rstrip("/")
+        if rid == g or rid.startswith(g + "/"):
+            return True
+    return False
+
+
+def _name_matches(value: str, patterns: tuple[str, ...], protected: bool) -> bool:
+    if protected:  # only an exact, explicit grant covers a system namespace or `default`
+        return value in patterns
+    return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+@dataclasses.dataclass(frozen=True)
+class AccessPolicy:
+    rules: tuple[Rule, ...]
+    system_namespaces: frozenset[str]
+    default_role: str
+
+    @classmethod
+    def parse(cls, text: str | None, system_namespaces: Iterable[str], default_role: str) -> AccessPolicy:
+        """From the setting: inline JSON, or the path of a JSON file. None/empty: deny everything."""
+        if not text:
+            return cls((), frozenset(system_namespaces), default_role)
+        if not text.lstrip().startswith("{"):
+            try:
+                with open(os.path.expanduser(text), encoding="utf-8") as f:
+                    text = f.read()
+            except OSError:
+                raise PolicyError("KEYLESS_ACCESS_POLICY: neither JSON nor a readable file") from None
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise PolicyError("KEYLESS_ACCESS_POLICY: not valid JSON") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
+            raise PolicyError('KEYLESS_ACCESS_POLICY: expected {"rules": [...]}')
+        rules = []
+        for i, raw in enumerate(doc["rules"]):
+            if not isinstance(raw, dict):
+                raise PolicyError(f"KEYLESS_ACCESS_POLICY: rules[{i}] is not an object")
+            name = str(raw["name"]) if isinstance(raw.get("name"), str) else f"rules[{i}]"
+            principals = raw.get("principals") or {}
+            if not isinstance(principals, dict):
+                raise PolicyError(f"KEYLESS_ACCESS_POLICY: {name}.principals is not an object")
+            rule = Rule(
+                name=name,
+                group_ids=frozenset(g.lower() for g in _strings(principals.get("groups"), f"{name}.principals.groups")),
+                app_roles=frozenset(_strings(principals.get("roles"), f"{name}.principals.roles")),
+                object_ids=frozenset(
+                    o.lower() for o in _strings(principals.get("objectIds"), f"{name}.principals.objectIds")
+                ),
+                clusters=_strings(raw.get("clusters"), f"{name}.clusters"),
+                namespaces=_strings(raw.get("namespaces"), f"{name}.namespaces"),
+                service_accounts=_strings(raw.get("serviceAccounts"), f"{name}.serviceAccounts") or ("*",),
+                accounts=_strings(raw.get("accounts"), f"{name}.accounts"),
+                roles=tuple(r.lower() for r in _strings(raw.get("roles"), f"{name}.roles")) or (default_role,),
+            )
+            if not (rule.group_ids or rule.app_roles or rule.object_ids):
+                raise PolicyError(f"KEYLESS_ACCESS_POLICY: {name} names no principals")
+            rules.append(rule)
+        return cls(tuple(rules), frozenset(system_namespaces), default_role)
+
+    def authorize(self, caller: Caller, binding: Binding) -> str:
+        """The name of the rule that allows this exact binding; Denied naming what was missing."""
+        mine = [r for r in self.rules if r.applies_to(caller)]
+        if not mine:
+            raise Denied("no access-policy rule names you (your object id, groups or app roles)")
+        protected_ns = binding.namespace in self.system_namespaces
+        protected_sa = binding.service_account == "default"
+        checks = (
+            ("cluster", lambda r: _under(str(binding.cluster), r.clusters)),
+            ("namespace", lambda r: _name_matches(binding.namespace, r.namespaces, protected_ns)),
+            ("serviceAccount", lambda r: _name_matches(binding.service_account, r.service_accounts, protected_sa)),
+            ("openAIAccount", lambda r: _under(str(binding.account), r.accounts)),
+            ("role", lambda r: binding.role_definition_id.lower() in r.roles),
+        )
+        best: tuple[int, str, str] | None = None
+        for rule in mine:
+            for passed, (field, check) in enumerate(checks):
+                if not check(rule):
+                    if best is None or passed > best[0]:
+                        best = (passed, rule.name, field)
+                    break
+            else:
+                return rule.name
+        assert best is not None
+        _, rule_name, field = best
+        value = {
+            "cluster": str(binding.cluster),
+            "namespace": binding.namespace,
+            "serviceAccount": binding.service_account,
+            "openAIAccount": str(binding.account),
+            "role": binding.role_definition_id,
+        }[field]
+        extra = ""
+        if field == "namespace" and protected_ns:
+            extra = " (a system namespace: a rule must name it exactly)"
+        if field == "serviceAccount" and protected_sa:
+            extra = " (the default service account: a rule must name it exactly)"
+        raise Denied(f"{field}: no rule grants {value!r} to you; closest rule {rule_name!r} lacks it{extra}")
+
+    def covers(self, caller: Caller, binding: Binding) -> bool:
+        try:
+            self.authorize(caller, binding)
+        except Denied:
+            return False
+        return True
+
+
+def check_subscriptions(binding: Binding, allowed: tuple[str, ...]) -> None:
+    """Only subscriptions the settings allow (empty setting: any)."""
+    if not allowed:
+        return
+    for field, rid in (("cluster", binding.cluster), ("openAIAccount", binding.account)):
+        if rid.subscription_id.lower() not in allowed:
+            raise Denied(f"{field}: subscription {rid.subscription_id} is not one Keyless may act in")
