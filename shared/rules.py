@@ -16,6 +16,7 @@ from shared.binding import validate_namespace, validate_service_account
 from shared.errors import PermanentError
 from shared.ids import ACCOUNT_TYPE, ResourceId, parse_resource_id
 from shared.observed import AccountState, ClusterState
+from shared.settings import DEFAULT_SYSTEM_NAMESPACES
 
 WORKLOADS_TAG = "keyless-workloads"
 ACCOUNT_TAG = "keyless-openai-account"
@@ -35,8 +36,14 @@ def _tag(tags: dict[str, str], name: str) -> str | None:
     return None
 
 
-def read_tags(cluster: ClusterState, cluster_id: ResourceId) -> TagRules:
-    """The workloads and the account the cluster's tags name; bad entries listed in `errors`."""
+def read_tags(
+    cluster: ClusterState, cluster_id: ResourceId, system_namespaces: tuple[str, ...] = DEFAULT_SYSTEM_NAMESPACES
+) -> TagRules:
+    """The workloads and the account the cluster's tags name; bad entries listed in `errors`.
+
+    System namespaces and the `default` service account are never onboarded from tags: a tag
+    is no access policy, and those identities are shared by everything in the namespace.
+    """
     raw = _tag(cluster.tags, WORKLOADS_TAG) or ""
     workloads: list[tuple[str, str]] = []
     errors: list[str] = []
@@ -48,6 +55,8 @@ def read_tags(cluster: ClusterState, cluster_id: ResourceId) -> TagRules:
             if not sep:
                 raise PermanentError(f"{WORKLOADS_TAG}: {item!r} is not namespace/serviceaccount")
             pair = (validate_namespace(ns, WORKLOADS_TAG), validate_service_account(sa, WORKLOADS_TAG))
+            if ns in system_namespaces or sa == "default":
+                raise PermanentError(f"{WORKLOADS_TAG}: {item!r} is a system namespace or the default service account")
         except PermanentError as exc:
             errors.append(exc.reason)
             continue

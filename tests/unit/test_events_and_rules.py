@@ -1,0 +1,116 @@
+import pytest
+
+from shared.errors import PermanentError
+from shared.events import MalformedEvent, parse_event
+from shared.ids import CLUSTER_TYPE, parse_resource_id
+from shared.observed import AccountState, ClusterState
+from shared.rules import choose_account, read_tags
+
+SUB = "00000000-0000-0000-0000-000000000001"
+CLUSTER = f"/subscriptions/{SUB}/resourcegroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1"
+ACCOUNT = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/oai1"
+
+
+def event(uri, event_type="Microsoft.Resources.ResourceWriteSuccess", **extra):
+    return {"id": "1", "eventType": event_type, "subject": uri, "data": {"resourceUri": uri, **extra}}
+
+
+class TestEvents:
+    def test_cluster_write_and_delete(self):
+        e = parse_event(event(CLUSTER))
+        assert e.kind == "cluster" and e.change == "write" and e.resource.key == CLUSTER.lower()
+        assert parse_event(event(CLUSTER, "Microsoft.Resources.ResourceDeleteSuccess")).change == "delete"
+
+    def test_cloud_events_schema(self):
+        ce = {
+            "id": "1",
+            "type": "Microsoft.Resources.ResourceWriteSuccess",
+            "source": "/subscriptions/x",
+            "subject": ACCOUNT,
+            "data": {"resourceUri": ACCOUNT},
+            "specversion": "1.0",
+        }
+        assert parse_event(ce).kind == "account"
+
+    def test_deployment_event_names_its_account(self):
+        e = parse_event(event(ACCOUNT + "/deployments/gpt-4o"))
+        assert e.kind == "deployment" and e.deployment == "gpt-4o" and e.resource.name == "oai1"
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            event(CLUSTER + "/agentPools/np1"),
+            event(f"/subscriptions/{SUB}/resourceGroups/rg"),
+            event(f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Authorization/roleAssignments/x"),
+            event(CLUSTER, "Microsoft.Resources.ResourceActionSuccess"),
+            event(CLUSTER, "Microsoft.Resources.ResourceWriteFailure"),
+        ],
+    )
+    def test_ignored(self, raw):
+        assert parse_event(raw) is None
+
+    @pytest.mark.parametrize(
+        "raw, field",
+        [
+            ([], "event"),
+            ({"eventType": "Microsoft.Resources.ResourceWriteSuccess"}, "id"),
+            ({"id": "1"}, "eventType"),
+            ({"id": "1", "eventType": "Microsoft.Resources.ResourceWriteSuccess", "data": []}, "data"),
+            (event(CLUSTER.replace("aks1", "a b")), "data.resourceUri"),
+            (event(None), "data.resourceUri"),
+        ],
+    )
+    def test_malformed_names_the_field(self, raw, field):
+        with pytest.raises(MalformedEvent) as err:
+            parse_event(raw)
+        assert err.value.reason.startswith(field)
+
+
+def cluster(tags):
+    return ClusterState(
+        id=CLUSTER,
+        name="aks1",
+        location="eastus",
+        provisioning_state="Succeeded",
+        oidc_issuer_enabled=True,
+        issuer_url="https://x/",
+        workload_identity_enabled=True,
+        tags=tags,
+    )
+
+
+CID = parse_resource_id(CLUSTER, CLUSTER_TYPE, "cluster")
+
+
+class TestRules:
+    def test_workloads_and_account_name(self):
+        r = read_tags(
+            cluster({"keyless-workloads": "team-a/api, team-b/worker;team-a/api", "keyless-openai-account": "oai1"}),
+            CID,
+        )
+        assert r.workloads == (("team-a", "api"), ("team-b", "worker"))
+        assert r.account.key == ACCOUNT.lower()
+        assert r.errors == ()
+
+    def test_bad_entries_and_system_namespaces_are_reported_not_bound(self):
+        r = read_tags(cluster({"Keyless-Workloads": "kube-system/x team-a/default nope Bad/x team-a/ok"}), CID)
+        assert r.workloads == (("team-a", "ok"),)
+        assert len(r.errors) == 4
+        assert r.account is None
+
+    def test_choose_account(self):
+        def acc(name, kind="OpenAI"):
+            return AccountState(
+                id=ACCOUNT.replace("oai1", name),
+                name=name,
+                kind=kind,
+                endpoint=None,
+                custom_subdomain=name,
+                provisioning_state="Succeeded",
+            )
+
+        assert choose_account([acc("a"), acc("t", "TextAnalytics")]).endswith("/a")
+        with pytest.raises(PermanentError, match="ambiguous"):
+            choose_account([acc("a"), acc("b", "AIServices")])
+        with pytest.raises(PermanentError, match="no OpenAI account"):
+            choose_account([])
