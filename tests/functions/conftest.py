@@ -37,11 +37,17 @@ OTHER_GROUP = "cccccccc-0000-4000-8000-000000000003"
 _DEFAULT = object()
 
 
-def principal_header(oid: str = TEAM_OID, groups: tuple[str, ...] = (TEAM_GROUP,), name: str = "alice@contoso.com",
-                     roles: tuple[str, ...] = ()) -> str:
+def principal_header(
+    oid: str = TEAM_OID,
+    groups: tuple[str, ...] = (TEAM_GROUP,),
+    name: str = "alice@contoso.com",
+    roles: tuple[str, ...] = (),
+) -> str:
     """An X-MS-CLIENT-PRINCIPAL value as App Service Authentication sets it."""
-    claims = [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid},
-              {"typ": "name", "val": name}]
+    claims = [
+        {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid},
+        {"typ": "name", "val": name},
+    ]
     claims += [{"typ": "groups", "val": g} for g in groups] + [{"typ": "roles", "val": r} for r in roles]
     doc = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
     return base64.b64encode(json.dumps(doc).encode()).decode()
@@ -50,13 +56,24 @@ def principal_header(oid: str = TEAM_OID, groups: tuple[str, ...] = (TEAM_GROUP,
 def access_policy() -> dict[str, Any]:
     from tests.conftest import ACCOUNT_ID, CLUSTER_ID
 
-    return {"rules": [
-        {"name": "team-a", "principals": {"groups": [TEAM_GROUP]},
-         "clusters": [CLUSTER_ID.split("/providers/")[0]], "namespaces": ["team-a", "team-b", "ns-*"],
-         "accounts": [ACCOUNT_ID.split("/providers/")[0]]},
-        {"name": "other-team", "principals": {"groups": [OTHER_GROUP]},
-         "clusters": [CLUSTER_ID], "namespaces": ["other-team"], "accounts": [ACCOUNT_ID]},
-    ]}
+    return {
+        "rules": [
+            {
+                "name": "team-a",
+                "principals": {"groups": [TEAM_GROUP]},
+                "clusters": [CLUSTER_ID.split("/providers/")[0]],
+                "namespaces": ["team-a", "team-b", "ns-*"],
+                "accounts": [ACCOUNT_ID.split("/providers/")[0]],
+            },
+            {
+                "name": "other-team",
+                "principals": {"groups": [OTHER_GROUP]},
+                "clusters": [CLUSTER_ID],
+                "namespaces": ["other-team"],
+                "accounts": [ACCOUNT_ID],
+            },
+        ]
+    }
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,12 @@ import json
 import os
 from collections import Counter
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared import runtime
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
-from tests.functions.conftest import TEAM_GROUP, TEAM_OID, principal_header
+from tests.functions.conftest import principal_header
 
 EXAMPLES = int(os.environ.get("KEYLESS_FUZZ_EXAMPLES", "250"))
 FUZZ = settings(
