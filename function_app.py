@@ -6,10 +6,11 @@ not read settings, build credentials or touch the network.
 
 import azure.functions as func
 
-from handlers import api, events, sweep, worker
+from handlers import api, events, sweep, verification, worker
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(api.bp)
 app.register_functions(events.bp)
 app.register_functions(worker.bp)
 app.register_functions(sweep.bp)
+app.register_functions(verification.bp)

@@ -3,48 +3,22 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import azure.functions as func
 
+from handlers._auth import authorize, authorize_record, covers, handle_errors, onboarding_key, signed_in_caller
 from handlers._http import ApiError, field_error, flag, json_body, json_response
 from handlers.openapi import OPENAPI
 from shared import runtime
 from shared.binding import Binding
-from shared.errors import KeylessError, PermanentError
-from shared.policy import Denied, check_subscriptions
-from shared.principal import HEADER, Caller, PrincipalError, dev_caller, parse_principal
+from shared.errors import PermanentError
 
 bp = func.Blueprint()
 log = logging.getLogger("keyless.api")
 
-ALLOWED_FIELDS = {"cluster", "namespace", "serviceAccount", "openAIAccount", "role"}
-_KEY = re.compile(r"^[0-9a-f]{32}$")
+ALLOWED_FIELDS = {"cluster", "namespace", "serviceAccount", "openAIAccount", "role", "workloads"}
 MAX_PAGE_SIZE = 200
-
-
-def _caller(req: func.HttpRequest) -> Caller:
-    """The signed-in caller (App Service Authentication), or the local development principal."""
-    header = req.headers.get(HEADER)
-    try:
-        if header is None:
-            dev = runtime.service().settings.dev_principal
-            if dev:
-                return dev_caller(dev)
-        return parse_principal(header)
-    except PrincipalError as exc:
-        raise ApiError(401, "Unauthenticated", exc.reason, HEADER) from None
-
-
-def _authorize(caller: Caller, binding: Binding, action: str) -> str:
-    """The rule allowing `action` on `binding`; 403 naming the missing grant (logged for audit)."""
-    try:
-        check_subscriptions(binding, runtime.service().settings.allowed_subscriptions)
-        return str(runtime.policy().authorize(caller, binding))
-    except Denied as exc:
-        log.warning("denied %s for caller %s: %s", action, caller.object_id, exc.reason)
-        raise field_error(exc.reason, 403, "Forbidden") from None
 
 
 def _binding_from(body: dict[str, Any], allowlist: tuple[str, ...], default_role: str) -> Binding:
@@ -61,58 +35,22 @@ def _binding_from(body: dict[str, Any], allowlist: tuple[str, ...], default_role
             body.get("openAIAccount"),  # type: ignore[arg-type]
             body.get("role") or default_role,
             allowlist=allowlist,
+            workloads=body.get("workloads"),
         )
     except PermanentError as exc:
         raise field_error(exc.reason) from None
-
-
-def _record_binding(record: Any) -> Binding | None:
-    try:
-        return record.binding(runtime.service().settings.role_allowlist) if record.account else None
-    except PermanentError:
-        return None
-
-
-def _covers(caller: Caller, record: Any) -> bool:
-    binding = _record_binding(record)
-    return binding is not None and runtime.policy().covers(caller, binding)
-
-
-def _authorize_record(caller: Caller, record: Any, action: str) -> None:
-    binding = _record_binding(record)
-    if binding is None:
-        log.warning("denied %s of %s for caller %s: no checkable binding", action, record.key, caller.object_id)
-        raise ApiError(403, "Forbidden", "this onboarding has no binding your policy could cover", "id")
-    _authorize(caller, binding, action)
-
-
-def _key(req: func.HttpRequest) -> str:
-    key = (req.route_params.get("id") or "").strip().lower()
-    if not _KEY.match(key):
-        raise ApiError(400, "InvalidField", "an onboarding id is 32 lower-case hex characters", "id")
-    return key
-
-
-def _handle(fn: Any, req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        return fn(req)
-    except ApiError as exc:
-        return exc.response()
-    except KeylessError as exc:
-        log.warning("request failed: %s", exc.reason)
-        return ApiError(503, "Unavailable", exc.reason).response()
 
 
 @bp.function_name("onboardings_create")
 @bp.route(route="onboardings", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def onboardings_create(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
-        caller = _caller(req)
+        caller = signed_in_caller(req)
         dry_run = flag(req, "dryRun")
         body = json_body(req)
         svc = runtime.service()
         binding = _binding_from(body, svc.settings.role_allowlist, svc.settings.default_role)
-        rule = _authorize(caller, binding, "onboarding")
+        rule = authorize(caller, binding, "onboarding")
         log.info("caller %s allowed by rule %r to onboard %s", caller.object_id, rule, binding.key)
         if dry_run:
             plan = svc.plan(binding)
@@ -121,14 +59,14 @@ def onboardings_create(req: func.HttpRequest) -> func.HttpResponse:
         location = f"/api/onboardings/{record.key}"
         return json_response(record.as_api(), 202 if created else 200, {"Location": location})
 
-    return _handle(handle, req)
+    return handle_errors(handle, req)
 
 
 @bp.function_name("onboardings_list")
 @bp.route(route="onboardings", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
-        caller = _caller(req)
+        caller = signed_in_caller(req)
         try:
             page_size = int(req.params.get("pageSize") or 50)
         except ValueError:
@@ -150,45 +88,45 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
             )
         except ValueError as exc:
             raise ApiError(400, "InvalidParameter", str(exc), "continuationToken") from None
-        body: dict[str, Any] = {"value": [r.as_api() for r in records if _covers(caller, r)]}
+        body: dict[str, Any] = {"value": [r.as_api() for r in records if covers(caller, r)]}
         if token:
             body["continuationToken"] = token
         return json_response(body)
 
-    return _handle(handle, req)
+    return handle_errors(handle, req)
 
 
 @bp.function_name("onboardings_get")
 @bp.route(route="onboardings/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def onboardings_get(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
-        caller = _caller(req)
-        record = runtime.service().ledger.get(_key(req))
+        caller = signed_in_caller(req)
+        record = runtime.service().ledger.get(onboarding_key(req))
         if record is None:
             raise ApiError(404, "NotFound", "no onboarding with this id", "id")
-        _authorize_record(caller, record, "read")
+        authorize_record(caller, record, "read")
         return json_response(record.as_api())
 
-    return _handle(handle, req)
+    return handle_errors(handle, req)
 
 
 @bp.function_name("onboardings_delete")
 @bp.route(route="onboardings/{id}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
 def onboardings_delete(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
-        caller = _caller(req)
-        key = _key(req)
+        caller = signed_in_caller(req)
+        key = onboarding_key(req)
         existing = runtime.service().ledger.get(key)
         if existing is None:
             raise ApiError(404, "NotFound", "no onboarding with this id", "id")
-        _authorize_record(caller, existing, "offboarding")
+        authorize_record(caller, existing, "offboarding")
         record = runtime.service().request_offboarding(key)
         if record is None:
             raise ApiError(404, "NotFound", "no onboarding with this id", "id")
         log.info("caller %s asked to offboard %s", caller.object_id, key)
         return json_response(record.as_api(), 202, {"Location": f"/api/onboardings/{record.key}"})
 
-    return _handle(handle, req)
+    return handle_errors(handle, req)
 
 
 @bp.function_name("openapi")

@@ -128,6 +128,25 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
+        "/onboardings/{id}/verification": {
+            "get": {
+                "operationId": "verifyOnboarding",
+                "summary": "Check, live, that the binding works keyless: each check pass/fail/pending with evidence",
+                "parameters": [_ID],
+                "responses": {
+                    "200": {
+                        "description": "The verification report",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Verification"}}},
+                    },
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "404": _ERROR,
+                    "409": _ERROR,
+                    "503": _ERROR,
+                },
+            }
+        },
         "/openapi.json": {
             "get": {"operationId": "openapi", "security": [], "responses": {"200": {"description": "This document"}}}
         },
@@ -170,6 +189,14 @@ OPENAPI: dict[str, Any] = {
                         "description": "role definition GUID or name on the allowlist; "
                         "default Cognitive Services OpenAI User",
                     },
+                    "workloads": {
+                        "type": "array",
+                        "maxItems": 20,
+                        "items": {"type": "string", "maxLength": 253},
+                        "description": "Deployments in the namespace to enforce: pod template patched to use the "
+                        "service account, the workload identity label and the ConfigMap; API-key variables removed. "
+                        "Not part of the onboarding's id: asking again with another list updates it.",
+                    },
                 },
             },
             "Step": {
@@ -205,10 +232,24 @@ OPENAPI: dict[str, Any] = {
                     "serviceAccount": {"type": "string"},
                     "openAIAccount": {"type": "string"},
                     "roleDefinitionId": {"type": "string"},
+                    "workloads": {"type": "array", "items": {"type": "string"}},
+                    "verification": {
+                        "type": "object",
+                        "description": "the last verification the worker ran: status, checkedAt, open checks",
+                    },
                     "desired": {"type": "string", "enum": ["present", "absent"]},
                     "status": {
                         "type": "string",
-                        "enum": ["pending", "reconciling", "ready", "not-ready", "failed", "offboarding", "removed"],
+                        "enum": [
+                            "pending",
+                            "reconciling",
+                            "ready",
+                            "verified",
+                            "not-ready",
+                            "failed",
+                            "offboarding",
+                            "removed",
+                        ],
                     },
                     "reason": {"type": "string"},
                     "nextAttemptAt": {"type": "string", "nullable": True},
@@ -239,6 +280,39 @@ OPENAPI: dict[str, Any] = {
                     "source": {"type": "string"},
                     "createdAt": {"type": "string"},
                     "updatedAt": {"type": "string"},
+                },
+            },
+            "Verification": {
+                "type": "object",
+                "required": ["id", "status", "checks"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "status": {"type": "string", "enum": ["pass", "fail", "pending"]},
+                    "onboardingStatus": {"type": "string"},
+                    "checkedAt": {"type": "string"},
+                    "checks": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "status"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "status": {"type": "string", "enum": ["pass", "fail", "pending"]},
+                                "reason": {"type": "string"},
+                                "evidence": {"type": "object"},
+                            },
+                        },
+                    },
+                    "keylessAccount": {
+                        "type": "object",
+                        "properties": {
+                            "account": {"type": "string"},
+                            "localAuthEnabled": {"type": "boolean", "nullable": True},
+                            "optedIn": {"type": "boolean", "nullable": True},
+                            "wouldBreak": {"type": "array", "items": {"type": "object"}},
+                            "blockers": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
                 },
             },
             "Plan": {

@@ -8,6 +8,7 @@ import re
 from shared import naming
 from shared.errors import PermanentError
 from shared.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
+from shared.workloads import validate_workloads
 
 OPENAI_USER_ROLE_ID = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 """Cognitive Services OpenAI User: inference only, no key listing, no deployment writes."""
@@ -64,11 +65,16 @@ def resolve_role(value: object, allowlist: tuple[str, ...], field: str = "role")
 
 @dataclasses.dataclass(frozen=True)
 class Binding:
+    """`workloads` (Deployment names to enforce) is desired state of the binding but not part of its
+    identity (`key`): asking again with another list updates the same binding, whose identity,
+    credential and role assignment do not depend on which Deployments use them."""
+
     cluster: ResourceId
     namespace: str
     service_account: str
     account: ResourceId
     role_definition_id: str = OPENAI_USER_ROLE_ID
+    workloads: tuple[str, ...] = ()
 
     @classmethod
     def create(
@@ -79,6 +85,7 @@ class Binding:
         account: str,
         role: str | None = None,
         allowlist: tuple[str, ...] = (OPENAI_USER_ROLE_ID,),
+        workloads: object = None,
     ) -> Binding:
         """Validate every field (PermanentError naming the first bad one) and build a binding."""
         return cls(
@@ -87,6 +94,7 @@ class Binding:
             service_account=validate_service_account(service_account),
             account=parse_resource_id(account, ACCOUNT_TYPE, "openAIAccount"),
             role_definition_id=resolve_role(role, allowlist),
+            workloads=validate_workloads(workloads),
         )
 
     @property
@@ -121,11 +129,12 @@ class Binding:
     def configmap_name(self) -> str:
         return naming.configmap_name(self.service_account, self.account.name, self.account.key)
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> dict[str, object]:
         return {
             "cluster": str(self.cluster),
             "namespace": self.namespace,
             "serviceAccount": self.service_account,
             "openAIAccount": str(self.account),
             "roleDefinitionId": self.role_definition_id,
+            "workloads": list(self.workloads),
         }

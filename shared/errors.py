@@ -3,6 +3,7 @@
     KeylessError
     ├── TemporaryError   "not yet": retry after `delay_seconds` (queue redelivery, never a sleep)
     └── PermanentError   "failed": a person must fix something; `reason` says what
+        └── NotFoundError   the resource does not exist (ARM 404): a deletion, not a refusal
 
 Adapters translate SDK exceptions into these by HTTP status and error *code* (never message
 text) and chain the original as `__cause__`.
@@ -27,3 +28,7 @@ class TemporaryError(KeylessError):
 
 class PermanentError(KeylessError):
     """Retrying will not help until someone changes an input or a resource."""
+
+
+class NotFoundError(PermanentError):
+    """The resource does not exist. Callers that react to deletions tell it from a refusal (403)."""

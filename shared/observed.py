@@ -20,6 +20,8 @@ class ClusterState:
     aad_enabled: bool = True
     local_accounts_disabled: bool = True
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    private: bool = False  # apiServerAccessProfile.enablePrivateCluster: the API server has no public address
+    run_command_disabled: bool = False  # apiServerAccessProfile.disableRunCommand
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from shared.verification import VerificationReport
 
 Outcome = Literal["created", "updated", "unchanged", "deleted", "absent", "not-yet", "failed", "skipped"]
 Status = Literal["ready", "not-ready", "failed", "removed"]
@@ -71,6 +74,7 @@ class ReconcileResult:
     kube_objects: list[str] = dataclasses.field(default_factory=list)
     requests: RequestCounts = dataclasses.field(default_factory=RequestCounts)
     dry_run: bool = False
+    verification: VerificationReport | None = None  # run by the worker after a `ready` result
 
     def step(self, name: str) -> StepOutcome:
         for s in self.steps:

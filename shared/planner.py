@@ -105,7 +105,12 @@ def merged_tags(observed: IdentityState | None, desired_tags: dict[str, str]) ->
 
 
 def credential_action(
-    existing: list[CredentialState], name: str, issuer: str, subject: str
+    existing: list[CredentialState],
+    name: str,
+    issuer: str,
+    subject: str,
+    identity: str = "<identity>",
+    resource_group: str = "<resource group>",
 ) -> tuple[Action | Literal["adopt"], str]:
     """What to do about the federated credential, and under which name.
 
@@ -124,9 +129,13 @@ def credential_action(
         if cred.name.lower() == name.lower():
             return "update", cred.name
     if len(existing) >= MAX_CREDENTIALS_PER_IDENTITY:
-        listing = ", ".join(f"{c.name} ({c.subject})" for c in existing)
+        listing = "; ".join(f"{c.name} (issuer {c.issuer}, subject {c.subject})" for c in existing)
         raise PermanentError(
-            f"identity already holds {len(existing)} federated credentials, Azure's limit; remove one of: {listing}"
+            f"identity {identity} already holds {len(existing)} federated credentials, Azure's limit of "
+            f"{MAX_CREDENTIALS_PER_IDENTITY} per identity: {listing}. To free one, offboard a binding that no longer "
+            "needs it (DELETE /api/onboardings/<id>; a deleted cluster's credentials go first), or delete a "
+            "credential made outside Keyless: az identity federated-credential delete "
+            f"--identity-name {identity} --resource-group {resource_group} --name <name>"
         )
     return "create", name
 

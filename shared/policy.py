@@ -14,7 +14,8 @@ Policy JSON (setting KEYLESS_ACCESS_POLICY, inline or a file path):
         "namespaces": ["team-a", "team-a-*"],                                        # fnmatch patterns
         "serviceAccounts": ["*"],                                                   # optional, default "*"
         "accounts": ["<account id>" | "/subscriptions/<sub>/resourceGroups/<rg>"],
-        "roles": ["5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"]                           # optional: the default role
+        "roles": ["5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"],                          # optional: the default role
+        "workloads": ["chat-*"]                                # optional: Deployments it may patch; default none
     }]}
 
 System namespaces and the `default` service account match only when a rule names them
@@ -62,6 +63,7 @@ class Rule:
     service_accounts: tuple[str, ...]
     accounts: tuple[str, ...]
     roles: tuple[str, ...]
+    workloads: tuple[str, ...] = ()
 
     def applies_to(self, caller: Caller) -> bool:
         return bool(
@@ -128,6 +130,7 @@ class AccessPolicy:
                 service_accounts=_strings(raw.get("serviceAccounts"), f"{name}.serviceAccounts") or ("*",),
                 accounts=_strings(raw.get("accounts"), f"{name}.accounts"),
                 roles=tuple(r.lower() for r in _strings(raw.get("roles"), f"{name}.roles")) or (default_role,),
+                workloads=_strings(raw.get("workloads"), f"{name}.workloads"),
             )
             if not (rule.group_ids or rule.app_roles or rule.object_ids):
                 raise PolicyError(f"KEYLESS_ACCESS_POLICY: {name} names no principals")
@@ -147,6 +150,8 @@ class AccessPolicy:
             ("serviceAccount", lambda r: _name_matches(binding.service_account, r.service_accounts, protected_sa)),
             ("openAIAccount", lambda r: _under(str(binding.account), r.accounts)),
             ("role", lambda r: binding.role_definition_id.lower() in r.roles),
+            # Patching Deployments is a grant of its own: none unless the rule names them.
+            ("workloads", lambda r: all(_name_matches(w, r.workloads, False) for w in binding.workloads)),
         )
         best: tuple[int, str, str] | None = None
         for rule in mine:
@@ -165,6 +170,7 @@ class AccessPolicy:
             "serviceAccount": binding.service_account,
             "openAIAccount": str(binding.account),
             "role": binding.role_definition_id,
+            "workloads": ",".join(binding.workloads),
         }[field]
         extra = ""
         if field == "namespace" and protected_ns:

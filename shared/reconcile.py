@@ -7,9 +7,14 @@ it again after a crash at any point converges, because every name is determinist
 Steps, in order (validate everything that can be validated before the first write):
 
     cluster → account → namespace → identity → federated-credential → role-assignment
-            → service-account → configmap
+            → service-account → configmap → deployment/<name>... (the binding's workloads)
 
-Offboarding is the same engine with desired = absent, in reverse order.
+Offboarding is the same engine with desired = absent, in reverse order (Deployments first: they
+must stop naming the ConfigMap and the service account before those go; when the cluster is gone,
+the federated credential goes first, for an identity holds at most 20).
+`verify` reads everything again and reports check by check (shared.verification); it writes nothing.
+A private cluster whose API server is unreachable is worked through the AKS run-command API
+(shared.adapters.runcommand) when KEYLESS_RUN_COMMAND_FALLBACK allows, with the same decisions.
 A step that raises TemporaryError ends the run `not-yet` (retry after its delay);
 PermanentError ends it `failed`. Later steps are reported `skipped`.
 """
@@ -17,20 +22,26 @@ PermanentError ends it `failed`. Later steps are reported `skipped`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shared import naming, planner
+from shared import naming, planner, verification, workloads
+from shared.adapters.account_auth import AccountAuthAdapter
 from shared.adapters.accounts import AccountAdapter
 from shared.adapters.arm import ArmClients
 from shared.adapters.clusters import ClusterAdapter
 from shared.adapters.counting import counting
 from shared.adapters.identities import IdentityAdapter
-from shared.adapters.kube import KubeAdapter
+from shared.adapters.kube import KubeAdapter, KubeUnreachable
 from shared.adapters.roles import RoleAssignmentAdapter
+from shared.adapters.runcommand import RunCommandAdapter, RunCommandKube
 from shared.binding import Binding
-from shared.errors import PermanentError, TemporaryError
+from shared.errors import KeylessError, NotFoundError, PermanentError, TemporaryError
+from shared.ids import ResourceId
 from shared.observed import AccountState, ClusterState, IdentityState
 from shared.outcomes import Outcome, ReconcileResult, StepOutcome
 from shared.settings import Settings
@@ -48,6 +59,18 @@ ONBOARD_STEPS = (
     "configmap",
 )
 OFFBOARD_STEPS = ("configmap", "service-account", "role-assignment", "federated-credential", "identity")
+DEPLOYMENT_STEP = "deployment/"
+KEYLESS_ENFORCE_TAG = "keyless-enforce"
+NOT_DEPLOYED_DELAY = 300.0
+
+
+def onboard_steps(binding: Binding) -> tuple[str, ...]:
+    return ONBOARD_STEPS + tuple(DEPLOYMENT_STEP + name for name in binding.workloads)
+
+
+def offboard_steps(binding: Binding) -> tuple[str, ...]:
+    return tuple(DEPLOYMENT_STEP + name for name in binding.workloads) + OFFBOARD_STEPS
+
 
 StepHook = Callable[[Binding, StepOutcome], None]
 
@@ -65,6 +88,12 @@ class _Run:
     result: ReconcileResult
     on_step: StepHook | None
     dry_run: bool = False
+    cluster_gone: bool | None = None  # learnt while offboarding: None = not asked yet
+    kube: Any = None  # the KubeAdapter, or RunCommandKube for a private cluster Keyless cannot reach
+    cluster: ClusterState | None = None
+
+    def done(self, step: str) -> bool:
+        return any(s.step == step for s in self.result.steps)
 
     def record(self, step: str, outcome: Outcome, reason: str = "", **details: Any) -> None:
         entry = StepOutcome(step, outcome, reason, details={k: v for k, v in details.items() if v is not None})
@@ -110,6 +139,8 @@ class Engine:
         identities: IdentityAdapter,
         roles: RoleAssignmentAdapter,
         kube: KubeAdapter,
+        account_auth: AccountAuthAdapter | None = None,
+        run_command: RunCommandAdapter | None = None,
     ) -> None:
         self.settings = settings
         self.clusters = clusters
@@ -117,6 +148,11 @@ class Engine:
         self.identities = identities
         self.roles = roles
         self.kube = kube
+        self.account_auth = account_auth
+        self.run_command = run_command
+        self.key_rules = workloads.ApiKeyRules.from_settings(settings)
+        self._unreachable: dict[str, float] = {}  # private clusters reached through run command, until
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, credential: Any) -> Engine:
@@ -129,6 +165,8 @@ class Engine:
             IdentityAdapter(arm),
             RoleAssignmentAdapter(arm),
             KubeAdapter(credential, settings, clusters),
+            AccountAuthAdapter(arm),
+            RunCommandAdapter(arm, credential, settings),
         )
 
     # --- where the identity lives -----------------------------------------------------------
@@ -148,14 +186,14 @@ class Engine:
         With `dry_run`, only reads: each step reports what it would do (`created` = would create).
         """
         result = ReconcileResult(binding_key=binding.key, desired="present", dry_run=dry_run)
-        run = _Run(binding, result, on_step, dry_run)
+        run = _Run(binding, result, on_step, dry_run, kube=self.kube)
         with counting(result.requests):
             try:
                 self._onboard(run)
             except _Stop:
                 pass
             finally:
-                run.skip_rest(ONBOARD_STEPS)
+                run.skip_rest(onboard_steps(binding))
         return result
 
     def _onboard(self, run: _Run) -> None:
@@ -168,16 +206,20 @@ class Engine:
         run.run("federated-credential", lambda: self._credential_step(run, identity, cluster.issuer_url or ""))
         run.run("role-assignment", lambda: self._role_step(run, identity))
         run.run("service-account", lambda: self._service_account_step(run, identity))
-        run.run("configmap", lambda: self._configmap_step(run, account, identity))
+        data = run.run("configmap", lambda: self._configmap_step(run, account, identity))
         run.result.kube_objects = [
             f"{b.namespace}/serviceaccounts/{b.service_account}",
             f"{b.namespace}/configmaps/{b.configmap_name}",
         ]
+        self._workloads(run, data, identity)
 
     def _cluster_step(self, run: _Run) -> ClusterState:
         b = run.binding
         cluster = self.clusters.get(b.cluster)
+        run.cluster = cluster
         if planner.cluster_action(cluster, self.settings.enable_cluster_features) == "ready":
+            if self._known_unreachable(cluster):
+                run.kube = self._run_command_kube(run, cluster)
             run.record("cluster", "unchanged", issuer=cluster.issuer_url)
             return cluster
         if run.dry_run:
@@ -200,7 +242,7 @@ class Engine:
 
     def _namespace_step(self, run: _Run) -> None:
         b = run.binding
-        if self.kube.namespace_exists(b.cluster, b.namespace):
+        if self._through(run, lambda kube: kube.namespace_exists(b.cluster, b.namespace)):
             run.record("namespace", "unchanged")
             return
         if not self.settings.create_namespaces:
@@ -209,7 +251,7 @@ class Engine:
                 "or set KEYLESS_CREATE_NAMESPACES=true"
             )
         if not run.dry_run:
-            self.kube.create_namespace(b.cluster, b.namespace)
+            run.kube.create_namespace(b.cluster, b.namespace)
         run.record("namespace", "created")
 
     def _identity_step(self, run: _Run, cluster: ClusterState) -> IdentityState:
@@ -239,7 +281,7 @@ class Engine:
         b = run.binding
         sub, rg = self.identity_location(b)
         existing = [] if planner.is_planned(identity) else self.identities.list_credentials(sub, rg, identity.name)
-        action, name = planner.credential_action(existing, b.credential_name, issuer, b.subject)
+        action, name = planner.credential_action(existing, b.credential_name, issuer, b.subject, identity.name, rg)
         if action in ("create", "update") and not run.dry_run:
             try:
                 self.identities.put_credential(sub, rg, identity.name, name, issuer, b.subject)
@@ -284,21 +326,149 @@ class Engine:
     def _service_account_step(self, run: _Run, identity: IdentityState) -> None:
         b = run.binding
         desired = planner.service_account_annotations(identity)
-        observed = self.kube.get_service_account(b.cluster, b.namespace, b.service_account)
+        observed = run.kube.get_service_account(b.cluster, b.namespace, b.service_account)
         action = planner.kube_annotations_action(observed, desired)
         if action != "unchanged" and not run.dry_run:
-            self.kube.apply_service_account(b.cluster, b.namespace, b.service_account, desired)
+            run.kube.apply_service_account(b.cluster, b.namespace, b.service_account, desired)
         run.record("service-account", _PAST[action])
 
-    def _configmap_step(self, run: _Run, account: AccountState, identity: IdentityState) -> None:
+    def _configmap_step(self, run: _Run, account: AccountState, identity: IdentityState) -> dict[str, str]:
         b = run.binding
         desired = planner.configmap_data(account, identity)
-        observed = self.kube.get_configmap(b.cluster, b.namespace, b.configmap_name)
+        observed = run.kube.get_configmap(b.cluster, b.namespace, b.configmap_name)
         action = planner.kube_data_action(observed, desired)
         if action != "unchanged" and not run.dry_run:
             labels = {"app.kubernetes.io/managed-by": "keyless", "keyless.io/binding": b.key[:63]}
-            self.kube.apply_configmap(b.cluster, b.namespace, b.configmap_name, desired, labels)
+            run.kube.apply_configmap(b.cluster, b.namespace, b.configmap_name, desired, labels)
         run.record("configmap", _PAST[action], name=b.configmap_name)
+        return desired
+
+    # --- private clusters: the run-command fallback ------------------------------------------
+
+    def _through(self, run: _Run, fn: Callable[[Any], Any]) -> Any:
+        """A first Kubernetes call of the run; when the API server is unreachable and the cluster
+        is private, the run goes on through the run-command API (or fails, saying why)."""
+        try:
+            return fn(run.kube)
+        except KubeUnreachable as exc:
+            if isinstance(run.kube, RunCommandKube):
+                raise
+            cluster = run.cluster or self.clusters.get(run.binding.cluster)
+            run.kube = self._fallback(run, cluster, exc)
+            return fn(run.kube)
+
+    def _fallback(self, run: _Run, cluster: ClusterState, exc: KubeUnreachable) -> RunCommandKube:
+        if not cluster.private:
+            raise exc
+        if not self.settings.run_command_fallback:
+            raise PermanentError(
+                "the cluster is private and its API server is not reachable from Keyless; give the app a "
+                "network path to it (VNet integration and the private DNS zone), or set "
+                "KEYLESS_RUN_COMMAND_FALLBACK=true to go through the AKS run-command API"
+            ) from exc
+        if cluster.run_command_disabled or self.run_command is None:
+            raise PermanentError(
+                "the cluster is private, its API server is not reachable from Keyless, and run command is "
+                "disabled on it (apiServerAccessProfile.disableRunCommand); give the app a network path to it"
+            ) from exc
+        with self._lock:
+            self._unreachable[cluster.id.lower()] = time.monotonic() + self.settings.kube_credentials_ttl_seconds
+        log.info("cluster %s is private and unreachable: going through run command", cluster.name)
+        return self._run_command_kube(run, cluster)
+
+    def _known_unreachable(self, cluster: ClusterState) -> bool:
+        with self._lock:
+            until = self._unreachable.get(cluster.id.lower(), 0.0)
+        return cluster.private and until > time.monotonic() and self.run_command is not None
+
+    def _run_command_kube(self, run: _Run, cluster: ClusterState) -> RunCommandKube:
+        assert self.run_command is not None
+        kube = RunCommandKube(self.run_command, cluster, self.settings)
+        b = run.binding
+        kube.prefetch(b.cluster, b.namespace, {"ServiceAccount": b.service_account, "ConfigMap": b.configmap_name})
+        return kube
+
+    # --- workloads --------------------------------------------------------------------------
+
+    def _claimed(self, run: _Run) -> list[workloads.DeploymentState]:
+        """Deployments this binding enforces (labelled with its key): one list call."""
+        b = run.binding
+        return run.kube.list_deployments(
+            b.cluster,
+            b.namespace,
+            f"{workloads.BINDING_LABEL}={b.key[:63]}",
+            forbidden_is_empty=not b.workloads,
+        )
+
+    def _workloads(self, run: _Run, data: dict[str, str], identity: IdentityState) -> None:
+        """Each named Deployment patched; Deployments no longer named released. A step per Deployment."""
+        b = run.binding
+        first = DEPLOYMENT_STEP + (b.workloads[0] if b.workloads else "*")
+        claimed = {d.name: d for d in run.run(first, lambda: self._claimed(run))}
+        for name in b.workloads:
+            step = functools.partial(self._deployment_step, run, name, claimed, data, identity)
+            run.run(DEPLOYMENT_STEP + name, step)
+        for name in sorted(set(claimed) - set(b.workloads)):
+            release = functools.partial(self._release, run, DEPLOYMENT_STEP + name, claimed[name], "no longer named")
+            run.run(DEPLOYMENT_STEP + name, release)
+        run.result.kube_objects += [f"{b.namespace}/deployments/{n}" for n in b.workloads]
+
+    def _deployment_step(
+        self,
+        run: _Run,
+        name: str,
+        claimed: dict[str, workloads.DeploymentState],
+        data: dict[str, str],
+        identity: IdentityState,
+    ) -> None:
+        b = run.binding
+        step = DEPLOYMENT_STEP + name
+        deploy = claimed.get(name) or run.kube.get_deployment(b.cluster, b.namespace, name)
+        if deploy is None:
+            raise TemporaryError(
+                f"deployment {name} not found in namespace {b.namespace}; waiting for it to be deployed",
+                NOT_DEPLOYED_DELAY,
+            )
+        args: dict[str, Any] = {
+            "binding_key": b.key,
+            "service_account": b.service_account,
+            "configmap": b.configmap_name,
+            "configmap_data": data,
+            "client_id": identity.client_id,
+            "manager": self.settings.field_manager,
+            "rules": self.key_rules,
+        }
+        plan = workloads.plan_deployment(deploy, **args)
+        if not plan.changes:
+            run.record(step, "unchanged")
+            return
+        if run.dry_run:
+            run.record(step, "updated", "would " + "; ".join(plan.reasons), **plan.details())
+            return
+        done = workloads.WorkloadPlan(name, apply=plan.apply, restart=plan.restart, reasons=list(plan.reasons))
+        if plan.apply is not None:
+            deploy = run.kube.apply_deployment(b.cluster, b.namespace, plan.apply)
+        # Indexes are those of the object as it is now (the apply may have added items).
+        targets = [
+            c["name"] for c in workloads.desired_config(deploy, **args)["spec"]["template"]["spec"]["containers"]
+        ]
+        done.json_patch, done.removed = workloads.removals(deploy, self.key_rules, b.configmap_name, data, targets)
+        if done.json_patch:
+            run.kube.json_patch_deployment(b.cluster, b.namespace, name, done.json_patch)
+            if not plan.removed:
+                done.reasons.append(
+                    "removed " + ", ".join(f"{r['variable']} from {r['container']}" for r in done.removed)
+                )
+        run.record(step, "updated", "; ".join(done.reasons), **done.details())
+
+    def _release(self, run: _Run, step: str, deploy: workloads.DeploymentState, why: str) -> None:
+        plan = workloads.plan_release(deploy, self.settings.field_manager)
+        if plan.apply is None:
+            run.record(step, "unchanged", why)
+            return
+        if not run.dry_run:
+            run.kube.apply_deployment(run.binding.cluster, run.binding.namespace, plan.apply)
+        run.record(step, "updated", f"{why}: " + "; ".join(plan.reasons), **plan.details())
 
     # --- offboarding ------------------------------------------------------------------------
 
@@ -311,7 +481,7 @@ class Engine:
         account annotations stay while another binding uses the same workload.
         """
         result = ReconcileResult(binding_key=binding.key, desired="absent")
-        run = _Run(binding, result, on_step)
+        run = _Run(binding, result, on_step, kube=self.kube)
         shared_workload = planner.workload_still_bound(binding, list(others))
         with counting(result.requests):
             try:
@@ -319,13 +489,21 @@ class Engine:
             except _Stop:
                 pass
             finally:
-                run.skip_rest(OFFBOARD_STEPS)
+                run.skip_rest(offboard_steps(binding))
         return result
 
     def _offboard(self, run: _Run, shared_workload: bool) -> None:
         b = run.binding
         sub, rg = self.identity_location(b)
         identity = run.run("identity", lambda: self.identities.get(sub, rg, b.identity_name))
+        try:
+            self._cluster_exists(run)  # a deleted cluster's API server may still answer from a cache
+        except KeylessError:
+            run.cluster_gone = None  # unknown: the Kubernetes steps find out
+        if run.cluster_gone and not shared_workload:
+            # The cluster is gone: its credential goes first (an identity holds at most 20).
+            run.run("federated-credential", lambda: self._remove_credential(run, identity))
+        self._release_workloads(run)
         run.run("configmap", lambda: self._remove_configmap(run))
         if not shared_workload:
             run.run("service-account", lambda: self._release_service_account(run))
@@ -336,17 +514,58 @@ class Engine:
             run.record("federated-credential", "unchanged", "another binding uses this identity")
             run.record("identity", "unchanged", "another binding uses this identity")
             return
-        run.run("federated-credential", lambda: self._remove_credential(run, identity))
+        if not run.done("federated-credential"):
+            run.run("federated-credential", lambda: self._remove_credential(run, identity))
         run.run("identity", lambda: self._remove_identity(run, identity))
+
+    def _release_workloads(self, run: _Run) -> None:
+        """Give back our fields on every Deployment this binding enforced (named or labelled)."""
+        b = run.binding
+        first = DEPLOYMENT_STEP + (b.workloads[0] if b.workloads else "*")
+        if run.cluster_gone:
+            for name in b.workloads:
+                run.record(DEPLOYMENT_STEP + name, "absent", "the cluster no longer exists")
+            return
+
+        def claimed() -> list[workloads.DeploymentState] | None:
+            try:
+                return self._through(run, lambda _kube: self._claimed(run))
+            except PermanentError:
+                if self._cluster_exists(run):
+                    raise
+                return None
+
+        found = run.run(first, claimed)
+        if found is None:
+            for name in b.workloads:
+                run.record(DEPLOYMENT_STEP + name, "absent", "the cluster no longer exists")
+            return
+        by_name = {d.name: d for d in found}
+        for name in sorted(set(by_name) | set(b.workloads)):
+            step = DEPLOYMENT_STEP + name
+            if name in by_name:
+                run.run(step, functools.partial(self._release, run, step, by_name[name], "offboarding"))
+            else:
+                run.record(step, "absent")
+
+    def _cluster_exists(self, run: _Run) -> bool:
+        if run.cluster_gone is None:
+            try:
+                self.clusters.get(run.binding.cluster, fresh=True)  # offboarding is rare: ask ARM itself
+                run.cluster_gone = False
+            except NotFoundError:
+                run.cluster_gone = True
+        return not run.cluster_gone
 
     def _kube_or_gone(self, run: _Run, step: str, fn: Callable[[], Outcome]) -> None:
         """Kubernetes cleanup; a deleted cluster has nothing left to clean."""
+        if run.cluster_gone:
+            run.record(step, "absent", "the cluster no longer exists")
+            return
         try:
             outcome = fn()
         except PermanentError:
-            try:
-                self.clusters.get(run.binding.cluster)
-            except PermanentError:
+            if not self._cluster_exists(run):
                 run.record(step, "absent", "the cluster no longer exists")
                 return
             raise
@@ -356,10 +575,10 @@ class Engine:
         b = run.binding
 
         def remove() -> Outcome:
-            observed = self.kube.get_configmap(b.cluster, b.namespace, b.configmap_name)
+            observed = run.kube.get_configmap(b.cluster, b.namespace, b.configmap_name)
             if observed is None:
                 return "absent"
-            self.kube.delete_configmap(b.cluster, b.namespace, b.configmap_name)
+            run.kube.delete_configmap(b.cluster, b.namespace, b.configmap_name)
             return "deleted"
 
         self._kube_or_gone(run, "configmap", remove)
@@ -369,13 +588,13 @@ class Engine:
         manager = self.settings.field_manager
 
         def release() -> Outcome:
-            observed = self.kube.get_service_account(b.cluster, b.namespace, b.service_account)
+            observed = run.kube.get_service_account(b.cluster, b.namespace, b.service_account)
             if observed is None or manager not in observed.managers:
                 return "absent"
             if planner.owned_only_by(observed, manager):
-                self.kube.delete_service_account(b.cluster, b.namespace, b.service_account)
+                run.kube.delete_service_account(b.cluster, b.namespace, b.service_account)
                 return "deleted"
-            self.kube.apply_service_account(b.cluster, b.namespace, b.service_account, {})
+            run.kube.apply_service_account(b.cluster, b.namespace, b.service_account, {})
             return "updated"
 
         self._kube_or_gone(run, "service-account", release)
@@ -416,3 +635,136 @@ class Engine:
         # Credentials first (an identity holds at most 20); an adopted one goes with the identity.
         deleted = self.identities.delete(sub, rg, identity.name)
         run.record("identity", "deleted" if deleted else "absent", name=identity.name)
+
+    # --- verification -----------------------------------------------------------------------
+
+    def verify(self, binding: Binding, after: ReconcileResult | None = None) -> verification.VerificationReport:
+        """Check that the binding really works keyless. Reads only; a read that fails becomes a
+        `pending` (temporary) or `fail` (permanent) check.
+
+        `after`: a run that just ended `ready`. Its observations stand for the Azure side (it read
+        and converged the identity, credential, role and service account moments ago), so only the
+        pods are read; without it (the API), everything is read again."""
+        b = binding
+        report = verification.VerificationReport(b.key)
+        checks = report.checks
+
+        def read(name: str, fn: Callable[[], Any]) -> Any:
+            try:
+                return fn()
+            except TemporaryError as exc:
+                checks.append(verification.Check(name, "pending", exc.reason, retry=True))
+            except KeylessError as exc:
+                checks.append(verification.Check(name, "fail", exc.reason))
+            return None
+
+        account = read("account", lambda: self.accounts.get(b.account))
+        if after is not None and after.status == "ready" and after.identity:
+            identity: IdentityState | None = IdentityState(
+                id=after.identity["resourceId"],
+                name=b.identity_name,
+                location="",
+                client_id=after.identity["clientId"],
+                principal_id=after.identity["principalId"],
+                tenant_id=after.identity["tenantId"],
+            )
+            for name in ("identity", "federated-credential", "role-assignment", "service-account"):
+                step = after.step(name)
+                evidence = {"outcome": step.outcome, **step.details}
+                if name == "federated-credential":
+                    evidence.update(after.credential)
+                if name == "role-assignment" and after.role_assignment_id:
+                    evidence["id"] = after.role_assignment_id
+                checks.append(verification.Check(name, "pass", "converged by this run", evidence))
+        else:
+            identity = self._verify_azure_side(b, read, checks)
+        if account is not None:
+            checks.append(verification.check_account(account))
+        kube = self._verification_kube(b)
+        pods = read("pods", lambda: kube.list_pods(b.cluster, b.namespace))
+        deployments = read("pods", lambda: kube.list_deployments(b.cluster, b.namespace, forbidden_is_empty=True))
+        if pods is not None and deployments is not None:
+            checks += verification.check_pods(
+                pods, b.service_account, identity, deployments, b.workloads, self.key_rules
+            )
+            report.keyless_account = {
+                "account": str(b.account),
+                "localAuthEnabled": None if account is None else not account.disable_local_auth,
+                "optedIn": None if account is None else self.keyless_opt_in(account),
+                "wouldBreak": verification.keyed_workloads(pods, self.key_rules),
+            }
+        return report
+
+    def _verification_kube(self, b: Binding) -> Any:
+        """The cluster's API server, or the run-command API for a private cluster known unreachable."""
+        with self._lock:
+            known = b.cluster.key.lower() in {k for k, until in self._unreachable.items() if until > time.monotonic()}
+        if known and self.run_command is not None:
+            return RunCommandKube(self.run_command, self.clusters.get(b.cluster), self.settings)
+        return self.kube
+
+    def _verify_azure_side(
+        self, b: Binding, read: Callable[[str, Callable[[], Any]], Any], checks: list[verification.Check]
+    ) -> IdentityState | None:
+        """Identity, service account, federated credential and role assignment, all read again."""
+        sub, rg = self.identity_location(b)
+        cluster = read("cluster", lambda: self.clusters.get(b.cluster))
+        identity = read("identity", lambda: self.identities.get(sub, rg, b.identity_name))
+        if identity is None and not any(c.name == "identity" for c in checks):
+            checks.append(verification.Check("identity", "fail", f"identity {b.identity_name} does not exist"))
+        if identity is not None:
+            checks.append(verification.Check("identity", "pass", evidence={"clientId": identity.client_id}))
+        kube = self._verification_kube(b)
+        sa = read("service-account", lambda: kube.get_service_account(b.cluster, b.namespace, b.service_account))
+        if not any(c.name == "service-account" for c in checks):
+            checks.append(verification.check_service_account(sa, identity))
+        if cluster is not None:
+            creds = read(
+                "federated-credential",
+                lambda: [] if identity is None else self.identities.list_credentials(sub, rg, identity.name),
+            )
+            if creds is not None:
+                checks.append(verification.check_credential(creds, identity, cluster.issuer_url, b.subject))
+        scope = str(b.account)
+        assignments = read(
+            "role-assignment",
+            lambda: (
+                []
+                if identity is None
+                else self.roles.list_for_principal(b.account.subscription_id, scope, identity.principal_id)
+            ),
+        )
+        if assignments is not None:
+            checks.append(verification.check_role_assignment(assignments, identity, scope, b.role_definition_id))
+        return identity  # type: ignore[no-any-return]
+
+    # --- keyless accounts -------------------------------------------------------------------
+
+    def keyless_opt_in(self, account: AccountState) -> bool:
+        """Tag `keyless-enforce=true` on the account, or KEYLESS_ENFORCE_KEYLESS_ACCOUNTS for all."""
+        tag = next((v for k, v in account.tags.items() if k.lower() == KEYLESS_ENFORCE_TAG), None)
+        if tag is not None:
+            return tag.strip().lower() == "true"
+        return self.settings.enforce_keyless_accounts
+
+    def enforce_keyless_account(self, account_id: ResourceId, blockers: Callable[[], Sequence[str]]) -> StepOutcome:
+        """Turn keys off on an opted-in account once nothing that uses it still needs them.
+
+        `blockers()` names what would break (bindings not verified, pods with a key); it is asked
+        only for an opted-in account whose keys are on. While any remains, the outcome is
+        `not-yet` with that list. Never turns keys back on."""
+        step = "keyless-account"
+        account = self.accounts.get(account_id)
+        if not self.keyless_opt_in(account):
+            return StepOutcome(step, "skipped", "not opted in (tag keyless-enforce=true)")
+        if not account.disable_local_auth:
+            account = self.accounts.get(account_id, fresh=True)  # the cached read may predate our PATCH
+        if account.disable_local_auth:
+            return StepOutcome(step, "unchanged", "local authentication is already disabled")
+        would_break = list(blockers())
+        if would_break:
+            return StepOutcome(step, "not-yet", "keys stay on: these would break", details={"wouldBreak": would_break})
+        if self.account_auth is None:
+            return StepOutcome(step, "failed", "no account adapter configured")
+        self.account_auth.disable_local_auth(account_id)
+        return StepOutcome(step, "updated", "disabled local (key) authentication on the account")

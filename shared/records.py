@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from shared.binding import Binding
 from shared.outcomes import ReconcileResult
+from shared.verification import VerificationReport
 
-RecordStatus = Literal["pending", "reconciling", "ready", "not-ready", "failed", "offboarding", "removed"]
+RecordStatus = Literal["pending", "reconciling", "ready", "verified", "not-ready", "failed", "offboarding", "removed"]
 Desired = Literal["present", "absent"]
 
 
@@ -29,6 +30,7 @@ class BindingRecord:
     service_account: str
     account: str
     role_definition_id: str
+    workloads: list[str] = dataclasses.field(default_factory=list)
     desired: Desired = "present"
     status: RecordStatus = "pending"
     reason: str = ""
@@ -45,6 +47,7 @@ class BindingRecord:
     updated_at: str = dataclasses.field(default_factory=utcnow)
     next_attempt_at: str | None = None
     last_requests: dict[str, int] = dataclasses.field(default_factory=dict)
+    verification: dict[str, Any] = dataclasses.field(default_factory=dict)
     etag: str | None = None
 
     @classmethod
@@ -56,6 +59,7 @@ class BindingRecord:
             service_account=binding.service_account,
             account=str(binding.account),
             role_definition_id=binding.role_definition_id,
+            workloads=list(binding.workloads),
             requested_by=requested_by,
             source=source,
         )
@@ -68,6 +72,7 @@ class BindingRecord:
             self.account,
             self.role_definition_id,
             allowlist=allowlist + (self.role_definition_id,),
+            workloads=list(self.workloads or ()),
         )
 
     @property
@@ -75,7 +80,7 @@ class BindingRecord:
         return self.desired == "present"
 
     def record_result(self, result: ReconcileResult) -> None:
-        """Fold one reconcile's outcome into the record."""
+        """Fold one reconcile's outcome (and the verification run after it was ready) into the record."""
         now = dt.datetime.now(dt.UTC)
         self.attempts += 1
         self.steps = [s.as_dict() for s in result.steps]
@@ -91,6 +96,10 @@ class BindingRecord:
             self.kube_objects = list(result.kube_objects)
         status = result.status
         self.status = status
+        if status == "ready" and result.verification is not None:
+            self._record_verification(result.verification)
+        elif status != "ready":
+            self.verification = {}
         if status in ("failed", "not-ready"):
             self.last_error = result.reason
         delay = result.retry_after_seconds
@@ -101,6 +110,15 @@ class BindingRecord:
         )
         self.updated_at = utcnow()
 
+    def _record_verification(self, report: VerificationReport) -> None:
+        """`verified` only when every check passed; count re-checks of a pending verification."""
+        summary = report.summary()
+        if report.retry_after_seconds is not None and self.verification.get("status") == "pending":
+            summary["rechecks"] = int(self.verification.get("rechecks", 0)) + 1
+        self.verification = summary
+        if report.status == "pass":
+            self.status = "verified"
+
     def as_api(self) -> dict[str, Any]:
         """The API's view of the record (GET /api/onboardings/{id})."""
         return {
@@ -110,6 +128,7 @@ class BindingRecord:
             "serviceAccount": self.service_account,
             "openAIAccount": self.account,
             "roleDefinitionId": self.role_definition_id,
+            "workloads": list(self.workloads or ()),
             "desired": self.desired,
             "status": self.status,
             "reason": self.reason,
@@ -122,6 +141,7 @@ class BindingRecord:
             "attempts": self.attempts,
             "lastError": self.last_error,
             "lastRequests": self.last_requests,
+            "verification": self.verification,
             "requestedBy": self.requested_by,
             "source": self.source,
             "createdAt": self.created_at,

@@ -4,10 +4,28 @@ Triggers call these and return: HTTP and Event Grid handlers only validate and e
 the queue worker does the slow, retryable part (`process`). Messages are small JSON:
 
     {"kind": "binding", "key": "<binding key>"}              reconcile or offboard one binding
-    {"kind": "cluster", "id": "<cluster id>", "change": "write"|"delete"}
-    {"kind": "account", "id": "<account id>", "change": "write"|"delete"}
+    {"kind": "cluster", "id": "<cluster id>", "change": "write"|"delete"}   re-read the cluster
+    {"kind": "account", "id": "<account id>", "change": "write"|"delete"}   re-read the account
 
 Every outcome lands in the ledger before the message is settled.
+
+Three rules keep a scaled-out worker fast and exact under Event Grid's at-least-once,
+unordered delivery (see ledger leases):
+
+- One queued re-read per cluster or account. An event takes the resource's "resync" lease and
+  queues a message only if it got it; the worker gives the lease back *before* reading ARM, so
+  an event that arrives later queues a new re-read, and one that arrives earlier is covered by
+  the read to come. A thousand duplicate events make one or two re-reads.
+- The event's change is a hint: the worker asks ARM whether the resource exists (a delete
+  delivered before a write, or after a re-creation, ends the same as the truth).
+- One run per binding at a time. A run holds the binding's "run" lease; a second message for
+  it meanwhile is put back with a short delay, never dropped, so no two workers write the same
+  identity at once. A worker that dies leaves the lease to expire, and the redelivered message
+  runs then.
+
+Fan-out messages carry the version of the cluster/account state they were made from, so that
+an instance whose read cache holds an older state reads again (shared.adapters.readcache).
+"not yet" delays and leases are multiplied by KEYLESS_RETRY_DELAY_SCALE (tests run them faster).
 """
 
 from __future__ import annotations
@@ -17,9 +35,9 @@ import json
 import logging
 from typing import Any
 
-from shared import naming, rules
+from shared import assurance, naming, rules
 from shared.binding import Binding
-from shared.errors import KeylessError, PermanentError, TemporaryError
+from shared.errors import KeylessError, NotFoundError, PermanentError, TemporaryError
 from shared.events import ResourceEvent
 from shared.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
 from shared.outcomes import ReconcileResult
@@ -30,6 +48,14 @@ log = logging.getLogger("keyless.service")
 
 SOURCE_API = "api"
 SOURCE_TAGS = "cluster-tags"
+
+RESYNC_HOLD_SECONDS = 300.0
+"""How long a queued re-read stands for later events. Also how long a lost one (the enqueue failed
+after the lease was taken) delays the next: Event Grid redelivers for 24 h, and so gets through."""
+RUN_LEASE_SECONDS = 120.0
+"""How long a binding's run may take before another worker may take over (plus the cluster wait)."""
+BUSY_RETRY_SECONDS = 15.0
+"""Delay for a message whose binding is being reconciled by another worker."""
 
 
 class BadMessage(ValueError):
@@ -73,9 +99,16 @@ class Keyless:
         existing = self.ledger.get(record.key)
         if existing is None:  # deleted between the two calls: try once more
             return self.request_onboarding(binding, requested_by)
-        if existing.live:
+        if existing.live and list(existing.workloads or ()) == list(binding.workloads):
             return existing, False
+        if existing.live:  # the same binding with other workloads: update it (workloads are not in its key)
+            existing.workloads = list(binding.workloads)
+            existing.status, existing.requested_by, existing.updated_at = "pending", requested_by, utcnow()
+            self.ledger.save(existing)
+            self._enqueue_binding(existing.key, "workloads changed")
+            return existing, True
         existing.desired = "present"
+        existing.workloads = list(binding.workloads)
         existing.status = "pending"
         existing.requested_by = requested_by
         existing.updated_at = utcnow()
@@ -103,13 +136,29 @@ class Keyless:
     # --- events ---------------------------------------------------------------------------
 
     def handle_event(self, event: ResourceEvent) -> None:
-        """Queue a re-read of the cluster or account the event names (never trust the event)."""
-        if event.kind == "cluster":
-            self.queue.enqueue_raw(message("cluster", id=str(event.resource), change=event.change))
-        elif event.kind == "account":
-            self.queue.enqueue_raw(message("account", id=str(event.resource), change=event.change))
-        else:  # a deployment changed: the account's bindings refresh their ConfigMap
-            self.queue.enqueue_raw(message("account", id=str(event.resource), change="write"))
+        """Queue a re-read of the cluster or account the event names (never trust the event),
+        unless one is queued already. A deployment event re-reads its account."""
+        kind = "cluster" if event.kind == "cluster" else "account"
+        self._queue_resync(kind, event.resource, event.change if event.kind != "deployment" else "write")
+
+    def _queue_resync(self, kind: str, resource: ResourceId, change: str, delay: float = 0) -> bool:
+        """Queue a re-read unless one is queued; True if this call queued it."""
+        lease = f"resync|{kind}|{resource.key}"
+        if not self.ledger.acquire(lease, RESYNC_HOLD_SECONDS * self.settings.retry_delay_scale + delay):
+            log.debug("%s %s: a re-read is queued already", kind, resource)
+            return False
+        try:
+            self.queue.enqueue_raw(message(kind, id=str(resource), change=change), delay)
+        except Exception:
+            self._release_quietly(lease)  # so that the sender's redelivery queues it
+            raise
+        return True
+
+    def _release_quietly(self, lease: str) -> None:
+        try:
+            self.ledger.release(lease)
+        except Exception:  # noqa: BLE001 - storage is failing already; the lease expires by itself
+            log.warning("could not release lease %s; it expires by itself", lease)
 
     # --- the worker -----------------------------------------------------------------------
 
@@ -117,13 +166,22 @@ class Keyless:
         """Handle one queue message. Raises only for conditions the queue should retry."""
         msg = parse_message(body)
         if msg["kind"] == "binding":
-            self.process_binding(msg["key"])
-        elif msg["kind"] == "cluster":
-            self.sync_cluster(parse_resource_id(msg["id"], CLUSTER_TYPE, "id"), msg["change"] == "delete")
-        else:
-            self.sync_account(parse_resource_id(msg["id"], ACCOUNT_TYPE, "id"), msg["change"] == "delete")
+            self.process_binding(msg["key"], msg)
+            return
+        kind = msg["kind"]
+        resource = parse_resource_id(msg["id"], CLUSTER_TYPE if kind == "cluster" else ACCOUNT_TYPE, "id")
+        # Give the lease back before reading: an event from now on queues a new re-read.
+        self.ledger.release(f"resync|{kind}|{resource.key}")
+        try:
+            if kind == "cluster":
+                self.sync_cluster(resource, msg["change"] == "delete")
+            else:
+                self.sync_account(resource, msg["change"] == "delete")
+        except TemporaryError as exc:
+            log.info("%s %s: not yet (%s); re-read queued", kind, resource, exc.reason)
+            self._queue_resync(kind, resource, msg["change"], exc.delay_seconds * self.settings.retry_delay_scale)
 
-    def process_binding(self, key: str) -> BindingRecord | None:
+    def process_binding(self, key: str, msg: dict[str, str] | None = None) -> BindingRecord | None:
         record = self.ledger.get(key)
         if record is None:
             log.warning("binding %s: no ledger record; message dropped", key)
@@ -138,12 +196,45 @@ class Keyless:
             record.status, record.reason, record.last_error = "failed", exc.reason, exc.reason
             self.ledger.save(record)
             return record
+        lease = f"run|{key}"
+        scale = self.settings.retry_delay_scale
+        if not self.ledger.acquire(lease, RUN_LEASE_SECONDS * scale + self.settings.cluster_update_wait_seconds):
+            # Another worker is on it: come back, don't drop (its run may have read before our cause).
+            busy = min(self.ledger.holds(lease), BUSY_RETRY_SECONDS * scale) or BUSY_RETRY_SECONDS * scale
+            self._enqueue_binding(key, "another worker is reconciling this binding", busy / scale, msg)
+            return record
+        try:
+            self._expect_versions(binding, msg or {})
+            return self._run(record, binding)
+        finally:
+            self._release_quietly(lease)
+
+    def _expect_versions(self, binding: Binding, msg: dict[str, str]) -> None:
+        """Don't reconcile from a cached cluster/account older than what the sender saw."""
+        if "clusterVersion" in msg:
+            self.engine.clusters.expect(binding.cluster, msg["clusterVersion"])
+        if "accountVersion" in msg:
+            self.engine.accounts.expect(binding.account, msg["accountVersion"])
+
+    def _run(self, record: BindingRecord, binding: Binding) -> BindingRecord:
+        from shared.adapters.ledger import LedgerConflict
+
         record.status = "reconciling" if record.live else "offboarding"
         record.updated_at = utcnow()
-        self.ledger.save(record)
+        try:
+            self.ledger.save(record)
+        except LedgerConflict:
+            fresh = self.ledger.get(record.key)  # e.g. the desired state changed since we read it
+            if fresh is None:
+                return record
+            record = fresh
+            binding = record.binding(self.settings.role_allowlist)
+            record.status = "reconciling" if record.live else "offboarding"
+            self.ledger.save(record)
         try:
             if record.live:
                 result = self.engine.reconcile(binding)
+                result.verification = assurance.verify_after(self.engine, binding, result)  # `verified`?
             else:
                 others = [r.binding(self.settings.role_allowlist) for r in self._same_workload(record)]
                 result = self.engine.offboard(binding, others=others)
@@ -153,7 +244,9 @@ class Keyless:
             record.last_error = record.reason = f"internal error: {type(exc).__name__}"
             self.ledger.save(record)
             raise
-        return self._record(record, result)
+        record = self._record(record, result)
+        assurance.after_run(self, record, result)  # re-check a rollout; the account may go keyless
+        return record
 
     def _record(self, record: BindingRecord, result: ReconcileResult) -> BindingRecord:
         from shared.adapters.ledger import LedgerConflict
@@ -186,16 +279,21 @@ class Keyless:
 
     # --- clusters and accounts --------------------------------------------------------------
 
-    def sync_cluster(self, cluster_id: ResourceId, deleted: bool) -> list[str]:
-        """Bring the ledger in line with the cluster's tags (or its deletion); queue the changes."""
+    def sync_cluster(self, cluster_id: ResourceId, deleted: bool = False) -> list[str]:
+        """Bring the ledger in line with the cluster's tags, or its deletion; queue the changes.
+
+        `deleted` is what the event said; ARM is asked either way and has the last word."""
         existing = list(self.ledger.all(cluster=str(cluster_id)))
-        if not deleted:
-            try:
-                cluster = self.engine.clusters.get(cluster_id)
-            except PermanentError:
-                deleted = True  # read after delete: same as a delete event
+        try:
+            cluster = self.engine.clusters.get(cluster_id, fresh=True)
+        except NotFoundError:
+            return [self._offboard_record(r, "cluster deleted", "") for r in existing if r.live]
+        except PermanentError as exc:  # e.g. 403: not a deletion; nothing to do until someone fixes it
+            log.error("cluster %s: cannot read it: %s", cluster_id, exc.reason)
+            return []
         if deleted:
-            return [self._offboard_record(r, "cluster deleted") for r in existing if r.live]
+            log.info("cluster %s: a delete event, but ARM has the cluster (re-created?): syncing it", cluster_id)
+        version = {"clusterVersion": self.engine.clusters.version(cluster)}
         tag_rules = rules.read_tags(cluster, cluster_id)
         for error in tag_rules.errors:
             log.warning("cluster %s: %s", cluster_id, error)
@@ -218,7 +316,7 @@ class Keyless:
                 if current is not None and not current.live:
                     current.desired, current.status = "present", "pending"
                     self.ledger.save(current)
-            self._enqueue_binding(record.key, "cluster written")
+            self._enqueue_binding(record.key, "cluster written", 0, version)
             touched.append(record.key)
         for record in existing:
             if record.key in wanted_keys or not record.live:
@@ -226,7 +324,7 @@ class Keyless:
             if record.source == SOURCE_TAGS:
                 touched.append(self._offboard_record(record, "removed from the cluster's tags"))
             elif record.source == SOURCE_API:
-                self._enqueue_binding(record.key, "cluster written")
+                self._enqueue_binding(record.key, "cluster written", 0, version)
                 touched.append(record.key)
         return touched
 
@@ -275,31 +373,45 @@ class Keyless:
             )
         return out
 
-    def sync_account(self, account_id: ResourceId, deleted: bool) -> list[str]:
-        """Re-reconcile (or, when deleted, offboard) every binding that uses the account,
-        and re-read tagged clusters in its resource group that would pick it."""
+    def sync_account(self, account_id: ResourceId, deleted: bool = False) -> list[str]:
+        """Re-reconcile (or, when ARM no longer has it, offboard) every binding that uses the
+        account, and re-read tagged clusters in its resource group that would pick it.
+
+        `deleted` is what the event said; ARM is asked either way and has the last word."""
+        try:
+            account = self.engine.accounts.get(account_id, fresh=True)
+            version = {"accountVersion": self.engine.accounts.version(account)}
+            deleted = False
+        except NotFoundError:
+            deleted, version = True, {"accountVersion": ""}
+        except PermanentError as exc:
+            log.error("account %s: cannot read it: %s", account_id, exc.reason)
+            return []
         touched: list[str] = []
         for record in self.ledger.all(account=str(account_id), live_only=True):
             if deleted:
-                touched.append(self._offboard_record(record, "account deleted"))
+                touched.append(self._offboard_record(record, "account deleted", ""))
             else:
-                self._enqueue_binding(record.key, "account written")
+                self._enqueue_binding(record.key, "account written", 0, version)
                 touched.append(record.key)
         if not deleted:
             for cluster in self.engine.clusters.list_in_group(account_id.subscription_id, account_id.resource_group):
-                tag_rules = rules.read_tags(cluster, parse_resource_id(cluster.id, CLUSTER_TYPE, "id"))
+                cluster_id = parse_resource_id(cluster.id, CLUSTER_TYPE, "id")
+                tag_rules = rules.read_tags(cluster, cluster_id)
                 if tag_rules.workloads and tag_rules.account is None:
-                    self.queue.enqueue_raw(message("cluster", id=cluster.id, change="write"))
+                    self._queue_resync("cluster", cluster_id, "write")
         return touched
 
-    def _offboard_record(self, record: BindingRecord, reason: str) -> str:
+    def _offboard_record(self, record: BindingRecord, reason: str, cluster_version: str | None = None) -> str:
+        """Desired = absent, and queue the offboarding. `cluster_version` "" when the cluster is gone."""
         record.desired = "absent"
         record.status = "offboarding"
         record.reason = reason
         record.updated_at = utcnow()
         if record.account:
             self.ledger.save(record)
-            self._enqueue_binding(record.key, reason)
+            versions = {"clusterVersion": cluster_version} if cluster_version is not None else None
+            self._enqueue_binding(record.key, reason, 0, versions)
         else:
             record.status = "removed"
             self.ledger.save(record)
@@ -316,5 +428,8 @@ class Keyless:
                 count += 1
         return count
 
-    def _enqueue_binding(self, key: str, reason: str, delay: float = 0) -> None:
-        self.queue.enqueue_raw(message("binding", key=key, reason=reason[:200]), delay)
+    def _enqueue_binding(self, key: str, reason: str, delay: float = 0, versions: dict[str, str] | None = None) -> None:
+        """Queue a run of the binding, after `delay` seconds (times KEYLESS_RETRY_DELAY_SCALE)."""
+        fields = {k: v for k, v in (versions or {}).items() if k in ("clusterVersion", "accountVersion")}
+        body = message("binding", key=key, reason=reason[:200], **fields)
+        self.queue.enqueue_raw(body, delay * self.settings.retry_delay_scale)

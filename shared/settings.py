@@ -108,6 +108,8 @@ class Settings:
     allowed_subscriptions: tuple[str, ...] = ()  # empty: any subscription
     # --- reads and throttling ---
     arm_read_cache_seconds: float = 20.0
+    arm_pacing_scale: float = 1.0  # Azure's published ARM/MSI limits times this; 0 = no client-side pacing
+    retry_delay_scale: float = 1.0  # every "not yet" re-queue delay and run lease times this
     # --- workloads (issue: enforcement) ---
     api_key_variables: tuple[str, ...] = DEFAULT_API_KEY_VARIABLES
     api_key_secret_patterns: tuple[str, ...] = DEFAULT_API_KEY_SECRET_PATTERNS
@@ -168,6 +170,8 @@ class Settings:
             system_namespaces=DEFAULT_SYSTEM_NAMESPACES + _list(env, "KEYLESS_SYSTEM_NAMESPACES"),
             allowed_subscriptions=tuple(s.lower() for s in _list(env, "KEYLESS_ALLOWED_SUBSCRIPTIONS")),
             arm_read_cache_seconds=_float(env, "KEYLESS_ARM_READ_CACHE_SECONDS", 20.0),
+            arm_pacing_scale=_float(env, "KEYLESS_ARM_PACING_SCALE", 1.0),
+            retry_delay_scale=_float(env, "KEYLESS_RETRY_DELAY_SCALE", 1.0, minimum=0.001),
             api_key_variables=_list(env, "KEYLESS_API_KEY_VARIABLES") or DEFAULT_API_KEY_VARIABLES,
             api_key_secret_patterns=_list(env, "KEYLESS_API_KEY_SECRET_PATTERNS") or DEFAULT_API_KEY_SECRET_PATTERNS,
             enforce_keyless_accounts=_bool(env, "KEYLESS_ENFORCE_KEYLESS_ACCOUNTS", False),

@@ -1,4 +1,8 @@
-"""Azure OpenAI (Cognitive Services) accounts: kind, endpoint, custom subdomain, deployments."""
+"""Azure OpenAI (Cognitive Services) accounts: kind, endpoint, custom subdomain, deployments.
+
+Reads go through a short cache (shared.adapters.readcache): every binding to an account starts
+by reading it and its deployments, and a batch should read them once.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.adapters.arm import ArmClients, raise_translated
-from shared.errors import PermanentError
+from shared.adapters.readcache import ReadCache, version_of
+from shared.errors import NotFoundError
 from shared.ids import ResourceId
 from shared.observed import AccountState
 
@@ -15,6 +20,7 @@ from shared.observed import AccountState
 class AccountAdapter:
     def __init__(self, clients: ArmClients) -> None:
         self._clients = clients
+        self.cache: ReadCache[AccountState] = ReadCache(clients.settings.arm_read_cache_seconds)
 
     def _client(self, account_id: ResourceId) -> Any:
         return self._clients.cognitiveservices(account_id.subscription_id)
@@ -29,8 +35,22 @@ class AccountAdapter:
         except HttpResponseError as exc:
             raise_translated(exc, "listing OpenAI accounts")
 
-    def get(self, account_id: ResourceId) -> AccountState:
-        """The account and its model deployment names; PermanentError if it does not exist."""
+    def get(self, account_id: ResourceId, fresh: bool = False) -> AccountState:
+        """The account and its model deployment names (read at most `arm_read_cache_seconds` ago,
+        or now if `fresh`); NotFoundError if it does not exist."""
+        return self.cache.get(
+            account_id.key, lambda: self._read(account_id), fresh, keep=lambda a: a.provisioning_state == "Succeeded"
+        )
+
+    def expect(self, account_id: ResourceId, version: str) -> None:
+        """Work fanned out after a read of version `version`: don't use an older cached state."""
+        self.cache.expect(account_id.key, version)
+
+    @staticmethod
+    def version(state: AccountState) -> str:
+        return version_of(state)
+
+    def _read(self, account_id: ResourceId) -> AccountState:
         client = self._client(account_id)
         try:
             account = client.accounts.get(account_id.resource_group, account_id.name)
@@ -38,7 +58,8 @@ class AccountAdapter:
                 d.name for d in client.deployments.list(account_id.resource_group, account_id.name) if d.name
             )
         except ResourceNotFoundError as exc:
-            raise PermanentError(f"OpenAI account {account_id} not found") from exc
+            self.cache.forget(account_id.key)
+            raise NotFoundError(f"OpenAI account {account_id} not found") from exc
         except HttpResponseError as exc:
             raise_translated(exc, "reading the OpenAI account")
         return _account_state(account, deployments, account_id)

@@ -1,8 +1,10 @@
 """ARM clients (one per subscription and service, cached) and ARM error translation.
 
 The endpoint, token scope and CA bundle come from settings: sovereign clouds in production,
-the local emulator in tests. Retries on 429/5xx belong to azure-core's retry policy (it
-honours Retry-After); once it gives up, the error becomes a TemporaryError for the queue.
+the local emulator in tests. Retries on 429/5xx and dropped connections belong to azure-core's
+retry policy (it honours Retry-After, and gives up after 3); once it gives up, the error
+becomes a TemporaryError for the queue. Before each attempt, `shared.adapters.pacing` waits for
+the request's slot under Azure's published limits (KEYLESS_ARM_PACING_SCALE; 0 turns it off).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from shared.adapters.counting import record
+from shared.adapters.pacing import Pacer, PacingPolicy
 from shared.errors import KeylessError, PermanentError, TemporaryError
 from shared.settings import Settings
 
@@ -79,17 +82,27 @@ def raise_translated(exc: Exception, what: str) -> NoReturn:
 class ArmClients:
     """Builds the azure-mgmt clients once per subscription, all sharing one configuration."""
 
-    def __init__(self, credential: Any, settings: Settings) -> None:
+    def __init__(self, credential: Any, settings: Settings, pacer: Pacer | None = None) -> None:
+        """`pacer` defaults to Azure's limits times `settings.arm_pacing_scale` (none when 0)."""
         self._credential = credential
         self._settings = settings
+        scale = settings.arm_pacing_scale
+        self.pacer = pacer if pacer is not None else (Pacer(scale=scale) if scale > 0 else None)
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
     def _kwargs(self) -> dict[str, Any]:
+        policies: list[Any] = [_CountingPolicy()]
+        if self.pacer is not None:
+            policies.append(PacingPolicy(self.pacer))
         kwargs: dict[str, Any] = {
             "base_url": self._settings.arm_endpoint,
             "credential_scopes": [self._settings.arm_scope],
-            "per_retry_policies": [_CountingPolicy()],
+            "per_retry_policies": policies,
         }
         if self._settings.ca_bundle:
             kwargs["connection_verify"] = self._settings.ca_bundle

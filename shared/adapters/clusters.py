@@ -1,16 +1,22 @@
-"""AKS managed clusters: read the OIDC/workload-identity state, enable it, get API server access."""
+"""AKS managed clusters: read the OIDC/workload-identity state, enable it, get API server access.
+
+Reads go through a short cache (shared.adapters.readcache): every binding on a cluster starts
+by reading it, and a batch should read it once.
+"""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import threading
 from typing import Any
 
 import yaml
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.adapters.arm import ArmClients, raise_translated
-from shared.errors import PermanentError, TemporaryError
+from shared.adapters.readcache import ReadCache, version_of
+from shared.errors import NotFoundError, PermanentError, TemporaryError
 from shared.ids import CLUSTER_TYPE, ResourceId, parse_resource_id
 from shared.observed import ClusterState
 
@@ -39,12 +45,22 @@ def _cluster_state(cluster_id: ResourceId, mc: Any) -> ClusterState:
         aad_enabled=bool(props.get("aadProfile")),
         local_accounts_disabled=bool(props.get("disableLocalAccounts")),
         tags=dict(mc.get("tags") or {}),
+        private=bool((props.get("apiServerAccessProfile") or {}).get("enablePrivateCluster")),
+        run_command_disabled=bool((props.get("apiServerAccessProfile") or {}).get("disableRunCommand")),
     )
+
+
+def _settled(state: ClusterState) -> bool:
+    """Worth caching: a cluster in the middle of an operation is about to change."""
+    return state.provisioning_state.lower() == "succeeded"
 
 
 class ClusterAdapter:
     def __init__(self, clients: ArmClients) -> None:
         self._clients = clients
+        self.cache: ReadCache[ClusterState] = ReadCache(clients.settings.arm_read_cache_seconds)
+        self._enabling: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
 
     def _ops(self, cluster_id: ResourceId) -> Any:
         return self._clients.containerservice(cluster_id.subscription_id).managed_clusters
@@ -53,7 +69,8 @@ class ClusterAdapter:
         try:
             return self._ops(cluster_id).get(cluster_id.resource_group, cluster_id.name)
         except ResourceNotFoundError as exc:
-            raise PermanentError(f"cluster {cluster_id} not found") from exc
+            self.cache.forget(cluster_id.key)
+            raise NotFoundError(f"cluster {cluster_id} not found") from exc
         except HttpResponseError as exc:
             raise_translated(exc, "reading the cluster")
 
@@ -70,17 +87,44 @@ class ClusterAdapter:
         except HttpResponseError as exc:
             raise_translated(exc, "listing clusters")
 
-    def get(self, cluster_id: ResourceId) -> ClusterState:
-        """The cluster's state; PermanentError if it does not exist."""
-        return _cluster_state(cluster_id, self._get_model(cluster_id))
+    def get(self, cluster_id: ResourceId, fresh: bool = False) -> ClusterState:
+        """The cluster's state (read at most `arm_read_cache_seconds` ago, or now if `fresh`);
+        NotFoundError if it does not exist."""
+        return self.cache.get(
+            cluster_id.key, lambda: _cluster_state(cluster_id, self._get_model(cluster_id)), fresh, keep=_settled
+        )
+
+    def expect(self, cluster_id: ResourceId, version: str) -> None:
+        """Work fanned out after a read of version `version`: don't use an older cached state."""
+        self.cache.expect(cluster_id.key, version)
+
+    @staticmethod
+    def version(state: ClusterState) -> str:
+        return version_of(state)
 
     def enable_workload_identity(self, cluster_id: ResourceId, wait_seconds: float) -> ClusterState | None:
         """GET then PUT with OIDC issuer + workload identity on (what `az aks update` does).
 
         Waits for the long-running operation at most `wait_seconds`; returns the new state if
         it finished by then, None if it is still running (the caller retries later).
+
+        Many bindings of one cluster find it without OIDC at once: in this process they take
+        turns, and each decides on a fresh read, so only the first one PUTs; the others see
+        the update running (None) or done (its state).
         """
+        with self._lock:
+            lock = self._enabling.setdefault(cluster_id.key, threading.Lock())
+        with lock:
+            return self._enable(cluster_id, wait_seconds)
+
+    def _enable(self, cluster_id: ResourceId, wait_seconds: float) -> ClusterState | None:
         model = self._get_model(cluster_id)
+        self.cache.forget(cluster_id.key)  # whatever happens next, the cached state is over
+        state = _cluster_state(cluster_id, model)
+        if state.provisioning_state.lower() != "succeeded":
+            return None  # an operation runs (ours, from another binding): AKS would answer 409
+        if state.oidc_issuer_enabled and state.workload_identity_enabled and state.issuer_url:
+            return state
         body = model.as_dict(exclude_readonly=True)
         props = body.setdefault("properties", {})
         props["oidcIssuerProfile"] = {**(props.get("oidcIssuerProfile") or {}), "enabled": True}
@@ -113,7 +157,8 @@ class ClusterAdapter:
             else:
                 creds = ops.list_cluster_user_credentials(cluster_id.resource_group, cluster_id.name)
         except ResourceNotFoundError as exc:
-            raise PermanentError(f"cluster {cluster_id} not found") from exc
+            self.cache.forget(cluster_id.key)  # a later get() asks ARM, not the cache
+            raise NotFoundError(f"cluster {cluster_id} not found") from exc
         except HttpResponseError as exc:
             raise_translated(exc, "fetching cluster credentials")
         kubeconfigs = creds.get("kubeconfigs") or []

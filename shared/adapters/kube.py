@@ -1,4 +1,5 @@
-"""The workload's cluster: namespace check, ServiceAccount annotations, the workload ConfigMap.
+"""The workload's cluster: namespace check, ServiceAccount annotations, the workload ConfigMap,
+the Deployments Keyless enforces and the pods verification looks at.
 
 Connects as Azure does for Entra-enabled AKS: server and CA from listClusterUserCredential,
 a bearer token for the AKS server application from the same Azure credential. Writes are
@@ -17,8 +18,17 @@ from shared.errors import PermanentError, TemporaryError
 from shared.ids import ResourceId
 from shared.observed import KubeObjectState
 from shared.settings import Settings
+from shared.workloads import DeploymentState, FieldOwner, fields_v1_paths
 
 APPLY = "application/apply-patch+yaml"
+
+
+class KubeUnreachable(TemporaryError):
+    """No connection to the API server at all (DNS, TCP, TLS): for a private cluster, Keyless is
+    outside its network; the engine may go through the run-command API instead."""
+
+
+JSON_PATCH = "application/json-patch+json"
 
 
 def _translate(exc: Exception, what: str) -> Exception:
@@ -29,6 +39,8 @@ def _translate(exc: Exception, what: str) -> Exception:
         status = exc.status or 0
         if status == 409:
             return TemporaryError(f"{what}: conflict on the Kubernetes API", 5)
+        if status == 422 and _is_failed_test(exc):
+            return TemporaryError(f"{what}: the object changed while we patched it", 5)
         if status == 429 or status >= 500:
             return TemporaryError(f"{what}: Kubernetes API answered {status}", 15)
         if status in (401, 403):
@@ -37,8 +49,48 @@ def _translate(exc: Exception, what: str) -> Exception:
             )
         return PermanentError(f"{what}: Kubernetes API refused the request ({status} {exc.reason or ''})".strip())
     if isinstance(exc, HTTPError):
-        return TemporaryError(f"{what}: Kubernetes API unreachable ({type(exc).__name__})", 30)
+        return KubeUnreachable(f"{what}: Kubernetes API unreachable ({type(exc).__name__})", 30)
     return exc
+
+
+def _is_failed_test(exc: Any) -> bool:
+    """A JSON patch `test` op that failed (the object changed under us), told by the Status body."""
+    import json
+
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        return False
+    return body.get("reason") == "Invalid" and "testing value" in str(body.get("message", ""))
+
+
+def _plain(api_client: Any, obj: Any) -> dict[str, Any]:
+    """A model as the API server's JSON (camelCase), so the planners read plain dicts."""
+    return api_client.sanitize_for_serialization(obj)  # type: ignore[no-any-return]
+
+
+def _deployment_state(raw: dict[str, Any]) -> DeploymentState:
+    meta = dict(raw.get("metadata") or {})
+    entries = meta.pop("managedFields", None) or []
+    owners = tuple(
+        FieldOwner(e.get("manager", ""), e.get("operation", ""), fields_v1_paths(e.get("fieldsV1") or {}))
+        for e in entries
+        if not e.get("subresource")
+    )
+    return DeploymentState({**raw, "metadata": meta}, owners)
+
+
+def _state_from_dict(obj: dict[str, Any]) -> KubeObjectState:
+    """The same snapshot from the API server's JSON (kubectl output through the run-command API)."""
+    meta = obj.get("metadata") or {}
+    return KubeObjectState(
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace") or "",
+        annotations=dict(meta.get("annotations") or {}),
+        data=dict(obj.get("data") or {}),
+        managers=frozenset(m.get("manager") for m in meta.get("managedFields") or [] if m.get("manager")),
+        resource_version=meta.get("resourceVersion") or "",
+    )
 
 
 def _state(obj: Any) -> KubeObjectState:
@@ -97,6 +149,7 @@ class KubeAdapter:
                 return super().call_api(method, url, *args, **kwargs)
 
         api = client.CoreV1Api(_CountingApiClient(cfg))
+        api.apps = client.AppsV1Api(api.api_client)  # type: ignore[attr-defined]  # one connection, both groups
         with self._lock:
             self._connections[cluster_id.key] = (api, now + self._settings.kube_credentials_ttl_seconds)
         return api
@@ -216,3 +269,64 @@ class KubeAdapter:
             cluster_id, "deleting the config map", lambda api: api.delete_namespaced_config_map(name, namespace)
         )
         return gone is not None
+
+    # --- deployments ------------------------------------------------------------------------
+
+    def list_deployments(
+        self, cluster_id: ResourceId, namespace: str, label_selector: str = "", forbidden_is_empty: bool = False
+    ) -> list[DeploymentState]:
+        """Deployments matching the selector. `forbidden_is_empty`: a 403 means none (Keyless cannot have
+        patched Deployments it may not even list), for bindings that name no workloads."""
+        from kubernetes.client.exceptions import ApiException
+
+        def call(api: Any) -> list[DeploymentState]:
+            try:
+                found = api.apps.list_namespaced_deployment(namespace, label_selector=label_selector or None)
+            except ApiException as exc:
+                if exc.status == 403 and forbidden_is_empty:
+                    return []
+                raise
+            return [_deployment_state(_plain(api.api_client, d)) for d in found.items]
+
+        return self._call(cluster_id, "listing deployments", call)  # type: ignore[no-any-return]
+
+    def get_deployment(self, cluster_id: ResourceId, namespace: str, name: str) -> DeploymentState | None:
+        def call(api: Any) -> DeploymentState:
+            return _deployment_state(_plain(api.api_client, api.apps.read_namespaced_deployment(name, namespace)))
+
+        return self._get_or_none(cluster_id, "reading the deployment", call)  # type: ignore[no-any-return]
+
+    def apply_deployment(self, cluster_id: ResourceId, namespace: str, config: dict[str, Any]) -> DeploymentState:
+        """Server-side apply of exactly our fields on an existing Deployment (force: they are ours)."""
+        name = config["metadata"]["name"]
+
+        def call(api: Any) -> DeploymentState:
+            obj = api.apps.patch_namespaced_deployment(
+                name, namespace, config, field_manager=self._settings.field_manager, force=True, _content_type=APPLY
+            )
+            return _deployment_state(_plain(api.api_client, obj))
+
+        return self._call(cluster_id, "applying the deployment", call)  # type: ignore[no-any-return]
+
+    def json_patch_deployment(
+        self, cluster_id: ResourceId, namespace: str, name: str, operations: list[dict[str, Any]]
+    ) -> DeploymentState:
+        """RFC 6902 patch (removals guarded by `test` ops); a failed test is a TemporaryError."""
+
+        def call(api: Any) -> DeploymentState:
+            obj = api.apps.patch_namespaced_deployment(
+                name, namespace, operations, field_manager=self._settings.field_manager, _content_type=JSON_PATCH
+            )
+            return _deployment_state(_plain(api.api_client, obj))
+
+        return self._call(cluster_id, "patching the deployment", call)  # type: ignore[no-any-return]
+
+    # --- pods -------------------------------------------------------------------------------
+
+    def list_pods(self, cluster_id: ResourceId, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's pods as the API server returns them (what the webhook injected is in there)."""
+
+        def call(api: Any) -> list[dict[str, Any]]:
+            return [_plain(api.api_client, p) for p in api.list_namespaced_pod(namespace).items]
+
+        return self._call(cluster_id, "listing pods", call)  # type: ignore[no-any-return]

@@ -2,11 +2,17 @@
 
 One entity per binding (PartitionKey "binding", RowKey = binding key). Writes are
 conditional on the ETag read, so two workers never overwrite each other's outcome blindly.
+
+The same table holds short-lived leases (PartitionKey "lease"): a name held by one worker until
+it releases it or the lease runs out. The service uses them so that one binding is reconciled
+by one worker at a time, and so that a storm of events about one cluster queues one re-read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +20,21 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.errors import TemporaryError
+from shared.naming import short_hash
 from shared.records import BindingRecord
 
 PARTITION = "binding"
-_JSON_FIELDS = ("steps", "identity", "credential", "kube_objects", "last_requests")
+LEASES = "lease"
+# Storage retries inside a worker: a few quick ones (azure-core's default for tables), then the
+# queue's own redelivery. Not the storage SDK's 15 s+ exponential waits.
+STORAGE_RETRIES: dict[str, Any] = {"retry_total": 3, "retry_backoff_factor": 0.5}
+# Lists and dicts are stored as JSON text (Table properties are scalars): every record field
+# whose default is an empty list or dict, so that a new such field needs no change here.
+_JSON_FIELDS = frozenset(
+    f.name
+    for f in dataclasses.fields(BindingRecord)
+    if f.default_factory in (list, dict)  # type: ignore[comparison-overlap]
+)
 
 
 class LedgerConflict(Exception):
@@ -65,8 +82,9 @@ class Ledger:
         from azure.data.tables import TableClient
 
         if connection_string:
-            return cls(TableClient.from_connection_string(connection_string, table_name))
-        return cls(TableClient(f"https://{account_name}.table.core.windows.net", table_name, credential=credential))
+            return cls(TableClient.from_connection_string(connection_string, table_name, **STORAGE_RETRIES))
+        url = f"https://{account_name}.table.core.windows.net"
+        return cls(TableClient(url, table_name, credential=credential, **STORAGE_RETRIES))
 
     def _ensure(self) -> None:
         if self._ready:
@@ -121,6 +139,64 @@ class Ledger:
                 raise LedgerConflict(record.key) from exc
             raise TemporaryError(f"ledger write failed ({exc.status_code})", 15) from exc
         record.etag = meta.get("etag")
+
+    # --- leases ---------------------------------------------------------------------------
+
+    def acquire(self, name: str, seconds: float) -> bool:
+        """Hold `name` for `seconds`; False if someone else holds it (and their lease is running).
+
+        Insert-if-absent, or take over an expired lease with an ETag-conditional replace: of two
+        workers racing for it, exactly one wins."""
+        from azure.data.tables import UpdateMode
+
+        self._ensure()
+        row = short_hash(name, length=40)
+        entity = {"PartitionKey": LEASES, "RowKey": row, "name": name[:1000], "until": time.time() + seconds}
+        for _ in range(3):
+            try:
+                self._table.create_entity(entity)
+                return True
+            except ResourceExistsError:
+                pass
+            try:
+                held = self._table.get_entity(LEASES, row)
+            except ResourceNotFoundError:
+                continue  # released meanwhile: try to insert again
+            if float(held.get("until") or 0) > time.time():
+                return False
+            try:
+                self._table.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=held.metadata.get("etag"),
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return True
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+            except HttpResponseError as exc:
+                if exc.status_code != 412:
+                    raise
+        return False
+
+    def holds(self, name: str) -> float:
+        """Seconds left on the lease of `name` (0 if nobody holds it)."""
+        self._ensure()
+        try:
+            held = self._table.get_entity(LEASES, short_hash(name, length=40))
+        except ResourceNotFoundError:
+            return 0.0
+        return max(float(held.get("until") or 0) - time.time(), 0.0)
+
+    def release(self, name: str) -> None:
+        """Give the lease up (nothing if nobody holds it)."""
+        self._ensure()
+        try:
+            self._table.delete_entity(LEASES, short_hash(name, length=40))
+        except ResourceNotFoundError:
+            pass
+
+    # --- queries --------------------------------------------------------------------------
 
     def query(
         self,

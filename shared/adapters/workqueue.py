@@ -7,6 +7,7 @@ The Functions queue trigger expects base64 message bodies by default (host.json 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
@@ -25,12 +26,15 @@ class WorkQueue:
         credential: Any = None,
     ) -> None:
         """From a connection string (Azurite), or an account name + Entra credential (Azure)."""
-        from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+        from azure.storage.queue import ExponentialRetry, QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
         self.name = queue_name
         policies: dict[str, Any] = {
             "message_encode_policy": TextBase64EncodePolicy(),
             "message_decode_policy": TextBase64DecodePolicy(),
+            # A few quick retries (about 1, 3, 5 s), not the SDK's 15 s+ exponential waits: a worker
+            # or an HTTP caller should not hang on a storage outage; the queue and callers retry.
+            "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1),
         }
         if connection_string:
             self._queue = QueueClient.from_connection_string(connection_string, queue_name, **policies)
@@ -50,9 +54,12 @@ class WorkQueue:
         self._ready = True
 
     def enqueue_raw(self, body: str, delay_seconds: float = 0) -> None:
-        """Send one message, invisible for `delay_seconds` (retry later without sleeping)."""
+        """Send one message, invisible for `delay_seconds` (retry later without sleeping).
+
+        Storage counts visibility in whole seconds: a fraction rounds up, so that "not yet"
+        never becomes "at once"."""
         self._ensure()
-        visibility = int(min(max(delay_seconds, 0), MAX_VISIBILITY_SECONDS))
+        visibility = math.ceil(min(max(delay_seconds, 0), MAX_VISIBILITY_SECONDS))
         self._queue.send_message(body, visibility_timeout=visibility or None)
 
     def ping(self) -> None:

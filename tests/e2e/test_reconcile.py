@@ -165,6 +165,7 @@ def test_recreated_cluster_new_issuer_credential_follows(arm, kube, engine, bind
     assert engine.reconcile(binding).status == "ready"
     new_issuer = arm.recreate_managed_cluster(CLUSTER_ID)
     engine.kube.forget(binding.cluster)
+    engine.clusters.get(binding.cluster, fresh=True)  # what the cluster's write event makes the worker do
     result = engine.reconcile(binding)
     assert result.status == "ready", result.as_dict()
     assert result.step("federated-credential").outcome == "updated"

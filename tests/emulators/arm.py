@@ -12,6 +12,19 @@ bearer tokens over http), and answers with the paths, api-versions, status codes
 bodies (`{"error": {"code", "message"}}`) that the pinned SDKs use. What it does not serve is
 refused (404/405), never silently accepted.
 
+Throttling follows Azure's published limits (`Limits`, token buckets measured on the `Clock`):
+
+- ARM, per principal and subscription: reads 250 refilled 25/s, writes 200 refilled 10/s,
+  deletes 200 refilled 10/s. **On by default**: no functional test comes near them, and every
+  response carries `x-ms-ratelimit-remaining-subscription-{reads,writes,deletes}` as ARM's do.
+- Managed identity RP, per subscription: create/update 2/s (identities and their federated
+  credentials), get 10/s, list 5/s, delete 2/s; and create/update 0.25/s per identity. **Off by
+  default** (a test that onboards three workloads would wait on them); `enforce_limits(scale=...)`
+  turns every limit on, with refill rates multiplied by `scale` so that a benchmark can run Azure's
+  limits ten times faster (`Retry-After` is then given in scaled seconds, with decimals).
+
+Over a limit the answer is 429 with `Retry-After`; a throttled request does not use a token.
+
 Error codes and messages come from public reports and docs where we found them; the rest are
 marked "guess" where they are raised. ERROR_SOURCES at the bottom lists where each came from.
 """
@@ -23,6 +36,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import math
 import re
 import socket
 import threading
@@ -200,11 +214,14 @@ class _Identity:
 @dataclasses.dataclass
 class _Operation:
     id: str
-    status: str  # InProgress | Succeeded
+    status: str  # InProgress | Succeeded | Failed | Canceled
     started: float
     resource_key: str = ""
     polls: int = 0
     ended: float | None = None
+    fail: bool = False  # ends Failed (see fail_cluster_updates)
+    leave_failed: bool = False  # ...and leaves the cluster in the Failed provisioning state
+    rollback: dict | None = None  # the cluster's properties before the update
 
 
 @dataclasses.dataclass
@@ -227,11 +244,62 @@ class _Account:
 class _Fault:
     method: str
     path_contains: str
-    status: int
+    status: int  # 0: drop the connection; -1: only a delay (inject_latency)
     code: str
     message: str
     headers: dict[str, str]
     remaining: int
+    after_serving: bool = False  # serve the request (its effect happens), then answer with the fault
+    delay_seconds: float = 0.0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.remaining > 0 and self.method in (method, "*") and self.path_contains in path.lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """A token bucket: at most `size` requests at once, refilled at `per_second` tokens a second."""
+
+    size: float
+    per_second: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Azure's published request limits. ARM's are per principal and subscription; the managed
+    identity RP's per subscription, and per identity for create/update of one identity.
+
+    The RP publishes rates only ("2 requests per second"): the emulator lets one second's worth
+    through at once (bucket size = rate, at least 1). Federated credential writes count as
+    create/update against the subscription's MSI bucket, not against the identity's."""
+
+    arm_reads: Bucket = Bucket(250, 25)
+    arm_writes: Bucket = Bucket(200, 10)
+    arm_deletes: Bucket = Bucket(200, 10)
+    msi_writes: Bucket = Bucket(2, 2)
+    msi_identity_writes: Bucket = Bucket(1, 0.25)
+    msi_gets: Bucket = Bucket(10, 10)
+    msi_lists: Bucket = Bucket(5, 5)
+    msi_deletes: Bucket = Bucket(2, 2)
+
+    def scaled(self, factor: float) -> Limits:
+        """The same buckets refilled `factor` times faster (sizes unchanged): Azure's time, sped up."""
+        return Limits(
+            **{f.name: Bucket(getattr(self, f.name).size, getattr(self, f.name).per_second * factor)
+               for f in dataclasses.fields(self)}
+        )  # fmt: skip
+
+
+@dataclasses.dataclass
+class _Tokens:
+    tokens: float
+    stamp: float
+
+    def wait(self, bucket: Bucket, now: float) -> float:
+        """Refill to `now`; seconds until one token is there (0: one is there now)."""
+        self.tokens = min(bucket.size, self.tokens + max(now - self.stamp, 0.0) * bucket.per_second)
+        self.stamp = now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / bucket.per_second
 
 
 @dataclasses.dataclass
@@ -303,6 +371,13 @@ class ArmEmulator:
         self.lro_retry_after_ms: int | None = 10  # sent as Retry-After-Ms on LRO responses; None = no header
         self.page_size = 100
         self.api_versions = copy.deepcopy(API_VERSIONS)
+        self.limits = Limits()
+        self.arm_limits_enforced = True  # ARM's subscription buckets: on (see the module docstring)
+        self.msi_limits_enforced = False  # the managed identity RP's: off until enforce_limits()
+        self.limits_scale = 1.0
+        self.request_hooks: list[Callable[[RecordedRequest], None]] = []  # run after each answer is decided
+        self._buckets: dict[tuple[str, ...], _Tokens] = {}
+        self._cluster_update_failures: list[tuple[str | None, bool]] = []  # (cluster key or None, leave_failed)
         # state, guarded by _lock; dict keys are _key(resource id)
         self._subscriptions: set[str] = set()
         self._resource_groups: dict[str, dict] = {}  # {subscription, name, location}
@@ -510,6 +585,10 @@ class ArmEmulator:
                 self.add_deployment(account_id, name, model, version)
             return copy.deepcopy(acct.json)
 
+    def delete_cognitive_account(self, account_id: str) -> None:
+        with self._lock:
+            self._accounts.pop(_key(account_id), None)
+
     def add_deployment(self, account_id: str, name: str, model: str = "gpt-4o", version: str = "2024-08-06") -> None:
         with self._lock:
             acct = self._accounts[_key(account_id)]
@@ -581,9 +660,14 @@ class ArmEmulator:
         message: str = "",
         headers: dict | None = None,
         times: int = 1,
+        *,
+        after_serving: bool = False,
     ) -> None:
         """The next `times` requests with `method` ("*" = any) whose path contains `path_contains`
-        (case-insensitive) get this error instead of being served. Status 0 drops the connection."""
+        (case-insensitive) get this error instead of being served. Status 0 drops the connection.
+
+        With `after_serving` the request is served first (a write happens) and the client still gets
+        the error or the dropped connection: it cannot know whether its write took effect."""
         default_codes = {
             400: "BadRequest", 403: "AuthorizationFailed", 404: "NotFound", 409: "Conflict", 429: "TooManyRequests",
             500: "InternalServerError", 502: "BadGateway", 503: "ServiceUnavailable", 504: "GatewayTimeout",
@@ -592,8 +676,46 @@ class ArmEmulator:
             method.upper(), path_contains.lower(), status, code or default_codes.get(status, "Error"),
             message or f"Injected fault ({status}).", dict(headers or {}), times,
         )  # fmt: skip
+        fault.after_serving = after_serving
         with self._lock:
             self._faults.append(fault)
+
+    def inject_latency(self, method: str, path_contains: str, seconds: float, times: int = 1) -> None:
+        """The next `times` matching requests are answered `seconds` late (real seconds: the client's
+        read timeout and the retry policy see a slow server, not a clock jump)."""
+        fault = _Fault(method.upper(), path_contains.lower(), -1, "", "", {}, times, delay_seconds=seconds)
+        with self._lock:
+            self._faults.append(fault)
+
+    def fail_cluster_updates(
+        self, times: int = 1, *, leave_failed: bool = False, cluster_id: str | None = None
+    ) -> None:
+        """The next `times` cluster create/update operations (of `cluster_id`, or of any cluster)
+        end `Failed` when they finish.
+
+        By default the cluster rolls back to its previous properties and `Succeeded` (the update
+        can simply be tried again); with `leave_failed` it stays in the `Failed` provisioning state,
+        as AKS leaves a cluster whose update broke half-way."""
+        with self._lock:
+            self._cluster_update_failures.extend([(_key(cluster_id) if cluster_id else None, leave_failed)] * times)
+
+    def enforce_limits(self, scale: float | None = 1.0, *, limits: Limits | None = None) -> None:
+        """Turn on every limit (ARM's and the managed identity RP's), refilled `scale` times faster
+        than Azure; `scale=None` turns all throttling off. Buckets start full."""
+        with self._lock:
+            self._buckets.clear()
+            if scale is None:
+                self.arm_limits_enforced = self.msi_limits_enforced = False
+                return
+            if scale <= 0:
+                raise ValueError("scale must be > 0 (None turns the limits off)")
+            self.limits = (limits or Limits()).scaled(scale)
+            self.limits_scale = scale
+            self.arm_limits_enforced = self.msi_limits_enforced = True
+
+    def throttled(self) -> list[RecordedRequest]:
+        """Requests answered 429 (by the limits or by an injected fault)."""
+        return [r for r in self.log.items if r.status == 429]
 
     # ------------------------------------------------------------------ inspection (ARM JSON, deep copies)
 
@@ -687,14 +809,19 @@ class ArmEmulator:
 
     def _wsgi(self, environ: dict, start_response: Callable) -> Any:
         request = Request(environ)
+        path = "/" + "/".join(p for p in request.path.split("/") if p)
         try:
-            response = self._handle(request, "/" + "/".join(p for p in request.path.split("/") if p))
+            response = self._handle(request, path)
+            if 200 <= response.status_code < 300:
+                self._apply_fault(request.method, path, after_serving=True)
         except _DropConnection:
             self._record(request, 0)
             sock = environ.get("werkzeug.socket")
             if sock is not None:
                 sock.shutdown(socket.SHUT_RDWR)
             raise ConnectionResetError("fault injection: connection dropped") from None  # werkzeug drops it quietly
+        except ArmError as e:  # an after-serving fault: the write happened, the client hears otherwise
+            response = json_response({"error": {"code": e.code, "message": e.message}}, e.status, e.headers.items())
         response.headers["x-ms-request-id"] = str(uuid.uuid4())
         response.headers["x-ms-correlation-request-id"] = str(uuid.uuid4())
         self._record(request, response.status_code)
@@ -702,11 +829,15 @@ class ArmEmulator:
 
     def _record(self, request: Request, status: int) -> None:
         query, content_type = request.query_string.decode(), request.headers.get("Content-Type", "")
-        self.log.add(RecordedRequest(request.method, request.path, query, status, content_type))
+        recorded = RecordedRequest(request.method, request.path, query, status, content_type)
+        self.log.add(recorded)
+        for hook in list(self.request_hooks):
+            hook(recorded)
 
     def _handle(self, request: Request, path: str) -> Response:
         try:
             self._authenticate(request)
+            remaining = self._throttle(request, path)
             self._apply_fault(request.method, path)
             for route in self._routes:
                 m = route.pattern.match(path)
@@ -720,9 +851,12 @@ class ArmEmulator:
                 api_version = self._check_api_version(request, route.namespace)
                 ctx = _Ctx(request, m.groupdict(), request.host_url.rstrip("/"), api_version)
                 if request.method in route.self_locking:
-                    return handler(ctx)
-                with self._lock:
-                    return handler(ctx)
+                    response = handler(ctx)
+                else:
+                    with self._lock:
+                        response = handler(ctx)
+                response.headers.extend(remaining)
+                return response
             raise self._unknown_path(path)
         except ArmError as e:
             headers = list(e.headers.items())
@@ -748,14 +882,79 @@ class ArmEmulator:
         if token != token_for_scope(self.token_scope):
             raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.")
 
-    def _apply_fault(self, method: str, path: str) -> None:
+    def _apply_fault(self, method: str, path: str, after_serving: bool = False) -> None:
+        delay = 0.0
         with self._lock:
             for f in self._faults:
-                if f.remaining > 0 and f.method in (method, "*") and f.path_contains in path.lower():
-                    f.remaining -= 1
-                    if f.status == 0:
-                        raise _DropConnection()
-                    raise ArmError(f.status, f.code, f.message, f.headers)
+                if f.after_serving != after_serving or not f.matches(method, path):
+                    continue
+                f.remaining -= 1
+                if f.status == -1:  # a latency: keep looking for an error to answer with
+                    delay += f.delay_seconds
+                    continue
+                if f.status == 0:
+                    raise _DropConnection()
+                raise ArmError(f.status, f.code, f.message, f.headers)
+        if delay:
+            time.sleep(delay)  # a slow server, outside the lock: other requests go on meanwhile
+
+    # ------------------------------------------------------------------ throttling
+
+    def _bucket_keys(self, request: Request, path: str) -> list[tuple[tuple[str, ...], Bucket, str]]:
+        """(state key, bucket, remaining-header name) of every limit this request counts against."""
+        m = re.match(r"^/subscriptions/([^/]+)", path, re.I)
+        if not m:
+            return []
+        sub, method, low = m[1].lower(), request.method.upper(), path.lower()
+        kind = "reads" if method in ("GET", "HEAD") else "deletes" if method == "DELETE" else "writes"
+        keys: list[tuple[tuple[str, ...], Bucket, str]] = []
+        if self.arm_limits_enforced:
+            principal = bearer_token(request) or ""
+            bucket = getattr(self.limits, f"arm_{kind}")
+            keys.append((("arm", principal, sub, kind), bucket, f"x-ms-ratelimit-remaining-subscription-{kind}"))
+        if self.msi_limits_enforced and "/providers/microsoft.managedidentity/" in low:
+            if kind == "reads":
+                listing = low.endswith(("/userassignedidentities", "/federatedidentitycredentials"))
+                msi_kind = "lists" if listing else "gets"
+            else:
+                msi_kind = kind
+            keys.append((("msi", sub, msi_kind), getattr(self.limits, f"msi_{msi_kind}"), ""))
+            if kind == "writes" and re.search(r"/userassignedidentities/[^/]+$", low):
+                keys.append((("msi-identity", _key(path)), self.limits.msi_identity_writes, ""))
+        return keys
+
+    def _throttle(self, request: Request, path: str) -> list[tuple[str, str]]:
+        """Take a token from every bucket the request counts against, or answer 429 (taking none).
+        Returns the x-ms-ratelimit-remaining-* headers for the response."""
+        keys = self._bucket_keys(request, path)
+        if not keys:
+            return []
+        with self._lock:
+            now = self.clock.now()
+            states = [self._buckets.setdefault(k, _Tokens(b.size, now)) for k, b, _ in keys]
+            wait = max(state.wait(b, now) for state, (_, b, _) in zip(states, keys, strict=True))
+            if wait > 0:
+                kind = keys[0][0][-1] if keys[0][0][0] == "arm" else "write"
+                raise ArmError(
+                    429,
+                    "SubscriptionRequestsThrottled" if keys[0][0][0] == "arm" else "TooManyRequests",
+                    f"Number of '{kind}' requests for subscription exceeded the limit. Please try again after "
+                    f"{wait:.2f} seconds. Refer to https://aka.ms/arm-throttling",
+                    {"Retry-After": self._retry_after_value(wait)},
+                )
+            headers = []
+            for state, (_, _, header) in zip(states, keys, strict=True):
+                state.tokens -= 1
+                if header:
+                    headers.append((header, str(int(state.tokens))))
+            return headers
+
+    def _retry_after_value(self, wait: float) -> str:
+        """Whole seconds of Azure's time (ARM sends integers); in our time when the limits are scaled."""
+        azure_seconds = max(1, math.ceil(wait * self.limits_scale - 1e-9))
+        if self.limits_scale == 1:
+            return str(azure_seconds)
+        return f"{azure_seconds / self.limits_scale:.3f}"
 
     def _check_api_version(self, request: Request, namespace: str | None) -> str:
         version = request.args.get("api-version")
@@ -848,6 +1047,9 @@ class ArmEmulator:
         elif op.status == "InProgress":  # the cluster was deleted or recreated under the operation
             op.status, op.ended = "Canceled", self.clock.now()
             body["error"] = {"code": "Canceled", "message": "The cluster was deleted or recreated."}  # guess
+        if op.status == "Failed":
+            message = "The operation failed with an internal error; retry it."  # guess
+            body["error"] = {"code": "InternalOperationError", "message": message}
         body.update(status=op.status, startTime=_iso(op.started))
         if op.ended is not None:
             body["endTime"] = _iso(op.ended)
@@ -1305,7 +1507,15 @@ class ArmEmulator:
             return
         if self.clock.now() - op.started < self.cluster_update_seconds and op.polls < self.cluster_update_polls:
             return
-        op.status, op.ended = "Succeeded", self.clock.now()
+        op.status, op.ended = "Failed" if op.fail else "Succeeded", self.clock.now()
+        if op.fail:
+            if op.rollback is not None:
+                c.json["properties"] = copy.deepcopy(op.rollback)
+            state = "Failed" if op.leave_failed or op.rollback is None else "Succeeded"
+            c.json["properties"]["provisioningState"] = state
+            for pool in c.json["properties"].get("agentPoolProfiles", []):
+                pool["provisioningState"] = state
+            return
         props = c.json["properties"]
         props["provisioningState"] = "Succeeded"
         for pool in props.get("agentPoolProfiles", []):
@@ -1384,6 +1594,7 @@ class ArmEmulator:
         merged = _deep_merge(c.json["properties"], new_props)
         if was_oidc and not (merged.get("oidcIssuerProfile") or {}).get("enabled"):
             raise _bad_request("OIDC issuer feature cannot be disabled.")
+        rollback = None if created else copy.deepcopy(c.json["properties"])
         merged["provisioningState"] = "Creating" if created else "Updating"
         for pool in merged.get("agentPoolProfiles", []):
             pool["provisioningState"] = merged["provisioningState"]
@@ -1391,6 +1602,10 @@ class ArmEmulator:
         c.json.update({field: copy.deepcopy(body[field]) for field in ("tags", "sku") if field in body})
         c.json["eTag"] = uuid.uuid4().hex[:8]
         c.op = self._new_operation(ctx.key(AKS_TYPE))
+        failure = next((f for f in self._cluster_update_failures if f[0] in (None, ctx.key(AKS_TYPE))), None)
+        if failure is not None:
+            self._cluster_update_failures.remove(failure)
+            c.op.fail, c.op.leave_failed, c.op.rollback = True, failure[1], rollback
         self._clusters[ctx.key(AKS_TYPE)] = c
         headers = self._lro_headers(ctx, "Microsoft.ContainerService", "operations", location, c.op)
         return json_response(c.json, 201 if created else 200, headers.items())
@@ -1553,4 +1768,7 @@ ERROR_SOURCES = {  # code -> where it came from ("guess" = not found in public m
     "OperationNotAllowed (AKS, 409)": "terraform-azurerm-avm-ptn-aks-production #25, azure-workload-identity #417",
     "BadRequest: static credential not allowed (400)": "terraform-provider-azurerm #15489, caf-landingzones #416",
     "BadRequest: OIDC issuer feature cannot be disabled": "message: Azure/AKS-Construction #531; code: guess",
+    "SubscriptionRequestsThrottled (429)": "ARM throttling docs (aka.ms/arm-throttling); message abridged",
+    "TooManyRequests (429, managed identity RP)": "guess; the limits are the Entra docs' 'Throttling limits'",
+    "InternalOperationError (AKS operation Failed)": "guess",
 }  # fmt: skip

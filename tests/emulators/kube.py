@@ -23,10 +23,21 @@ What is emulated (core/v1 Namespaces, ServiceAccounts, ConfigMaps, Pods; apps/v1
 - Errors as real `Status` objects with the real reasons and messages (NotFound, AlreadyExists,
   Conflict, Invalid with causes, BadRequest, Unauthorized, ...); injected faults; an "unavailable"
   switch.
-- Deployments get the main API defaults and a synthesized "fully rolled out" status.
+- Deployments get the main API defaults; a Deployment controller makes their pods, one generation
+  per pod template (pod-template-hash, ReplicaSet owner references, generateName): a new template
+  means new pods, the old ones go once the new ones run (`pod_start_seconds` against the Clock);
+  status follows the pods, a failed pod creation shows as the ReplicaFailure condition; deleting a
+  Deployment deletes its pods. A service-account controller keeps a "default" one per namespace.
+- Pod admission (API-created and controller-made pods alike): the ServiceAccount plugin (defaults the
+  name, refuses a missing account with 403, mounts kube-api-access-*), then the Azure Workload
+  Identity mutating webhook exactly as v1.6 does it (`workload_identity_webhook`: pods labelled
+  `azure.workload.identity/use: "true"` only, at creation only; `webhook_enabled` switches it off).
+- A kubelet: a pod runs once its ConfigMap references resolve (else Pending with
+  CreateContainerConfigError) and the clock passed its start time.
 
-Not emulated: watch, subresources (status, scale, log, exec, token), other kinds, RBAC, admission
-webhooks (the workload-identity webhook does not mutate Pods here), garbage collection/finalizers,
+Not emulated: watch, subresources (status, scale, log, exec, token), other kinds (no ReplicaSets,
+Secrets, Events), RBAC, other admission plugins and webhooks, rolling-update surge/unavailability
+arithmetic (a new generation replaces the old one at once), finalizers,
 pagination (limit/continue), protobuf/CBOR, fieldValidation, apply of list items by anything but the
 field name (list-map keys are looked up by field name only), other `$patch` directives, and most
 field-level validation beyond names, labels, annotations and the Deployment selector/containers.
@@ -39,6 +50,7 @@ import copy
 import dataclasses
 import datetime
 import functools
+import hashlib
 import itertools
 import json
 import re
@@ -65,6 +77,9 @@ from tests.emulators.common import (
 
 AKS_SERVER_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
 """The Entra ID scope of the AKS AAD server application (the audience of AKS user tokens)."""
+
+DEFAULT_TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+"""The tenant the webhook injects when a service account has no tenant-id annotation (= the ARM emulator's)."""
 
 KUBERNETES_VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.2"}
 
@@ -862,6 +877,319 @@ def rolled_out_status(obj: dict, now: str) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- pods: admission, the webhook, the kubelet
+
+# The Azure Workload Identity mutating webhook, as v1.6 injects it (pkg/webhook/consts.go, webhook.go;
+# ../shared/reference/azure-workload-identity and the v1.6 notes in ../shared/reference/SOURCES.md).
+# The saved quick-start.md still shows v1.5 (`/var/run/secrets/azure/tokens`, volume `azure-identity-token`).
+WI_USE_LABEL = "azure.workload.identity/use"
+WI_CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
+WI_TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"
+WI_TOKEN_EXPIRATION_ANNOTATION = "azure.workload.identity/service-account-token-expiration"
+WI_SKIP_CONTAINERS_ANNOTATION = "azure.workload.identity/skip-containers"
+WI_VOLUME_PREFIX = "azure-workload-identity-reserved-"
+WI_MOUNT_PATH = "/var/run/secrets/azure/wi"
+WI_TOKEN_PATH = "token/azure-identity-token"
+WI_TOKEN_FILE = f"{WI_MOUNT_PATH}/{WI_TOKEN_PATH}"
+WI_AUDIENCE = "api://AzureADTokenExchange"
+WI_WEBHOOK_NAME = "mutation.azure-workload-identity.io"
+WI_MIN_EXPIRATION, WI_MAX_EXPIRATION, WI_DEFAULT_EXPIRATION = 3600, 86400, 3600
+PUBLIC_CLOUD_AUTHORITY = "https://login.microsoftonline.com/"  # go-autorest PublicCloud.ActiveDirectoryEndpoint
+SA_TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+POD_TEMPLATE_HASH = "pod-template-hash"
+NODE_NAME = "aks-nodepool1-12345678-vmss000000"
+_SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s rand.SafeEncodeString: no vowels, no look-alikes
+
+
+def random_suffix(length: int = 5) -> str:
+    return "".join(_SAFE_ALPHABET[b % len(_SAFE_ALPHABET)] for b in uuid.uuid4().bytes[:length])
+
+
+def template_hash(template: dict) -> str:
+    """A stable pod-template-hash (the real one is an FNV hash, safe-encoded: same alphabet, other digits)."""
+    digest = int(hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest(), 16)
+    out = ""
+    for _ in range(10):
+        digest, index = divmod(digest, len(_SAFE_ALPHABET))
+        out += _SAFE_ALPHABET[index]
+    return out
+
+
+def wi_volume_name(pod_name: str) -> str:
+    """`azure-workload-identity-reserved-` + sha256(pod name) in hex, cut to a 63-character volume name."""
+    return WI_VOLUME_PREFIX + hashlib.sha256(pod_name.encode()).hexdigest()[: 63 - len(WI_VOLUME_PREFIX)]
+
+
+class WebhookDenied(Exception):
+    """The webhook answered `admission.Errored(400, err)`: the API server refuses the pod."""
+
+
+def workload_identity_webhook(pod: dict, service_account: dict, default_tenant_id: str, authority_host: str) -> dict:
+    """What the v1.6 webhook does to a pod at creation (the caller checks the objectSelector label).
+
+    Faithful to pkg/webhook/webhook.go: token expiration from the pod annotation, else the service
+    account's, else 3600, refused outside 3600-86400; client id from the SA annotation (an empty value
+    is *not* injected: a missing annotation silently yields no AZURE_CLIENT_ID); tenant from the SA
+    annotation when the key is present, else the webhook's configured tenant; env vars appended only
+    when the container has none of that name; init containers and containers alike except those in
+    `skip-containers`; one projected volume named from the pod name (generateName + " (prefix)" when
+    the name is not generated yet, as for every controller-made pod) mounted read-only at
+    /var/run/secrets/azure/wi. Not emulated: the proxy sidecar, custom token endpoints.
+    """
+    pod = copy.deepcopy(pod)
+    meta, spec = pod.setdefault("metadata", {}), pod.setdefault("spec", {})
+    pod_annotations = meta.get("annotations") or {}
+    sa_annotations = (service_account.get("metadata") or {}).get("annotations") or {}
+    pod_name = meta.get("name") or f"{meta.get('generateName', '')} (prefix)"
+    raw = pod_annotations.get(WI_TOKEN_EXPIRATION_ANNOTATION) or sa_annotations.get(WI_TOKEN_EXPIRATION_ANNOTATION)
+    expiration = WI_DEFAULT_EXPIRATION
+    if raw:
+        if not re.fullmatch(r"[+-]?\d+", raw):
+            raise WebhookDenied(f'strconv.ParseInt: parsing "{raw}": invalid syntax')
+        expiration = int(raw)
+    if not WI_MIN_EXPIRATION <= expiration <= WI_MAX_EXPIRATION:
+        raise WebhookDenied(f"token expiration {expiration} not valid. Expected value to be between 3600 and 86400")
+    client_id = sa_annotations.get(WI_CLIENT_ID_ANNOTATION, "")
+    tenant_id = sa_annotations.get(WI_TENANT_ID_ANNOTATION, default_tenant_id)  # present-but-empty wins
+    skip = {s.strip() for s in (pod_annotations.get(WI_SKIP_CONTAINERS_ANNOTATION) or "").split(";")} - {""}
+    volume = wi_volume_name(pod_name)
+    wanted = [
+        ("AZURE_CLIENT_ID", client_id),
+        ("AZURE_TENANT_ID", tenant_id),
+        ("AZURE_FEDERATED_TOKEN_FILE", f"{WI_MOUNT_PATH}/{WI_TOKEN_PATH}"),
+        ("AZURE_AUTHORITY_HOST", authority_host),
+    ]
+    for field in ("initContainers", "containers"):
+        for container in spec.get(field) or []:
+            if container.get("name") in skip:
+                continue
+            env = container.setdefault("env", [])
+            present = {e.get("name") for e in env}
+            env += [{"name": n, "value": v} for n, v in wanted if n not in present and v]
+            if not env:
+                del container["env"]
+            mounts = container.setdefault("volumeMounts", [])
+            mount = {"name": volume, "readOnly": True, "mountPath": WI_MOUNT_PATH}
+            index = next((i for i, m in enumerate(mounts) if m.get("name") == volume), None)
+            if index is None:
+                mounts.append(mount)
+            else:
+                mounts[index] = mount
+    projected = {
+        "name": volume,
+        "projected": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": WI_AUDIENCE,
+                        "expirationSeconds": expiration,
+                        "path": WI_TOKEN_PATH,
+                    }
+                }
+            ],
+            "defaultMode": 420,  # API server defaulting of the patched pod
+        },
+    }
+    volumes = spec.setdefault("volumes", [])
+    index = next((i for i, v in enumerate(volumes) if v.get("name") == volume), None)
+    if index is None:
+        volumes.append(projected)
+    else:
+        volumes[index] = projected
+    return pod
+
+
+def service_account_admission(pod: dict, service_account: dict | None, namespace: str) -> dict:
+    """The built-in ServiceAccount admission plugin: default the name, require the account, mount its token."""
+    pod = copy.deepcopy(pod)
+    meta, spec = pod.setdefault("metadata", {}), pod.setdefault("spec", {})
+    sa_name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    spec["serviceAccountName"] = spec["serviceAccount"] = sa_name
+    if service_account is None:
+        shown = meta.get("name") or meta.get("generateName", "")
+        raise ApiError(
+            403,
+            "Forbidden",
+            f'pods "{shown}" is forbidden: error looking up service account {namespace}/{sa_name}: '
+            f'serviceaccount "{sa_name}" not found',
+            {"name": shown, "kind": "pods"},
+        )
+    automount = spec.get("automountServiceAccountToken", service_account.get("automountServiceAccountToken", True))
+    if automount is False:
+        return pod
+    volume = f"kube-api-access-{random_suffix()}"
+    spec.setdefault("volumes", []).append(
+        {
+            "name": volume,
+            "projected": {
+                "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {
+                        "downwardAPI": {
+                            "items": [
+                                {
+                                    "path": "namespace",
+                                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                                }
+                            ]
+                        }
+                    },
+                ],
+                "defaultMode": 420,
+            },
+        }
+    )
+    for field in ("initContainers", "containers"):
+        for container in spec.get(field) or []:
+            if not any(m.get("mountPath") == SA_TOKEN_MOUNT for m in container.get("volumeMounts") or []):
+                container.setdefault("volumeMounts", []).append(
+                    {"name": volume, "readOnly": True, "mountPath": SA_TOKEN_MOUNT}
+                )
+    return pod
+
+
+def missing_config_references(pod: dict, configmaps: dict[str, dict]) -> str | None:
+    """Why the kubelet cannot start the pod's containers (CreateContainerConfigError), or None.
+
+    Only ConfigMaps are checked (Secrets are not emulated, and Keyless never reads them)."""
+    spec = pod.get("spec") or {}
+    for field in ("initContainers", "containers"):
+        for container in spec.get(field) or []:
+            for source in container.get("envFrom") or []:
+                ref = source.get("configMapRef")
+                if ref and not ref.get("optional") and ref.get("name") not in configmaps:
+                    return f'configmap "{ref.get("name")}" not found'
+            for env in container.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("configMapKeyRef")
+                if not ref or ref.get("optional"):
+                    continue
+                cm = configmaps.get(ref.get("name"))
+                if cm is None:
+                    return f'configmap "{ref.get("name")}" not found'
+                if ref.get("key") not in (cm.get("data") or {}):
+                    namespace = (pod.get("metadata") or {}).get("namespace")
+                    return f"couldn't find key {ref.get('key')} in ConfigMap {namespace}/{ref.get('name')}"
+    return None
+
+
+def running_pod_status(pod: dict, now: str) -> dict:
+    spec = pod["spec"]
+    statuses = [
+        {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": "",
+            "containerID": f"containerd://{uuid.uuid4().hex}",
+            "ready": True,
+            "started": True,
+            "restartCount": 0,
+            "state": {"running": {"startedAt": now}},
+        }
+        for c in spec.get("containers") or []
+    ]
+    conditions = [
+        {"type": t, "status": "True", "lastTransitionTime": now}
+        for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
+    ]
+    return {
+        "phase": "Running",
+        "conditions": conditions,
+        "hostIP": "10.224.0.4",
+        "podIP": f"10.244.0.{uuid.uuid4().int % 250 + 2}",
+        "startTime": now,
+        "containerStatuses": statuses,
+        "qosClass": "BestEffort",
+    }
+
+
+def waiting_pod_status(pod: dict, now: str, reason: str, message: str) -> dict:
+    statuses = [
+        {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": "",
+            "ready": False,
+            "started": False,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": reason, **({"message": message} if message else {})}},
+        }
+        for c in pod["spec"].get("containers") or []
+    ]
+    return {
+        "phase": "Pending",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Ready", "status": "False", "lastTransitionTime": now, "reason": "ContainersNotReady"},
+        ],
+        "hostIP": "10.224.0.4",
+        "startTime": now,
+        "containerStatuses": statuses,
+        "qosClass": "BestEffort",
+    }
+
+
+def _without_times(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_times(v) for k, v in value.items() if k not in ("lastUpdateTime", "lastTransitionTime")}
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
+
+
+def deployment_status(
+    dep: dict, desired: int, total: int, updated: int, ready: int, failure: str | None, now: str
+) -> dict:
+    """Status as the deployment controller writes it; fully rolled out = the synthesized `rolled_out_status`."""
+    if failure is None and total == updated == ready == desired:
+        return rolled_out_status(dep, now)
+    name, generation = dep["metadata"]["name"], dep["metadata"]["generation"]
+    rs = f"{name}-{template_hash(dep['spec']['template'])}"
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "replicas": total,
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+    }
+    if total - ready > 0:
+        status["unavailableReplicas"] = total - ready
+    status = {k: v for k, v in status.items() if v or k == "observedGeneration"}
+    conditions = [
+        {
+            "type": "Available",
+            "status": "True" if ready >= desired else "False",
+            "lastUpdateTime": now,
+            "lastTransitionTime": now,
+            "reason": "MinimumReplicasAvailable" if ready >= desired else "MinimumReplicasUnavailable",
+            "message": "Deployment has minimum availability."
+            if ready >= desired
+            else "Deployment does not have minimum availability.",
+        },
+        {
+            "type": "Progressing",
+            "status": "True",
+            "lastUpdateTime": now,
+            "lastTransitionTime": now,
+            "reason": "ReplicaSetUpdated",
+            "message": f'ReplicaSet "{rs}" is progressing.',
+        },
+    ]
+    if failure is not None:
+        conditions.append(
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "lastUpdateTime": now,
+                "lastTransitionTime": now,
+                "reason": "FailedCreate",
+                "message": failure,
+            }
+        )
+    status["conditions"] = conditions
+    return status
+
+
 # --------------------------------------------------------------------------- the emulator
 
 
@@ -910,6 +1238,14 @@ class KubeEmulator:
         with self._lock:
             self.accepted_tokens = set(self._initial_tokens)
             self.available = True
+            # workload knobs (plain attributes; tests set them)
+            self.webhook_enabled = True  # AKS installs the webhook with --enable-workload-identity
+            self.webhook_tenant_id = DEFAULT_TENANT_ID  # the webhook config's AZURE_TENANT_ID (the cluster's)
+            self.authority_host = PUBLIC_CLOUD_AUTHORITY
+            self.pod_start_seconds = 0.0  # a created pod runs once the clock passed this (0: at once)
+            self.controllers_enabled = True  # deployment, service-account and kubelet loops
+            self._syncing = False
+            self._failures: dict[tuple[str, str | None, str], str | None] = {}
             self._objects: dict[tuple[str, str | None, str], _Stored] = {}
             self._faults: list[_Fault] = []
             for name in ("default", "kube-system"):
@@ -931,12 +1267,15 @@ class KubeEmulator:
     def get_object(self, kind: str, namespace: str | None, name: str) -> dict | None:
         rt = RESOURCES[kind]
         with self._lock:
+            self.sync()
             stored = self._objects.get((kind, namespace if rt.namespaced else None, name))
             return self._render(stored) if stored else None
 
     def put_object(self, obj: dict, field_manager: str = "kubectl") -> dict:
         """Seed (create or overwrite) an object as another tool would: an Update by `field_manager`.
-        A `status` in `obj` is kept as given; `metadata.managedFields` in `obj`, if any, are used as is."""
+        A `status` in `obj` is kept as given; `metadata.managedFields` in `obj`, if any, are used as is.
+        Seeding writes storage directly: a seeded Pod skips admission (no webhook, no account check);
+        the controllers then run as after any write (a seeded Deployment gets its pods)."""
         rt = RESOURCES[obj["kind"]]
         body = copy.deepcopy(obj)
         meta = body.setdefault("metadata", {})
@@ -1051,6 +1390,7 @@ class KubeEmulator:
                         405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
                     )
                 with self._lock:
+                    self.sync()  # controllers catch up with the clock before anything is read
                     return methods[request.method](request, **match.groupdict())
         raise ApiError(
             404,
@@ -1153,12 +1493,16 @@ class KubeEmulator:
         self._check_type_meta(rt, body, required=False)
         check_string_maps(body)
         meta = body.setdefault("metadata", {})
-        name = meta.get("name")
-        if not name:
+        if not meta.get("name") and not meta.get("generateName"):
             raise invalid(
                 rt.kind, rt.group, "", [Cause("metadata.name", "Required", "name or generateName is required")]
             )
         self._check_namespace(rt, body, namespace)
+        if rt.kind == "Pod":  # admission runs before the name is generated
+            body = self._admit_pod(body, namespace or "")
+            meta = body["metadata"]
+        name = meta.get("name") or meta["generateName"] + random_suffix()
+        meta["name"] = name
         if (rt.kind, namespace, name) in self._objects:
             raise already_exists(rt, name)
         return json_response(self._update(rt, request, None, body, namespace), 201)
@@ -1393,15 +1737,184 @@ class KubeEmulator:
             self._resource_version += 1
             stored.obj["metadata"]["resourceVersion"] = str(self._resource_version)
             meta = stored.obj["metadata"]
-            self._objects[(rt.kind, meta.get("namespace"), meta["name"])] = stored
+            key = (rt.kind, meta.get("namespace"), meta["name"])
+            self._objects[key] = stored
+            self.sync()
+            stored = self._objects.get(key, stored)
         return self._render(stored)
 
     def _remove(self, key: tuple[str, str | None, str]) -> None:
-        del self._objects[key]
+        removed = self._objects.pop(key)
         self._resource_version += 1
         if key[0] == "Namespace":
             for other in [k for k in self._objects if k[1] == key[2]]:
                 del self._objects[other]
+        if key[0] == "Deployment":  # garbage collection of its ReplicaSets' pods (background cascading)
+            for pod_key in self._deployment_pods(removed.obj):
+                self._objects.pop(pod_key, None)
+
+    # ---------------------------------------------------------------- controllers
+
+    def sync(self) -> None:
+        """Run the controllers until nothing changes: the service-account controller ("default" in every
+        namespace), the deployment controller (one ReplicaSet generation per template: new pods for a new
+        template, old pods removed once the new ones run) and the kubelet (Pending -> Running once the
+        clock passed `pod_start_seconds` and the referenced ConfigMaps exist). Level-triggered and
+        idempotent like the real ones; runs under the lock after every write and before every request."""
+        with self._lock:
+            if self._syncing or not self.controllers_enabled:
+                return
+            self._syncing = True
+            try:
+                for _ in range(5):
+                    before = self._resource_version
+                    self._sync_service_accounts()
+                    for key in [k for k in self._objects if k[0] == "Deployment"]:
+                        if key in self._objects:
+                            self._sync_deployment(key, create=True)
+                    self._sync_kubelet()
+                    for key in [k for k in self._objects if k[0] == "Deployment"]:
+                        if key in self._objects:
+                            self._sync_deployment(key, create=False)
+                    if self._resource_version == before:
+                        return
+            finally:
+                self._syncing = False
+
+    def _sync_service_accounts(self) -> None:
+        for kind, _, name in list(self._objects):
+            if kind == "Namespace" and ("ServiceAccount", name, "default") not in self._objects:
+                sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}
+                new = self._finalize(RESOURCES["ServiceAccount"], None, sa, name)
+                entries = record_update([], "kube-controller-manager", "v1", self._now(), {}, new)
+                self._save(RESOURCES["ServiceAccount"], None, new, entries, dry_run=False)
+
+    @staticmethod
+    def _rs_uid(deployment: dict, pod_hash: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{deployment['metadata']['uid']}/{pod_hash}"))
+
+    def _deployment_pods(self, deployment: dict) -> list[tuple[str, str | None, str]]:
+        """Pods whose controlling ReplicaSet belongs to this deployment (any template generation)."""
+        name, namespace = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
+        found = []
+        for key, stored in self._objects.items():
+            if key[0] != "Pod" or key[1] != namespace:
+                continue
+            for ref in stored.obj["metadata"].get("ownerReferences") or []:
+                rs = ref.get("name", "")
+                if ref.get("kind") == "ReplicaSet" and rs.startswith(name + "-"):
+                    if ref.get("uid") == self._rs_uid(deployment, rs[len(name) + 1 :]):
+                        found.append(key)
+        return found
+
+    def _sync_deployment(self, key: tuple[str, str | None, str], create: bool) -> None:
+        stored = self._objects[key]
+        dep = stored.obj
+        namespace = key[1] or ""
+        current_hash = template_hash(dep["spec"]["template"])
+        desired = int(dep["spec"].get("replicas", 1))
+        pods = [self._objects[k].obj for k in self._deployment_pods(dep)]
+        current = [p for p in pods if p["metadata"]["labels"].get(POD_TEMPLATE_HASH) == current_hash]
+        if create:
+            failure = None
+            while len(current) < desired and not dep["spec"].get("paused"):
+                try:
+                    current.append(self._create_replica(dep, current_hash))
+                except ApiError as error:
+                    failure = error.message
+                    break
+            for extra in current[desired:]:
+                self._remove(("Pod", namespace, extra["metadata"]["name"]))
+            self._failures[key] = failure  # for the status, written in the second pass
+            return
+        failure = self._failures.get(key)
+        running = [p for p in current if (p.get("status") or {}).get("phase") == "Running"]
+        old = [p for p in pods if p not in current]
+        if len(running) == desired:
+            for pod in old:
+                self._remove(("Pod", namespace, pod["metadata"]["name"]))
+            old = []
+        old_running = [p for p in old if (p.get("status") or {}).get("phase") == "Running"]
+        status = deployment_status(
+            dep, desired, len(current) + len(old), len(current), len(running) + len(old_running), failure, self._now()
+        )
+        if _without_times(status) != _without_times(dep.get("status") or {}):
+            dep["status"] = status
+            self._resource_version += 1
+            dep["metadata"]["resourceVersion"] = str(self._resource_version)
+
+    def _create_replica(self, dep: dict, pod_hash: str) -> dict:
+        """A pod as the ReplicaSet controller creates it: through admission, with generateName."""
+        namespace, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
+        template = copy.deepcopy(dep["spec"]["template"])
+        tmeta = template.get("metadata") or {}
+        rs = f"{name}-{pod_hash}"
+        meta: dict[str, Any] = {
+            "generateName": rs + "-",
+            "namespace": namespace,
+            "labels": {**(tmeta.get("labels") or {}), POD_TEMPLATE_HASH: pod_hash},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": rs,
+                    "uid": self._rs_uid(dep, pod_hash),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        }
+        if tmeta.get("annotations"):
+            meta["annotations"] = tmeta["annotations"]
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]}
+        pod = self._admit_pod(pod, namespace)
+        pod["metadata"]["name"] = pod["metadata"]["generateName"] + random_suffix()
+        rt = RESOURCES["Pod"]
+        new = self._finalize(rt, None, pod, namespace)
+        validate_object(rt, new, None)
+        entries = record_update([], "kube-controller-manager", "v1", self._now(), {}, new)
+        self._save(rt, None, new, entries, dry_run=False)
+        return self._objects[("Pod", namespace, new["metadata"]["name"])].obj
+
+    def _admit_pod(self, pod: dict, namespace: str) -> dict:
+        """Mutating admission of a new pod: the ServiceAccount plugin, then the workload-identity webhook
+        (objectSelector `azure.workload.identity/use: "true"`, failurePolicy Fail)."""
+        sa_name = (pod.get("spec") or {}).get("serviceAccountName") or (pod.get("spec") or {}).get("serviceAccount")
+        sa = self._objects.get(("ServiceAccount", namespace, sa_name or "default"))
+        pod = service_account_admission(pod, sa.obj if sa else None, namespace)
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if self.webhook_enabled and labels.get(WI_USE_LABEL) == "true":
+            assert sa is not None
+            try:
+                pod = workload_identity_webhook(pod, sa.obj, self.webhook_tenant_id, self.authority_host)
+            except WebhookDenied as denied:
+                message = f'admission webhook "{WI_WEBHOOK_NAME}" denied the request: {denied}'
+                raise ApiError(400, "BadRequest", message) from None
+        return pod
+
+    def _sync_kubelet(self) -> None:
+        now = self.clock.now()
+        for key in [k for k in self._objects if k[0] == "Pod"]:
+            pod = self._objects[key].obj
+            status = pod.get("status") or {}
+            if status.get("phase") != "Pending":
+                continue
+            configmaps = {k[2]: s.obj for k, s in self._objects.items() if k[0] == "ConfigMap" and k[1] == key[1]}
+            problem = missing_config_references(pod, configmaps)
+            created = datetime.datetime.strptime(pod["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ")
+            started = created.replace(tzinfo=datetime.UTC).timestamp() + self.pod_start_seconds <= now
+            if problem is not None:
+                new_status = waiting_pod_status(pod, self._now(), "CreateContainerConfigError", problem)
+            elif started:
+                new_status = running_pod_status(pod, self._now())
+            else:
+                new_status = waiting_pod_status(pod, self._now(), "ContainerCreating", "")
+            if _without_times(new_status) == _without_times(status):
+                continue
+            pod["status"] = new_status
+            pod["spec"].setdefault("nodeName", NODE_NAME)
+            self._resource_version += 1
+            pod["metadata"]["resourceVersion"] = str(self._resource_version)
 
     @staticmethod
     def _render(stored: _Stored) -> dict:

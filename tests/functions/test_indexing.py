@@ -63,6 +63,7 @@ def test_every_function_is_registered(indexed):
         "onboardings_list",
         "onboardings_get",
         "onboardings_delete",
+        "onboardings_verification",
         "openapi",
         "health",
         "resource_events",
@@ -78,6 +79,7 @@ def test_every_function_is_registered(indexed):
         ("onboardings_list", "onboardings", ["GET"], "FUNCTION"),
         ("onboardings_get", "onboardings/{id}", ["GET"], "FUNCTION"),
         ("onboardings_delete", "onboardings/{id}", ["DELETE"], "FUNCTION"),
+        ("onboardings_verification", "onboardings/{id}/verification", ["GET"], "FUNCTION"),
         ("openapi", "openapi.json", ["GET"], "ANONYMOUS"),
         ("health", "health", ["GET"], "ANONYMOUS"),
     ],
@@ -156,4 +158,4 @@ def test_importing_the_app_needs_no_settings_credentials_or_network():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "9 []"
+    assert out.stdout.strip() == "10 []"

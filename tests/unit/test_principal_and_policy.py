@@ -162,6 +162,15 @@ class TestPolicy:
         )
         assert AccessPolicy.parse(str(path), (), ROLE).authorize(CALLER, binding()) == "f"
 
+    def test_patching_deployments_is_its_own_grant(self):
+        with pytest.raises(Denied) as err:
+            policy().authorize(CALLER, Binding.create(CLUSTER, "team-a", "app", ACCOUNT, workloads=["api"],
+                                                      allowlist=(ROLE,)))
+        assert err.value.reason.startswith("workloads:")
+        granted = policy(workloads=["api*"])
+        assert granted.authorize(CALLER, Binding.create(CLUSTER, "team-a", "app", ACCOUNT, workloads=["api-v2"],
+                                                        allowlist=(ROLE,))) == "team-a"
+
     def test_subscription_allowlist(self):
         check_subscriptions(binding(), ())
         check_subscriptions(binding(), (SUB,))

@@ -1,0 +1,201 @@
+"""The AKS run-command API (`managedClusters/runCommand`), and Kubernetes access through it.
+
+For private clusters whose API server Keyless cannot reach (see shared.kubectl for why and how).
+`RunCommandKube` answers the same calls as `KubeAdapter`, each by one command run in the cluster,
+so the engine's steps and their decisions do not change; only slower (a command takes seconds
+to a minute). The ServiceAccount and ConfigMap of a binding are read once per run (one command),
+then kept up to date from what each write returns.
+
+The request carries a token for the AKS server application when the cluster is Entra-only
+(local accounts disabled), as `az aks command invoke` does; it is never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import zipfile
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from shared import kubectl
+from shared.adapters.arm import ArmClients, raise_translated
+from shared.adapters.kube import _deployment_state, _state_from_dict
+from shared.errors import NotFoundError, PermanentError, TemporaryError
+from shared.ids import ResourceId
+from shared.observed import ClusterState, KubeObjectState
+from shared.settings import Settings
+from shared.workloads import DeploymentState
+
+
+def command_context(files: dict[str, str]) -> str:
+    """The `context` of a run command: the files, zipped, base64-encoded."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in sorted(files.items()):
+            archive.writestr(name, text)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+class RunCommandAdapter:
+    def __init__(self, clients: ArmClients, credential: Any, settings: Settings) -> None:
+        self._clients = clients
+        self._credential = credential
+        self._settings = settings
+
+    def run(
+        self, cluster: ClusterState, cluster_id: ResourceId, command: str, files: dict[str, str] | None = None
+    ) -> str:
+        """Run `command` in the cluster with `files` beside it; its logs. Waits at most
+        KEYLESS_CLUSTER_UPDATE_WAIT_SECONDS (at least 60 s); a command still running then, or one that
+        exits non-zero, raises (TemporaryError / PermanentError with the last lines of its logs)."""
+        payload: dict[str, Any] = {"command": command}
+        if files:
+            payload["context"] = command_context(files)
+        if cluster.aad_enabled and cluster.local_accounts_disabled:
+            payload["clusterToken"] = self._credential.get_token(self._settings.aks_server_scope).token
+        ops = self._clients.containerservice(cluster_id.subscription_id).managed_clusters
+        wait = max(self._settings.cluster_update_wait_seconds, 60.0)
+        try:
+            poller = ops.begin_run_command(cluster_id.resource_group, cluster_id.name, payload, polling_interval=2)
+            poller.wait(timeout=wait)
+            if not poller.done():
+                raise TemporaryError("the run command is still running in the cluster", 30)
+            result = poller.result()
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"cluster {cluster_id} not found") from exc
+        except HttpResponseError as exc:
+            raise_translated(exc, "running a command in the cluster (run command)")
+        state = str(getattr(result, "provisioning_state", "") or "")
+        code = getattr(result, "exit_code", None)
+        logs = str(getattr(result, "logs", "") or "")
+        if state.lower() == "failed" or (code not in (None, 0)):
+            tail = " | ".join(logs.strip().splitlines()[-3:])[:500]
+            reason = getattr(result, "reason", "") or ""
+            raise PermanentError(
+                f"the run command failed (exit {code}, {state or 'no state'}): {reason} {tail}".strip()
+            )
+        return logs
+
+
+class RunCommandKube:
+    """KubeAdapter's calls, for one cluster, through run commands."""
+
+    def __init__(self, adapter: RunCommandAdapter, cluster: ClusterState, settings: Settings) -> None:
+        self._adapter = adapter
+        self._cluster = cluster
+        self._settings = settings
+        self._snapshot: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self.commands = 0
+
+    def _run(self, cluster_id: ResourceId, command: str, files: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        self.commands += 1
+        return kubectl.parse_objects(self._adapter.run(self._cluster, cluster_id, command, files))
+
+    def prefetch(self, cluster_id: ResourceId, namespace: str, refs: dict[str, str]) -> None:
+        """Read the namespace and the named objects (kind -> name) with one command."""
+        wanted = [f"namespace/{namespace}"] + [f"{kind.lower()}/{name}" for kind, name in refs.items()]
+        objects = self._run(cluster_id, kubectl.get_command(namespace, wanted))
+        self._snapshot[("Namespace", namespace)] = kubectl.find(objects, "Namespace", namespace)
+        for kind, name in refs.items():
+            self._snapshot[(kind, name)] = kubectl.find(objects, kind, name)
+
+    def _get(self, cluster_id: ResourceId, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+        if (kind, name) not in self._snapshot:
+            ref = f"namespace/{name}" if kind == "Namespace" else f"{kind.lower()}/{name}"
+            self._snapshot[(kind, name)] = kubectl.find(
+                self._run(cluster_id, kubectl.get_command(namespace, [ref])), kind, name
+            )
+        return self._snapshot[(kind, name)]
+
+    def _apply(self, cluster_id: ResourceId, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        applied = self._run(
+            cluster_id,
+            kubectl.apply_command(self._settings.field_manager),
+            {kubectl.MANIFEST: kubectl.manifest(objects)},
+        )
+        for obj in applied:
+            self._snapshot[(obj.get("kind", ""), obj["metadata"]["name"])] = obj
+        return applied
+
+    def forget(self, cluster_id: ResourceId) -> None:
+        self._snapshot.clear()
+
+    # --- namespace, service account, config map: as KubeAdapter -------------------------------
+
+    def namespace_exists(self, cluster_id: ResourceId, namespace: str) -> bool:
+        return self._get(cluster_id, namespace, "Namespace", namespace) is not None
+
+    def create_namespace(self, cluster_id: ResourceId, namespace: str) -> None:
+        self._apply(cluster_id, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
+
+    def get_service_account(self, cluster_id: ResourceId, namespace: str, name: str) -> KubeObjectState | None:
+        obj = self._get(cluster_id, namespace, "ServiceAccount", name)
+        return None if obj is None else _state_from_dict(obj)
+
+    def apply_service_account(
+        self, cluster_id: ResourceId, namespace: str, name: str, annotations: dict[str, str]
+    ) -> KubeObjectState:
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if annotations:
+            metadata["annotations"] = annotations
+        (obj,) = self._apply(cluster_id, [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}])
+        return _state_from_dict(obj)
+
+    def delete_service_account(self, cluster_id: ResourceId, namespace: str, name: str) -> bool:
+        return self._delete(cluster_id, namespace, "ServiceAccount", name)
+
+    def get_configmap(self, cluster_id: ResourceId, namespace: str, name: str) -> KubeObjectState | None:
+        obj = self._get(cluster_id, namespace, "ConfigMap", name)
+        return None if obj is None else _state_from_dict(obj)
+
+    def apply_configmap(
+        self, cluster_id: ResourceId, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]
+    ) -> KubeObjectState:
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "data": data,
+        }
+        (obj,) = self._apply(cluster_id, [body])
+        return _state_from_dict(obj)
+
+    def delete_configmap(self, cluster_id: ResourceId, namespace: str, name: str) -> bool:
+        return self._delete(cluster_id, namespace, "ConfigMap", name)
+
+    def _delete(self, cluster_id: ResourceId, namespace: str, kind: str, name: str) -> bool:
+        self.commands += 1
+        logs = self._adapter.run(self._cluster, cluster_id, kubectl.delete_command(f"{kind.lower()}/{name}", namespace))
+        self._snapshot[(kind, name)] = None
+        return bool(logs.strip())  # `-o name` prints what was deleted, nothing when it was absent
+
+    # --- deployments and pods -----------------------------------------------------------------
+
+    def list_deployments(
+        self, cluster_id: ResourceId, namespace: str, label_selector: str = "", forbidden_is_empty: bool = False
+    ) -> list[DeploymentState]:
+        objects = self._run(cluster_id, kubectl.list_command("deployments", namespace, label_selector))
+        return [_deployment_state(o) for o in objects if o.get("kind", "Deployment") == "Deployment"]
+
+    def get_deployment(self, cluster_id: ResourceId, namespace: str, name: str) -> DeploymentState | None:
+        obj = self._get(cluster_id, namespace, "Deployment", name)
+        return None if obj is None else _deployment_state(obj)
+
+    def apply_deployment(self, cluster_id: ResourceId, namespace: str, config: dict[str, Any]) -> DeploymentState:
+        (obj,) = self._apply(cluster_id, [config])
+        return _deployment_state(obj)
+
+    def json_patch_deployment(
+        self, cluster_id: ResourceId, namespace: str, name: str, operations: list[dict[str, Any]]
+    ) -> DeploymentState:
+        command = kubectl.patch_command(f"deployment/{name}", namespace, self._settings.field_manager)
+        (obj,) = self._run(cluster_id, command, {kubectl.PATCH: kubectl.patch_file(operations)})
+        self._snapshot[("Deployment", name)] = obj
+        return _deployment_state(obj)
+
+    def list_pods(self, cluster_id: ResourceId, namespace: str) -> list[dict[str, Any]]:
+        return [
+            o for o in self._run(cluster_id, kubectl.list_command("pods", namespace)) if o.get("kind", "Pod") == "Pod"
+        ]

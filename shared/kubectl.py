@@ -1,0 +1,95 @@
+"""Kubernetes through the AKS run-command API, decided without side effects: commands, manifests,
+and reading kubectl's JSON back out of the command's logs.
+
+Why: the API server of a private cluster has no public address, so Keyless (outside the cluster's
+network) cannot reach it. AKS can run a command in the cluster for us (`managedClusters/runCommand`,
+what `az aks command invoke` does): a pod with kubectl, our files in its working directory, the
+output returned as logs. Every command is built from validated names, each argument quoted anyway;
+manifests and patches travel as files in the command's context, never on the command line. Server-
+side apply keeps the same field manager, so ownership is the same whichever way a write went.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+import yaml
+
+MANIFEST = "keyless.yaml"
+PATCH = "patch.json"
+
+
+def _q(value: str) -> str:
+    return shlex.quote(value)
+
+
+def get_command(namespace: str, refs: list[str]) -> str:
+    """`kubectl get` of named objects (kind/name), missing ones left out, with their managedFields."""
+    names = " ".join(_q(r) for r in refs)
+    return f"kubectl get {names} -n {_q(namespace)} -o json --ignore-not-found --show-managed-fields"
+
+
+def list_command(resource: str, namespace: str, selector: str = "") -> str:
+    selection = f" -l {_q(selector)}" if selector else ""
+    return f"kubectl get {_q(resource)} -n {_q(namespace)}{selection} -o json --show-managed-fields"
+
+
+def apply_command(field_manager: str) -> str:
+    return (
+        f"kubectl apply --server-side --force-conflicts --field-manager={_q(field_manager)} "
+        f"--show-managed-fields -o json -f {MANIFEST}"
+    )
+
+
+def patch_command(ref: str, namespace: str, field_manager: str) -> str:
+    return (
+        f"kubectl patch {_q(ref)} -n {_q(namespace)} --type json --patch-file {PATCH} "
+        f"--field-manager={_q(field_manager)} --show-managed-fields -o json"
+    )
+
+
+def delete_command(ref: str, namespace: str) -> str:
+    return f"kubectl delete {_q(ref)} -n {_q(namespace)} --ignore-not-found -o name"
+
+
+def manifest(objects: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False)
+
+
+def patch_file(operations: list[dict[str, Any]]) -> str:
+    return json.dumps(operations)
+
+
+def parse_objects(logs: str) -> list[dict[str, Any]]:
+    """Every Kubernetes object in kubectl's JSON output (Lists flattened), in order.
+
+    The logs may hold other lines (warnings); JSON documents are found where a line starts with '{'."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    position = 0
+    while True:
+        start = logs.find("{", position)
+        if start < 0:
+            return found
+        if start > 0 and logs[start - 1] not in "\n\r":
+            position = start + 1
+            continue
+        try:
+            doc, end = decoder.raw_decode(logs, start)
+        except ValueError:
+            position = start + 1
+            continue
+        position = end
+        if isinstance(doc, dict) and isinstance(doc.get("items"), list):
+            found += [i for i in doc["items"] if isinstance(i, dict)]
+        elif isinstance(doc, dict) and doc.get("kind"):
+            found.append(doc)
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:
+    for obj in objects:
+        if obj.get("kind") == kind and (obj.get("metadata") or {}).get("name") == name:
+            return obj
+    return None

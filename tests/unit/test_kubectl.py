@@ -1,0 +1,54 @@
+"""Commands, manifests and output parsing for Kubernetes through the AKS run-command API."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zipfile
+
+import yaml
+
+from shared import kubectl
+from shared.adapters.runcommand import command_context
+
+
+def test_commands_quote_every_argument_and_keep_manifests_in_files():
+    assert kubectl.get_command("team-a", ["namespace/team-a", "serviceaccount/chat-api"]) == (
+        "kubectl get namespace/team-a serviceaccount/chat-api -n team-a"
+        " -o json --ignore-not-found --show-managed-fields"
+    )
+    assert kubectl.list_command("deployments", "team-a", "keyless.io/binding=abc") == (
+        "kubectl get deployments -n team-a -l keyless.io/binding=abc -o json --show-managed-fields"
+    )
+    assert "--field-manager='keyless team'" in kubectl.apply_command("keyless team")
+    assert kubectl.apply_command("keyless").endswith("-f keyless.yaml")
+    assert "--patch-file patch.json" in kubectl.patch_command("deployment/web", "team-a", "keyless")
+    assert (
+        kubectl.delete_command("configmap/x", "team-a")
+        == "kubectl delete configmap/x -n team-a --ignore-not-found -o name"
+    )
+
+
+def test_manifest_and_patch_files():
+    objs = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "a"}}, {"kind": "ConfigMap"}]
+    assert list(yaml.safe_load_all(kubectl.manifest(objs))) == objs
+    assert json.loads(kubectl.patch_file([{"op": "remove", "path": "/x"}])) == [{"op": "remove", "path": "/x"}]
+
+
+def test_objects_are_read_back_out_of_the_logs():
+    listing = {"apiVersion": "v1", "kind": "List", "items": [{"kind": "Namespace", "metadata": {"name": "ns"}}]}
+    single = {"kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"k": "{not json}"}}
+    logs = "Warning: something {odd}\n" + json.dumps(listing, indent=2) + "\n" + json.dumps(single) + "\ntrailing"
+    objects = kubectl.parse_objects(logs)
+    assert [o["kind"] for o in objects] == ["Namespace", "ConfigMap"]
+    assert kubectl.find(objects, "ConfigMap", "cm") == single
+    assert kubectl.find(objects, "ConfigMap", "other") is None
+    assert kubectl.parse_objects("") == [] and kubectl.parse_objects("No resources found") == []
+
+
+def test_the_context_is_a_base64_zip_of_the_files():
+    context = command_context({"keyless.yaml": "a: 1\n", "patch.json": "[]"})
+    with zipfile.ZipFile(io.BytesIO(base64.b64decode(context))) as archive:
+        assert sorted(archive.namelist()) == ["keyless.yaml", "patch.json"]
+        assert archive.read("keyless.yaml") == b"a: 1\n"
