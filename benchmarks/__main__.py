@@ -1,0 +1,54 @@
+"""Run every benchmark once and write their figures to benchmarks/RESULTS.md.
+
+    python -m benchmarks            # all (about 10 minutes on 2 cores), writes RESULTS.md
+    python -m benchmarks --print    # all, printed only
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import time
+
+from benchmarks import burst, cold_start, faults, replication, requests_per_onboarding
+from benchmarks.common import ROOT, machine
+
+RUNS = [
+    ("Cold start", "python -m benchmarks.cold_start", cold_start.main, []),
+    ("Requests per onboarding", "python -m benchmarks.requests_per_onboarding", requests_per_onboarding.main, []),
+    ("Burst throughput", "python -m benchmarks.burst --scale 2", burst.main, ["--scale", "2"]),
+    ("Replication delay", "python -m benchmarks.replication", replication.main, []),
+    ("Fault suite (full sizes)", "python -m benchmarks.faults", faults.main, []),
+]
+
+HEADER = """# Benchmark results
+
+Figures from one run of `python -m benchmarks` (each section: the command that reproduces it,
+then its output). Machine: {machine}.
+
+Time is real unless a section says it is scaled. The emulators run in the benchmark's own
+process, so on a small machine they compete with Keyless for the CPU: the figures are a floor
+for Keyless's speed, not its ceiling.
+"""
+
+
+def main(argv: list[str]) -> int:
+    parts = [HEADER.format(machine=machine())]
+    status = 0
+    for title, command, fn, args in RUNS:
+        out = io.StringIO()
+        started = time.monotonic()
+        with contextlib.redirect_stdout(out):
+            code = fn(args)
+        status |= code
+        section = f"## {title}\n\n    {command}\n\n({time.monotonic() - started:.0f} s)\n\n{out.getvalue().strip()}\n"
+        print(section, flush=True)
+        parts.append(section)
+    if "--print" not in argv:
+        (ROOT / "benchmarks" / "RESULTS.md").write_text("\n".join(parts))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""The fault suite: many bindings through the real handlers and worker while Azure misbehaves."""

@@ -1,0 +1,280 @@
+"""Azure's limits in the ARM emulator, and what Keyless does about them: client-side pacing, a
+short read cache, storage leases. Quick tests (not marked `faults`)."""
+
+from __future__ import annotations
+
+import collections.abc
+import threading
+import time
+
+import pytest
+import requests
+
+from shared.adapters.arm import ArmClients
+from shared.adapters.ledger import Ledger
+from shared.adapters.pacing import Pacer, buckets_for
+from shared.adapters.readcache import ReadCache, version_of
+from shared.errors import TemporaryError
+from shared.settings import Settings
+from tests.azurite import Azurite, connection_string_from_env
+from tests.conftest import SUB
+from tests.emulators.arm import ARM_SCOPE, ArmEmulator, Bucket, Limits
+from tests.emulators.common import token_for_scope
+from tests.emulators.credential import StaticCredential
+
+RG = "rg-limits"
+MSI = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities"
+
+
+@pytest.fixture
+def limited(ca) -> collections.abc.Iterator[ArmEmulator]:
+    emulator = ArmEmulator(ca).start()
+    emulator.add_resource_group(SUB, RG)
+    yield emulator
+    emulator.stop()
+
+
+def call(arm: ArmEmulator, ca, method: str, path: str, body: dict | None = None) -> requests.Response:
+    """One raw request: no SDK, so no retries hide what the server answered."""
+    return requests.request(
+        method,
+        f"{arm.url}{path}?api-version=2024-11-30",
+        json=body,
+        headers={"Authorization": f"Bearer {token_for_scope(ARM_SCOPE)}"},
+        verify=str(ca.ca_pem_path),
+        timeout=10,
+    )
+
+
+def put_identity(arm: ArmEmulator, ca, name: str) -> requests.Response:
+    return call(arm, ca, "PUT", f"{MSI}/{name}", {"location": "eastus"})
+
+
+# --- the emulator ----------------------------------------------------------------------------
+
+
+def test_arm_buckets_are_on_by_default_and_say_what_remains(limited, ca):
+    first = put_identity(limited, ca, "id-one")
+    assert first.status_code == 201
+    assert first.headers["x-ms-ratelimit-remaining-subscription-writes"] == "199"
+    got = call(limited, ca, "GET", f"{MSI}/id-one")
+    assert got.headers["x-ms-ratelimit-remaining-subscription-reads"] == "249"
+
+
+def test_over_a_bucket_is_429_with_retry_after_and_takes_no_token(limited, ca):
+    limited.enforce_limits(limits=Limits(arm_reads=Bucket(2, 1)))
+    assert put_identity(limited, ca, "id-one").status_code == 201
+    assert [call(limited, ca, "GET", f"{MSI}/id-one").status_code for _ in range(2)] == [200, 200]
+    refused = call(limited, ca, "GET", f"{MSI}/id-one")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "SubscriptionRequestsThrottled"
+    assert refused.headers["Retry-After"] == "1"
+    limited.clock.advance(1)  # one token back, on the emulator's clock
+    assert call(limited, ca, "GET", f"{MSI}/id-one").status_code == 200
+    assert call(limited, ca, "GET", f"{MSI}/id-one").status_code == 429
+
+
+def test_managed_identity_limits_are_off_until_enforced(limited, ca):
+    assert [put_identity(limited, ca, f"id-{i}").status_code for i in range(5)] == [201] * 5
+    limited.enforce_limits(scale=1)
+    statuses = [put_identity(limited, ca, f"id-new-{i}").status_code for i in range(3)]
+    assert statuses == [201, 201, 429], "create/update: 2 per second per subscription"
+    limited.clock.advance(1)
+    assert put_identity(limited, ca, "id-one-more").status_code == 201
+    limited.clock.advance(1)
+    again = put_identity(limited, ca, "id-one-more")  # the same identity within 4 s
+    assert again.status_code == 429 and again.headers["Retry-After"] == "3"
+    limited.enforce_limits(None)
+    assert put_identity(limited, ca, "id-one-more").status_code == 200
+
+
+def test_scaled_limits_refill_faster_and_say_so_in_retry_after(limited, ca):
+    limited.enforce_limits(scale=10)
+    assert put_identity(limited, ca, "id-a").status_code == 201
+    again = put_identity(limited, ca, "id-a")
+    assert again.status_code == 429
+    assert again.headers["Retry-After"] == "0.400"  # 4 s of Azure's time, ten times faster
+
+
+def test_lists_and_gets_have_their_own_buckets(limited, ca):
+    limited.enforce_limits(limits=Limits(msi_lists=Bucket(1, 1), msi_gets=Bucket(1, 1)))
+    assert put_identity(limited, ca, "id-a").status_code == 201
+    assert call(limited, ca, "GET", MSI).status_code == 200
+    assert call(limited, ca, "GET", f"{MSI}/id-a").status_code == 200
+    assert call(limited, ca, "GET", MSI).status_code == 429
+    assert call(limited, ca, "GET", f"{MSI}/id-a").status_code == 429
+
+
+def test_injected_latency_and_faults_after_serving(limited, ca):
+    limited.inject_latency("PUT", "/id-slow", 0.3)
+    started = time.monotonic()
+    assert put_identity(limited, ca, "id-slow").status_code == 201
+    assert time.monotonic() - started >= 0.3
+    limited.inject_fault("PUT", "/id-late", 500, after_serving=True)
+    assert put_identity(limited, ca, "id-late").status_code == 500
+    assert limited.identity(f"{MSI}/id-late") is not None, "the write happened all the same"
+
+
+# --- pacing ------------------------------------------------------------------------------------
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 3))
+        self.now += seconds
+
+
+def test_buckets_for_requests():
+    base = f"https://management.azure.com/subscriptions/{SUB.upper()}/resourceGroups/rg/providers"
+    identity = f"{base}/Microsoft.ManagedIdentity/userAssignedIdentities/id-a"
+    assert buckets_for("GET", identity) == [("arm-reads", SUB), ("msi-gets", SUB)]
+    assert buckets_for("GET", f"{identity}/federatedIdentityCredentials") == [("arm-reads", SUB), ("msi-lists", SUB)]
+    assert buckets_for("PUT", identity)[:2] == [("arm-writes", SUB), ("msi-writes", SUB)]
+    assert buckets_for("PUT", identity)[2][0] == "msi-identity-writes"
+    assert buckets_for("PUT", f"{identity}/federatedIdentityCredentials/f") == [
+        ("arm-writes", SUB),
+        ("msi-writes", SUB),
+    ]
+    assert buckets_for("DELETE", f"{base}/Microsoft.Authorization/roleAssignments/x") == [("arm-deletes", SUB)]
+    assert buckets_for("GET", "https://management.azure.com/providers/Microsoft.Authorization/operations") == []
+
+
+def test_pacer_spaces_managed_identity_writes_and_serves_in_order():
+    t = FakeTime()
+    pacer = Pacer(scale=1, headroom=1.0, clock=t.clock, sleep=t.sleep)
+    writes = [("arm-writes", "s"), ("msi-writes", "s")]
+    for _ in range(4):
+        pacer.acquire(writes)
+    # Azure allows 2 at once then 2/s; we allow one less at once, as a margin for jitter.
+    assert t.slept == [0.5, 0.5, 0.5]
+    pacer.acquire([("arm-reads", "s")])  # another bucket: no wait
+    assert len(t.slept) == 3
+
+
+def test_pacer_hands_a_long_wait_to_the_queue_and_holds_after_a_429():
+    t = FakeTime()
+    pacer = Pacer(scale=1, clock=t.clock, sleep=t.sleep)
+    identity = [("msi-identity-writes", "/subscriptions/s/x")]
+    pacer.acquire(identity)
+    with pytest.raises(TemporaryError) as exc:
+        pacer.acquire(identity)  # 4 s until this identity may be written again: not worth a thread
+    assert exc.value.delay_seconds > 4
+    pacer.hold(("arm-reads", "s"), 3)
+    pacer.acquire([("arm-reads", "s")])
+    assert t.slept == [3]
+
+
+def test_paced_clients_stay_under_the_enforced_limits(limited, ca):
+    limited.enforce_limits(scale=10)  # 20 identity writes a second
+    settings = Settings.from_env(
+        {
+            "KEYLESS_ARM_ENDPOINT": limited.url,
+            "KEYLESS_ARM_SCOPE": ARM_SCOPE,
+            "KEYLESS_CA_BUNDLE": str(ca.ca_pem_path),
+            "KEYLESS_ARM_PACING_SCALE": "10",
+        }
+    )
+    clients = ArmClients(StaticCredential(), settings)
+    msi = clients.msi(SUB)
+    errors: list[Exception] = []
+
+    def create(i: int) -> None:
+        try:
+            msi.user_assigned_identities.create_or_update(RG, f"id-{i:02d}", {"location": "eastus"})
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert len(limited.identities()) == 16
+    assert limited.throttled() == [], "paced: no request refused"
+    assert time.monotonic() - started >= 14 / 20 * 0.9, "no faster than the limit allows"
+    clients.close()
+
+
+# --- the read cache ------------------------------------------------------------------------------
+
+
+def test_read_cache_reads_once_per_key_even_when_asked_at_once():
+    cache: ReadCache[str] = ReadCache(60)
+    reads = []
+    gate = threading.Event()
+
+    def read() -> str:
+        reads.append(1)
+        gate.wait(2)
+        return "state"
+
+    threads = [threading.Thread(target=lambda: cache.get("k", read)) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(reads) == 1 and cache.reads == 1
+
+
+def test_read_cache_fresh_ttl_expect_and_keep():
+    now = [0.0]
+    cache: ReadCache[dict] = ReadCache(20, clock=lambda: now[0])
+    values = iter([{"v": 1}, {"v": 2}, {"v": 3}, {"v": 4}, {"v": 5}])
+    assert cache.get("k", lambda: next(values)) == {"v": 1}
+    assert cache.get("k", lambda: next(values)) == {"v": 1}
+    now[0] = 1.0
+    assert cache.get("k", lambda: next(values), fresh=True) == {"v": 2}
+    cache.expect("k", version_of({"v": 2}))
+    assert cache.get("k", lambda: next(values)) == {"v": 2}, "the expected version is kept"
+    cache.expect("k", version_of({"v": 99}))
+    assert cache.get("k", lambda: next(values)) == {"v": 3}, "another version is dropped"
+    now[0] = 30.0
+    assert cache.get("k", lambda: next(values), keep=lambda v: False) == {"v": 4}
+    assert cache.get("k", lambda: next(values)) == {"v": 5}, "a refused value is not kept"
+
+
+# --- leases in the ledger's table ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def table() -> collections.abc.Iterator[Ledger]:
+    given = connection_string_from_env()
+    azurite = None if given else Azurite().start()
+    conn = given or (azurite.connection_string if azurite else "")
+    yield Ledger.connect("leases" + str(int(time.time())), connection_string=conn)
+    if azurite:
+        azurite.stop()
+
+
+def test_a_lease_has_one_holder_until_released_or_expired(table):
+    assert table.acquire("run|a", 30)
+    assert not table.acquire("run|a", 30)
+    assert 29 < table.holds("run|a") <= 30
+    table.release("run|a")
+    assert table.holds("run|a") == 0
+    assert table.acquire("run|a", 0.2)
+    deadline = time.monotonic() + 5
+    while table.holds("run|a") > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting for the lease to run out: the point of this test
+    assert table.acquire("run|a", 30), "an expired lease is taken over"
+    table.release("run|a")
+
+
+def test_only_one_of_many_racing_workers_gets_a_lease(table):
+    won = []
+    threads = [threading.Thread(target=lambda: won.append(table.acquire("race", 30))) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert won.count(True) == 1
