@@ -17,7 +17,7 @@ from benchmarks.common import ROOT, machine
 RUNS = [
     ("Cold start", "python -m benchmarks.cold_start", cold_start.main, []),
     ("Requests per onboarding", "python -m benchmarks.requests_per_onboarding", requests_per_onboarding.main, []),
-    ("Burst throughput", "python -m benchmarks.burst --scale 2", burst.main, ["--scale", "2"]),
+    ("Burst throughput", "python -m benchmarks.burst", burst.main, []),
     ("Replication delay", "python -m benchmarks.replication", replication.main, []),
     ("Fault suite (full sizes)", "python -m benchmarks.faults", faults.main, []),
 ]
@@ -25,11 +25,19 @@ RUNS = [
 HEADER = """# Benchmark results
 
 Figures from one run of `python -m benchmarks` (each section: the command that reproduces it,
-then its output). Machine: {machine}.
+then its output), inside the project's virtualenv, with Azurite installed (`npm ci`).
+Machine: {machine}.
 
 Time is real unless a section says it is scaled. The emulators run in the benchmark's own
 process, so on a small machine they compete with Keyless for the CPU: the figures are a floor
-for Keyless's speed, not its ceiling.
+for Keyless's speed, not its ceiling. Other jobs shared the machine during this run.
+
+The fault suite also runs under pytest, marked `faults`:
+
+    python -m pytest tests/faults                      # quick sizes (what CI runs, ~40 s)
+    KEYLESS_FAULTS=full python -m pytest tests/faults  # full sizes (~3 min)
+    KEYLESS_FAULTS=off python -m pytest                # everything but the fault scenarios
+    KEYLESS_FAULTS_PROCESSES=0 python -m pytest tests/faults -k events   # in-process, to debug
 """
 
 

@@ -142,8 +142,10 @@ class Keyless:
         self._queue_resync(kind, event.resource, event.change if event.kind != "deployment" else "write")
 
     def _queue_resync(self, kind: str, resource: ResourceId, change: str, delay: float = 0) -> bool:
-        """Queue a re-read unless one is queued; True if this call queued it."""
+        """Queue a re-read unless one is queued, after `delay` seconds (times KEYLESS_RETRY_DELAY_SCALE);
+        True if this call queued it."""
         lease = f"resync|{kind}|{resource.key}"
+        delay *= self.settings.retry_delay_scale
         if not self.ledger.acquire(lease, RESYNC_HOLD_SECONDS * self.settings.retry_delay_scale + delay):
             log.debug("%s %s: a re-read is queued already", kind, resource)
             return False
@@ -179,7 +181,7 @@ class Keyless:
                 self.sync_account(resource, msg["change"] == "delete")
         except TemporaryError as exc:
             log.info("%s %s: not yet (%s); re-read queued", kind, resource, exc.reason)
-            self._queue_resync(kind, resource, msg["change"], exc.delay_seconds * self.settings.retry_delay_scale)
+            self._queue_resync(kind, resource, msg["change"], exc.delay_seconds)
 
     def process_binding(self, key: str, msg: dict[str, str] | None = None) -> BindingRecord | None:
         record = self.ledger.get(key)
@@ -199,9 +201,11 @@ class Keyless:
         lease = f"run|{key}"
         scale = self.settings.retry_delay_scale
         if not self.ledger.acquire(lease, RUN_LEASE_SECONDS * scale + self.settings.cluster_update_wait_seconds):
-            # Another worker is on it: come back, don't drop (its run may have read before our cause).
-            busy = min(self.ledger.holds(lease), BUSY_RETRY_SECONDS * scale) or BUSY_RETRY_SECONDS * scale
-            self._enqueue_binding(key, "another worker is reconciling this binding", busy / scale, msg)
+            # Another worker is on it: come back when its lease ends (at most BUSY_RETRY_SECONDS from
+            # now), never drop the message: that run may have read the world before our cause.
+            left = self.ledger.holds(lease) / scale  # in production seconds, as _enqueue_binding takes
+            delay = min(max(left, 1.0), BUSY_RETRY_SECONDS)
+            self._enqueue_binding(key, "another worker is reconciling this binding", delay, msg)
             return record
         try:
             self._expect_versions(binding, msg or {})

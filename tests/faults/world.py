@@ -267,7 +267,7 @@ class World:
         pacing_scale: float | None = None,
         delay_scale: float = 0.02,
         workers: int = 8,
-        visibility: int = 5,
+        visibility: int = 30,
         oidc: bool = True,
         extra_env: dict[str, str] | None = None,
     ) -> None:
