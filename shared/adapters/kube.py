@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from shared import manifests
 from shared.adapters.clusters import ClusterAdapter
 from shared.adapters.counting import record
 from shared.errors import PermanentError, TemporaryError
@@ -217,10 +218,7 @@ class KubeAdapter:
         self, cluster_id: ResourceId, namespace: str, name: str, annotations: dict[str, str]
     ) -> KubeObjectState:
         """Server-side apply of exactly our annotations (an empty dict releases them)."""
-        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
-        if annotations:
-            metadata["annotations"] = annotations
-        body = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
+        body = manifests.service_account(namespace, name, annotations)
         obj = self._call(
             cluster_id,
             "applying the service account",
@@ -249,12 +247,7 @@ class KubeAdapter:
     def apply_configmap(
         self, cluster_id: ResourceId, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]
     ) -> KubeObjectState:
-        body = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "data": data,
-        }
+        body = manifests.config_map(namespace, name, data, labels)
         obj = self._call(
             cluster_id,
             "applying the config map",

@@ -19,7 +19,7 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from shared import kubectl
+from shared import kubectl, manifests
 from shared.adapters.arm import ArmClients, raise_translated
 from shared.adapters.kube import _deployment_state, _state_from_dict
 from shared.errors import NotFoundError, PermanentError, TemporaryError
@@ -137,10 +137,7 @@ class RunCommandKube:
     def apply_service_account(
         self, cluster_id: ResourceId, namespace: str, name: str, annotations: dict[str, str]
     ) -> KubeObjectState:
-        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
-        if annotations:
-            metadata["annotations"] = annotations
-        (obj,) = self._apply(cluster_id, [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}])
+        (obj,) = self._apply(cluster_id, [manifests.service_account(namespace, name, annotations)])
         return _state_from_dict(obj)
 
     def delete_service_account(self, cluster_id: ResourceId, namespace: str, name: str) -> bool:
@@ -153,13 +150,7 @@ class RunCommandKube:
     def apply_configmap(
         self, cluster_id: ResourceId, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]
     ) -> KubeObjectState:
-        body = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "data": data,
-        }
-        (obj,) = self._apply(cluster_id, [body])
+        (obj,) = self._apply(cluster_id, [manifests.config_map(namespace, name, data, labels)])
         return _state_from_dict(obj)
 
     def delete_configmap(self, cluster_id: ResourceId, namespace: str, name: str) -> bool:
