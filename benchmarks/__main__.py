@@ -1,7 +1,7 @@
 """Run every benchmark once and write their figures to benchmarks/RESULTS.md.
 
-    python -m benchmarks            # all (about 10 minutes on 2 cores), writes RESULTS.md
-    python -m benchmarks --print    # all, printed only
+python -m benchmarks            # all (about 10 minutes on 2 cores), writes RESULTS.md
+python -m benchmarks --print    # all, printed only
 """
 
 from __future__ import annotations

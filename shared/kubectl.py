@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -86,6 +87,42 @@ def parse_objects(logs: str) -> list[dict[str, Any]]:
             found += [i for i in doc["items"] if isinstance(i, dict)]
         elif isinstance(doc, dict) and doc.get("kind"):
             found.append(doc)
+
+
+# What kubectl prints for errors worth retrying: the API server's reason in "Error from server (...)",
+# or no connection at all. A JSON-patch `test` that failed means the object changed under us.
+_TRANSIENT = (
+    "(Conflict)", "(AlreadyExists)", "(TooManyRequests)", "(ServiceUnavailable)", "(InternalError)",
+    "(Timeout)", "(ServerTimeout)", "connection to the server", "testing value",
+)  # fmt: skip
+_DENIED = ("(Forbidden)", "(Unauthorized)", "You must be logged in")
+
+
+@dataclass(frozen=True)
+class CommandFailure:
+    """Why a run command did not succeed, and whether trying again later can help."""
+
+    message: str
+    temporary: bool
+    delay: float = 0.0
+
+
+def judge(state: str, exit_code: int | None, reason: str, logs: str) -> CommandFailure | None:
+    """None when the command succeeded; else what went wrong, from the result's state, exit code and the
+    last lines of its logs (kubectl's own words; our commands never print secrets)."""
+    failed_state = state.lower() == "failed"
+    if not failed_state and exit_code in (None, 0):
+        return None
+    tail = " | ".join(line for line in logs.strip().splitlines()[-3:] if line.strip())[:500]
+    if failed_state and exit_code in (None, 0):  # the command's pod never ran (image pull, scheduling)
+        return CommandFailure(f"the run command's pod did not run ({reason or 'no reason given'})", True, 60)
+    message = f"the run command failed (exit {exit_code}): {tail or reason or 'no output'}"
+    if any(marker in logs for marker in _DENIED):
+        hint = "; Keyless's identity needs the Kubernetes role in infra/ on the cluster (Azure RBAC for Kubernetes)"
+        return CommandFailure(message + hint, False)
+    if any(marker in logs for marker in _TRANSIENT):
+        return CommandFailure(message, True, 15)
+    return CommandFailure(message, False)
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:

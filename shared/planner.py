@@ -140,6 +140,21 @@ def credential_action(
     return "create", name
 
 
+def split_credentials(
+    existing: list[CredentialState], name: str, subject: str, issuer: str | None
+) -> tuple[list[CredentialState], list[CredentialState]]:
+    """(ours, others) on the binding's identity when offboarding. Ours: our name, or the binding's
+    subject under the cluster's issuer (an adopted credential; any issuer when the cluster is gone,
+    since the identity is named for this cluster/namespace/service account). Others were added by
+    someone else: the identity stays while they exist, or they would vanish with it."""
+    ours: list[CredentialState] = []
+    others: list[CredentialState] = []
+    for cred in existing:
+        adopted = cred.subject == subject and (issuer is None or cred.issuer == issuer)
+        (ours if cred.name.lower() == name.lower() or adopted else others).append(cred)
+    return ours, others
+
+
 def role_assignment_action(
     existing: list[RoleAssignmentState], scope: str, role_guid: str, principal_id: str
 ) -> tuple[Action, RoleAssignmentState | None]:

@@ -42,7 +42,7 @@ from shared.adapters.runcommand import RunCommandAdapter, RunCommandKube
 from shared.binding import Binding
 from shared.errors import KeylessError, NotFoundError, PermanentError, TemporaryError
 from shared.ids import ResourceId
-from shared.observed import AccountState, ClusterState, IdentityState
+from shared.observed import AccountState, ClusterState, CredentialState, IdentityState
 from shared.outcomes import Outcome, ReconcileResult, StepOutcome
 from shared.settings import Settings
 
@@ -91,6 +91,7 @@ class _Run:
     cluster_gone: bool | None = None  # learnt while offboarding: None = not asked yet
     kube: Any = None  # the KubeAdapter, or RunCommandKube for a private cluster Keyless cannot reach
     cluster: ClusterState | None = None
+    other_credentials: list[CredentialState] | None = None  # offboarding: credentials that are not ours
 
     def done(self, step: str) -> bool:
         return any(s.step == step for s in self.result.steps)
@@ -551,7 +552,8 @@ class Engine:
     def _cluster_exists(self, run: _Run) -> bool:
         if run.cluster_gone is None:
             try:
-                self.clusters.get(run.binding.cluster, fresh=True)  # offboarding is rare: ask ARM itself
+                # offboarding is rare: ask ARM itself
+                run.cluster = self.clusters.get(run.binding.cluster, fresh=True)
                 run.cluster_gone = False
             except NotFoundError:
                 run.cluster_gone = True
@@ -616,12 +618,14 @@ class Engine:
             return
         sub, rg = self.identity_location(b)
         existing = self.identities.list_credentials(sub, rg, identity.name)
-        ours = [c for c in existing if c.name.lower() == b.credential_name.lower()]
+        issuer = run.cluster.issuer_url if run.cluster is not None and not run.cluster_gone else None
+        ours, run.other_credentials = planner.split_credentials(existing, b.credential_name, b.subject, issuer)
         if not ours:
             run.record("federated-credential", "absent")
             return
-        self.identities.delete_credential(sub, rg, identity.name, ours[0].name)
-        run.record("federated-credential", "deleted", name=ours[0].name)
+        for cred in ours:  # ours, and one adopted under another name
+            self.identities.delete_credential(sub, rg, identity.name, cred.name)
+        run.record("federated-credential", "deleted", name=", ".join(c.name for c in ours))
 
     def _remove_identity(self, run: _Run, identity: IdentityState | None) -> None:
         b = run.binding
@@ -632,7 +636,16 @@ class Engine:
             run.record("identity", "unchanged", "not created by Keyless; left in place")
             return
         sub, rg = self.identity_location(b)
-        # Credentials first (an identity holds at most 20); an adopted one goes with the identity.
+        others = run.other_credentials
+        if others is None:
+            _, others = planner.split_credentials(
+                self.identities.list_credentials(sub, rg, identity.name), b.credential_name, b.subject, None
+            )
+        if others:
+            names = ", ".join(f"{c.name} (subject {c.subject})" for c in others)
+            reason = f"left in place: it holds federated credentials Keyless did not make: {names}"
+            run.record("identity", "unchanged", reason, name=identity.name)
+            return
         deleted = self.identities.delete(sub, rg, identity.name)
         run.record("identity", "deleted" if deleted else "absent", name=identity.name)
 

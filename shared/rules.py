@@ -5,6 +5,9 @@
 - tag `keyless-openai-account`: the account's name in the cluster's resource group, or a
   full resource id; without it, the only OpenAI/AIServices account in the cluster's
   resource group. More than one is ambiguous: never guess.
+- tag `keyless-workloads-deployments` (opt-in workload enforcement): `namespace/serviceaccount=
+  deployment[+deployment...]` entries, same separators; each pair must also be in
+  `keyless-workloads` (a tag names Deployments of a binding it asks for, nothing else).
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from shared.errors import PermanentError
 from shared.ids import ACCOUNT_TYPE, ResourceId, parse_resource_id
 from shared.observed import AccountState, ClusterState
 from shared.settings import DEFAULT_SYSTEM_NAMESPACES
+from shared.workloads import validate_workloads
 
 WORKLOADS_TAG = "keyless-workloads"
 ACCOUNT_TAG = "keyless-openai-account"
+DEPLOYMENTS_TAG = "keyless-workloads-deployments"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +32,10 @@ class TagRules:
     workloads: tuple[tuple[str, str], ...]
     account: ResourceId | None  # None: choose among the resource group's accounts
     errors: tuple[str, ...] = ()
+    deployments: tuple[tuple[tuple[str, str], tuple[str, ...]], ...] = ()  # (ns, sa) -> Deployments to enforce
+
+    def deployments_of(self, namespace: str, service_account: str) -> tuple[str, ...]:
+        return next((names for pair, names in self.deployments if pair == (namespace, service_account)), ())
 
 
 def _tag(tags: dict[str, str], name: str) -> str | None:
@@ -74,7 +83,29 @@ def read_tags(
             account = parse_resource_id(ref, ACCOUNT_TYPE, ACCOUNT_TAG)
         except PermanentError as exc:
             errors.append(exc.reason)
-    return TagRules(tuple(workloads), account, tuple(errors))
+    deployments = _read_deployments(_tag(cluster.tags, DEPLOYMENTS_TAG) or "", workloads, errors)
+    return TagRules(tuple(workloads), account, tuple(errors), deployments)
+
+
+def _read_deployments(
+    raw: str, workloads: list[tuple[str, str]], errors: list[str]
+) -> tuple[tuple[tuple[str, str], tuple[str, ...]], ...]:
+    found: dict[tuple[str, str], tuple[str, ...]] = {}
+    for item in re.split(r"[,;\s]+", raw.strip()):
+        if not item:
+            continue
+        pair_text, sep, names = item.partition("=")
+        ns, slash, sa = pair_text.partition("/")
+        try:
+            if not sep or not slash:
+                raise PermanentError(f"{DEPLOYMENTS_TAG}: {item!r} is not namespace/serviceaccount=deployment[+...]")
+            if (ns, sa) not in workloads:
+                raise PermanentError(f"{DEPLOYMENTS_TAG}: {ns}/{sa} is not in the {WORKLOADS_TAG} tag")
+            merged = found.get((ns, sa), ()) + tuple(n for n in names.split("+") if n)
+            found[(ns, sa)] = validate_workloads(list(merged), DEPLOYMENTS_TAG)
+        except PermanentError as exc:
+            errors.append(exc.reason)
+    return tuple(sorted(found.items()))
 
 
 def choose_account(candidates: list[AccountState]) -> str:

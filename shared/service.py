@@ -317,8 +317,15 @@ class Keyless:
             record = BindingRecord.for_binding(item, requested_by=f"tags:{cluster_id.name}", source=SOURCE_TAGS)
             if not self.ledger.create(record):
                 current = self.ledger.get(record.key)
-                if current is not None and not current.live:
-                    current.desired, current.status = "present", "pending"
+                revive = current is not None and not current.live
+                # the tag's Deployments are the tag binding's desired state; an API binding keeps its own
+                retarget = (
+                    current is not None and current.source == SOURCE_TAGS and current.workloads != record.workloads
+                )
+                if current is not None and (revive or retarget):
+                    if revive:
+                        current.desired, current.status = "present", "pending"
+                    current.workloads = list(record.workloads)
                     self.ledger.save(current)
             self._enqueue_binding(record.key, "cluster written", 0, version)
             touched.append(record.key)
@@ -356,6 +363,7 @@ class Keyless:
                         account_id,
                         self.settings.default_role,
                         allowlist=self.settings.role_allowlist,
+                        workloads=list(tag_rules.deployments_of(ns, sa)),
                     )
                 )
                 continue

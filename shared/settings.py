@@ -115,6 +115,7 @@ class Settings:
     api_key_secret_patterns: tuple[str, ...] = DEFAULT_API_KEY_SECRET_PATTERNS
     enforce_keyless_accounts: bool = False
     run_command_fallback: bool = True
+    run_command_wait_seconds: float = 60.0  # how long a run waits for one run command before handing back
 
     def __repr__(self) -> str:  # never print the storage connection string
         return f"Settings(arm_endpoint={self.arm_endpoint!r}, table_name={self.table_name!r}, ...)"
@@ -176,6 +177,7 @@ class Settings:
             api_key_secret_patterns=_list(env, "KEYLESS_API_KEY_SECRET_PATTERNS") or DEFAULT_API_KEY_SECRET_PATTERNS,
             enforce_keyless_accounts=_bool(env, "KEYLESS_ENFORCE_KEYLESS_ACCOUNTS", False),
             run_command_fallback=_bool(env, "KEYLESS_RUN_COMMAND_FALLBACK", True),
+            run_command_wait_seconds=_float(env, "KEYLESS_RUN_COMMAND_WAIT_SECONDS", 60.0, minimum=1.0),
         )
 
     def require_storage(self) -> None:

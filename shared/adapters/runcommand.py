@@ -48,15 +48,16 @@ class RunCommandAdapter:
         self, cluster: ClusterState, cluster_id: ResourceId, command: str, files: dict[str, str] | None = None
     ) -> str:
         """Run `command` in the cluster with `files` beside it; its logs. Waits at most
-        KEYLESS_CLUSTER_UPDATE_WAIT_SECONDS (at least 60 s); a command still running then, or one that
-        exits non-zero, raises (TemporaryError / PermanentError with the last lines of its logs)."""
+        KEYLESS_RUN_COMMAND_WAIT_SECONDS; a command still running then is a TemporaryError (it goes on
+        in the cluster; every command we send is idempotent), a failed one raises what
+        `kubectl.judge` makes of it (TemporaryError / PermanentError with the last lines of its logs)."""
         payload: dict[str, Any] = {"command": command}
         if files:
             payload["context"] = command_context(files)
         if cluster.aad_enabled and cluster.local_accounts_disabled:
             payload["clusterToken"] = self._credential.get_token(self._settings.aks_server_scope).token
         ops = self._clients.containerservice(cluster_id.subscription_id).managed_clusters
-        wait = max(self._settings.cluster_update_wait_seconds, 60.0)
+        wait = self._settings.run_command_wait_seconds
         try:
             poller = ops.begin_run_command(cluster_id.resource_group, cluster_id.name, payload, polling_interval=2)
             poller.wait(timeout=wait)
@@ -67,16 +68,18 @@ class RunCommandAdapter:
             raise NotFoundError(f"cluster {cluster_id} not found") from exc
         except HttpResponseError as exc:
             raise_translated(exc, "running a command in the cluster (run command)")
-        state = str(getattr(result, "provisioning_state", "") or "")
-        code = getattr(result, "exit_code", None)
         logs = str(getattr(result, "logs", "") or "")
-        if state.lower() == "failed" or (code not in (None, 0)):
-            tail = " | ".join(logs.strip().splitlines()[-3:])[:500]
-            reason = getattr(result, "reason", "") or ""
-            raise PermanentError(
-                f"the run command failed (exit {code}, {state or 'no state'}): {reason} {tail}".strip()
-            )
-        return logs
+        failure = kubectl.judge(
+            str(getattr(result, "provisioning_state", "") or ""),
+            getattr(result, "exit_code", None),
+            str(getattr(result, "reason", "") or ""),
+            logs,
+        )
+        if failure is None:
+            return logs
+        if failure.temporary:
+            raise TemporaryError(failure.message, failure.delay)
+        raise PermanentError(failure.message)
 
 
 class RunCommandKube:

@@ -267,6 +267,37 @@ def test_credential_with_same_issuer_and_subject_under_other_name_is_adopted(arm
     assert arm.log.writes() == []
 
 
+def test_offboarding_deletes_an_adopted_credential_with_the_identity(arm, kube, engine, binding):
+    assert engine.reconcile(binding).status == "ready"
+    identity = assert_converged(arm, kube, binding)
+    sub, rg = engine.identity_location(binding)
+    issuer = arm.managed_cluster(CLUSTER_ID)["properties"]["oidcIssuerProfile"]["issuerURL"]
+    engine.identities.delete_credential(sub, rg, identity["name"], binding.credential_name)
+    engine.identities.put_credential(sub, rg, identity["name"], "made-by-hand", issuer, binding.subject)
+    gone = engine.offboard(binding)
+    assert gone.status == "removed", gone.as_dict()
+    assert gone.step("federated-credential").details["name"] == "made-by-hand"
+    assert gone.step("identity").outcome == "deleted"
+    assert_nothing_left(arm, kube, binding)
+
+
+def test_offboarding_keeps_an_identity_that_holds_someone_elses_credential(arm, kube, engine, binding):
+    """Deleting the identity would take a credential Keyless did not make with it: the identity
+    stays (its role assignment is gone, so it can no longer reach the account), and the outcome says why."""
+    assert engine.reconcile(binding).status == "ready"
+    identity = assert_converged(arm, kube, binding)
+    sub, rg = engine.identity_location(binding)
+    other_issuer = "https://westeurope.oic.prod-aks.azure.com/tenant/other-cluster/"
+    engine.identities.put_credential(sub, rg, identity["name"], "ci-runner", other_issuer, "repo:org/app:ref:main")
+    gone = engine.offboard(binding)
+    assert gone.status == "removed", gone.as_dict()
+    step = gone.step("identity")
+    assert step.outcome == "unchanged" and "ci-runner (subject repo:org/app:ref:main)" in step.reason
+    assert arm.identity(identity["id"]) is not None
+    assert [c["name"] for c in arm.federated_credentials(identity["id"])] == ["ci-runner"]
+    assert arm.role_assignments(ACCOUNT_ID) == []
+
+
 def test_equal_role_assignment_under_another_name_counts_as_present(arm, kube, engine, binding):
     engine.reconcile(binding)
     identity = assert_converged(arm, kube, binding)

@@ -35,6 +35,7 @@ import base64
 import copy
 import dataclasses
 import datetime
+import io
 import json
 import math
 import re
@@ -43,6 +44,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +61,7 @@ from tests.emulators.common import (
     json_response,
     token_for_scope,
 )
+from tests.emulators.kubectl import KubectlPod
 
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -227,11 +230,34 @@ class _Operation:
 @dataclasses.dataclass
 class _Cluster:
     json: dict
-    kube_server_url: str
+    kube_server_url: str  # where the API server is, as seen from inside the cluster's network
     kube_ca_pem: bytes
     admin_token: str
     issuer_uuid: str
     op: _Operation | None = None
+    unreachable: socket.socket | None = None  # private cluster: a bound, never listening port (refuses at once)
+
+    @property
+    def client_server_url(self) -> str:
+        """The server in the kubeconfigs ARM hands out: for a private cluster, one Keyless cannot reach."""
+        if self.unreachable is None:
+            return self.kube_server_url
+        return f"https://127.0.0.1:{self.unreachable.getsockname()[1]}"
+
+
+@dataclasses.dataclass
+class _Command:
+    """One run command (managedClusters/runCommand): the pod ran it when it was submitted; its
+    result is shown once `run_command_seconds` and `run_command_polls` are used up."""
+
+    id: str
+    cluster_key: str
+    started: float
+    exit_code: int | None = None
+    logs: str = ""
+    failed_reason: str = ""  # the command's pod never ran (e.g. ImagePullBackoff)
+    finished: float | None = None
+    polls: int = 0
 
 
 @dataclasses.dataclass
@@ -368,6 +394,8 @@ class ArmEmulator:
         self.fic_write_latency_seconds = 0.0
         self.cluster_update_seconds = 30.0
         self.cluster_update_polls = 1
+        self.run_command_seconds = 0.0  # a run command's result shows after this much clock time...
+        self.run_command_polls = 1  # ...and after this many polls answered 202
         self.lro_retry_after_ms: int | None = 10  # sent as Retry-After-Ms on LRO responses; None = no header
         self.page_size = 100
         self.api_versions = copy.deepcopy(API_VERSIONS)
@@ -378,6 +406,8 @@ class ArmEmulator:
         self.request_hooks: list[Callable[[RecordedRequest], None]] = []  # run after each answer is decided
         self._buckets: dict[tuple[str, ...], _Tokens] = {}
         self._cluster_update_failures: list[tuple[str | None, bool]] = []  # (cluster key or None, leave_failed)
+        self._run_command_failures: list[str] = []  # reasons the next run commands' pods fail with
+        self.run_commands: list[dict] = []  # what each run command was asked: command, files, whether a token came
         # state, guarded by _lock; dict keys are _key(resource id)
         self._subscriptions: set[str] = set()
         self._resource_groups: dict[str, dict] = {}  # {subscription, name, location}
@@ -389,6 +419,7 @@ class ArmEmulator:
         self._accounts: dict[str, _Account] = {}
         self._generic: dict[str, dict] = {}  # any other resource type: scopes for role assignments, refusals
         self._operations: dict[str, _Operation] = {}
+        self._commands: dict[str, _Command] = {}
         self._faults: list[_Fault] = []
         for guid, (name, description, actions, not_actions, data_actions) in BUILT_IN_ROLES.items():
             permissions = {"actions": actions, "not_actions": not_actions, "data_actions": data_actions}
@@ -405,6 +436,10 @@ class ArmEmulator:
         if not self._server:
             return
         server, self._server = self._server, None
+        with self._lock:
+            for c in self._clusters.values():
+                if c.unreachable is not None:
+                    c.unreachable.close()
         stopping = threading.Thread(target=server.stop, daemon=True)
         stopping.start()
         # serve_forever() only notices the shutdown between 0.5 s selects: a bare connect wakes it at once.
@@ -418,6 +453,8 @@ class ArmEmulator:
     def reset(self) -> None:
         """Forget all resources, faults and knob settings; the server keeps running, the log is cleared."""
         with self._lock:
+            for cluster_id in list(self._clusters):
+                self.delete_managed_cluster(cluster_id)
             self._reset_state()
         self.log.clear()
 
@@ -518,8 +555,14 @@ class ArmEmulator:
         admin_token: str = "admin-token",
         aad_enabled: bool = True,
         kubernetes_version: str = "1.31.5",
+        private: bool = False,
+        run_command_disabled: bool = False,
     ) -> dict:
-        """Seed a managed cluster (and its resource group if missing); returns its ARM JSON."""
+        """Seed a managed cluster (and its resource group if missing); returns its ARM JSON.
+
+        `kube_server_url` is where its API server answers. A `private` cluster's kubeconfigs point at
+        an address that refuses connections (Keyless is outside the cluster's network); only the
+        run-command API reaches the API server then, unless `run_command_disabled`."""
         m = _parse_resource_id(cluster_id)
         with self._lock:
             rg = self._ensure_rg(m, location)
@@ -527,6 +570,21 @@ class ArmEmulator:
             c.json = self._cluster_json(m["sub"], rg["name"], m["name"], location, kube_server_url, kubernetes_version)
             c.json["tags"] = dict(tags or {})
             props = c.json["properties"]
+            if private:  # shaped like ManagedClustersCreate_PrivateClusterFQDNSubdomain.json
+                c.unreachable = socket.socket()
+                c.unreachable.bind(("127.0.0.1", 0))
+                props.pop("fqdn", None)
+                props["privateFQDN"] = f"{m['name']}-dns-{uuid.uuid4().hex[:8]}.{uuid.uuid4()}.privatelink." \
+                    f"{_norm_location(location)}.azmk8s.io"  # fmt: skip
+                props["azurePortalFQDN"] = props["privateFQDN"]
+            if private or run_command_disabled:
+                props["apiServerAccessProfile"] = {
+                    "enablePrivateCluster": private,
+                    "enablePrivateClusterPublicFQDN": False,
+                    "disableRunCommand": run_command_disabled,
+                }
+                if private:
+                    props["apiServerAccessProfile"]["privateDNSZone"] = "system"
             if aad_enabled:
                 aad = {"managed": True, "enableAzureRBAC": True, "adminGroupObjectIDs": [], "tenantID": self.tenant_id}
                 props["aadProfile"] = aad
@@ -557,7 +615,20 @@ class ArmEmulator:
 
     def delete_managed_cluster(self, cluster_id: str) -> None:
         with self._lock:
-            self._clusters.pop(_key(cluster_id), None)
+            c = self._clusters.pop(_key(cluster_id), None)
+            if c is not None and c.unreachable is not None:
+                c.unreachable.close()
+
+    def set_run_command_disabled(self, cluster_id: str, disabled: bool = True) -> None:
+        """apiServerAccessProfile.disableRunCommand, as `az aks update --disable-run-command` sets it."""
+        with self._lock:
+            props = self._clusters[_key(cluster_id)].json["properties"]
+            props.setdefault("apiServerAccessProfile", {})["disableRunCommand"] = disabled
+
+    def fail_run_commands(self, times: int = 1, reason: str = "ImagePullBackoff") -> None:
+        """The pods of the next `times` run commands never run: the result says `failed` with `reason`."""
+        with self._lock:
+            self._run_command_failures.extend([reason] * times)
 
     def add_cognitive_account(
         self,
@@ -794,6 +865,8 @@ class ArmEmulator:
             r(sub + r"/Microsoft\.ContainerService/managedClusters", aks, get=self._cluster_list),
             r(_AKS + "/listClusterUserCredential", aks, post=self._cluster_user_credential),
             r(_AKS + "/listClusterAdminCredential", aks, post=self._cluster_admin_credential),
+            r(_AKS + "/runCommand", aks, ("POST",), post=self._run_command),
+            r(_AKS + rf"/commandResults/(?P<command>{_SEG})", aks, get=self._command_result),
             r(sub + rf"/Microsoft\.ContainerService/locations/{_SEG}/operations/(?P<op>{_SEG})", aks,
               get=self._operation_get),
             r(_COG + rf"/(?P<name>{_SEG})/deployments/(?P<dep>{_SEG})", cog, get=self._deployment_get),
@@ -1613,7 +1686,8 @@ class ArmEmulator:
     @staticmethod
     def _credential_results(c: _Cluster, credential_name: str, user_name: str, user: dict) -> Response:
         name = c.json["name"]
-        cluster = {"certificate-authority-data": base64.b64encode(c.kube_ca_pem).decode(), "server": c.kube_server_url}
+        ca_data = base64.b64encode(c.kube_ca_pem).decode()
+        cluster = {"certificate-authority-data": ca_data, "server": c.client_server_url}
         kubeconfig = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -1653,6 +1727,87 @@ class ArmEmulator:
             raise _bad_request(message)
         user_name = f"clusterAdmin_{ctx.groups['rg']}_{c.json['name']}"
         return self._credential_results(c, "clusterAdmin", user_name, {"token": c.admin_token})
+
+    @staticmethod
+    def _command_files(context: str) -> dict[str, bytes]:
+        """The files of a run command's `context`: a base64-encoded zip."""
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(context, validate=True)))
+            return {info.filename: archive.read(info) for info in archive.infolist() if not info.is_dir()}
+        except (ValueError, zipfile.BadZipFile) as e:
+            message = f"The context of the command is not a base64-encoded zip file: {e}"
+            raise _bad_request(message, "InvalidParameter") from None  # guess
+
+    def _run_command(self, ctx: _Ctx) -> Response:
+        """POST .../runCommand: 202 with a Location to poll (commandResults/{id}), as AKS answers.
+
+        The command runs at once in the emulated pod (outside the state lock, against the cluster's
+        API server with the request's clusterToken, or the admin credential when local accounts are
+        on); its result shows when the poll budget is used up. A disabled run command, a bad body or
+        an unknown cluster is refused before anything runs."""
+        body = ctx.body()
+        command, context, token = body.get("command"), body.get("context") or "", body.get("clusterToken") or None
+        if not isinstance(command, str) or not command.strip():
+            raise _bad_request("Required parameter 'command' is missing or empty.", "InvalidParameter")  # guess
+        if not isinstance(context, str) or (token is not None and not isinstance(token, str)):
+            raise _bad_request("'context' and 'clusterToken' must be strings.", "InvalidParameter")  # guess
+        files = self._command_files(context) if context else {}
+        with self._lock:
+            c = self._find_cluster(ctx)
+            props = c.json["properties"]
+            if (props.get("apiServerAccessProfile") or {}).get("disableRunCommand"):
+                message = "Run command is disabled for this cluster (apiServerAccessProfile.disableRunCommand)."
+                raise _bad_request(message, "RunCommandDisabled")  # guess (code and message)
+            if (props.get("powerState") or {}).get("code") == "Stopped":
+                raise _bad_request("The cluster is stopped; start it to run commands.", "OperationNotAllowed")  # guess
+            if token is None and not (props.get("aadProfile") and props.get("disableLocalAccounts")):
+                token = c.admin_token  # AKS runs the pod with the cluster's own credential
+            command_id = uuid.uuid4().hex
+            run = _Command(command_id, ctx.key(AKS_TYPE), self.clock.now())
+            self._commands[command_id] = run
+            failure = self._run_command_failures.pop(0) if self._run_command_failures else ""
+            self.run_commands.append(
+                {
+                    "command": command,
+                    "files": files,
+                    "cluster_token": "clusterToken" in body and bool(body["clusterToken"]),
+                }
+            )
+            server, ca_pem = c.kube_server_url, c.kube_ca_pem
+        if failure:
+            run.failed_reason = failure
+        else:
+            result = KubectlPod(server, ca_pem, token).run(command, files)
+            run.exit_code, run.logs = result.exit_code, result.logs
+        with self._lock:
+            run.finished = self.clock.now()
+        return Response(
+            status=202, headers={"Location": self._command_location(ctx, command_id), **self._retry_after()}
+        )
+
+    def _command_location(self, ctx: _Ctx, command_id: str) -> str:
+        g = ctx.groups
+        cluster = _rid(g["sub"], g["rg"], AKS_TYPE, g["name"])
+        return f"{ctx.base_url}{cluster}/commandResults/{command_id}?api-version={ctx.api_version}"
+
+    def _command_result(self, ctx: _Ctx) -> Response:
+        """202 (no body) while the command runs; then 200 with its RunCommandResult (RunCommandRequest.json)."""
+        self._find_cluster(ctx)
+        run = self._commands.get(ctx.groups["command"].lower())
+        if run is None or run.cluster_key != ctx.key(AKS_TYPE):
+            raise ArmError(404, "NotFound", f"Command '{ctx.groups['command']}' was not found.")  # guess
+        elapsed = self.clock.now() - run.started
+        if run.finished is None or run.polls < self.run_command_polls or elapsed < self.run_command_seconds:
+            run.polls += 1
+            location = self._command_location(ctx, run.id)
+            return Response(status=202, headers={"Location": location, **self._retry_after()})
+        properties: dict[str, Any] = {"provisioningState": "failed" if run.failed_reason else "succeeded",
+                                      "startedAt": _iso(run.started), "finishedAt": _iso(run.finished)}  # fmt: skip
+        if run.failed_reason:
+            properties["reason"] = run.failed_reason
+        else:
+            properties.update(exitCode=run.exit_code, logs=run.logs)
+        return json_response({"id": run.id, "properties": properties})
 
     # ------------------------------------------------------------------ Microsoft.CognitiveServices
 
@@ -1771,4 +1926,8 @@ ERROR_SOURCES = {  # code -> where it came from ("guess" = not found in public m
     "SubscriptionRequestsThrottled (429)": "ARM throttling docs (aka.ms/arm-throttling); message abridged",
     "TooManyRequests (429, managed identity RP)": "guess; the limits are the Entra docs' 'Throttling limits'",
     "InternalOperationError (AKS operation Failed)": "guess",
+    "runCommand 202 + Location, commandResults 202/200": "RunCommandRequest.json, RunCommandResultFailed.json "
+        "(2025-10-01 examples): lower-case provisioningState, reason instead of exitCode/logs when the pod failed",
+    "RunCommandDisabled, InvalidParameter (runCommand, 400)": "guess; disableRunCommand is in the AKS API",
+    "NotFound (unknown command id, 404)": "guess",
 }  # fmt: skip

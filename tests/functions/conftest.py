@@ -63,7 +63,8 @@ def access_policy() -> dict[str, Any]:
                 "principals": {"groups": [TEAM_GROUP]},
                 "clusters": [CLUSTER_ID.split("/providers/")[0]],
                 "namespaces": ["team-a", "team-b", "ns-*"],
-                "accounts": [ACCOUNT_ID.split("/providers/")[0]], "workloads": ["ai-service", "chat-*"],
+                "accounts": [ACCOUNT_ID.split("/providers/")[0]],
+                "workloads": ["ai-service", "chat-*"],
             },
             {
                 "name": "other-team",

@@ -136,3 +136,33 @@ def test_verification_endpoint_errors(host, arm, kube):
         "onboardings_verification", "GET", "/x", route_params={"id": created["id"]}, principal=None
     )
     assert status == 401
+
+
+def test_the_cluster_tags_can_name_the_deployments_too(host, arm, kube):
+    """`keyless-workloads-deployments` opts a tagged binding into workload enforcement; taking the
+    Deployment out of the tag releases it (the binding stays)."""
+    from tests.functions.test_app import cluster_event, records
+
+    ai_service(kube)
+    tags = {
+        "keyless-workloads": f"{NAMESPACE}/{SERVICE_ACCOUNT}",
+        "keyless-openai-account": ACCOUNT_ID,
+        "keyless-workloads-deployments": f"{NAMESPACE}/{SERVICE_ACCOUNT}={AI}",
+    }
+    arm.set_tags(CLUSTER_ID, tags)
+    host.event(cluster_event())
+    host.drain()
+    (record,) = records()
+    assert record.workloads == [AI] and record.status == "verified", record.as_api()
+    assert all("OPENAI_API_KEY" not in env(p) and "AZURE_CLIENT_ID" in env(p) for p in pods(kube))
+
+    arm.set_tags(CLUSTER_ID, {k: v for k, v in tags.items() if k != "keyless-workloads-deployments"})
+    host.event(cluster_event())
+    host.drain()
+    (record,) = records()
+    assert record.workloads == [] and record.status in ("ready", "verified"), record.as_api()
+    released = kube.get_object("Deployment", NAMESPACE, AI)
+    assert "keyless.io/binding" not in released["metadata"].get("labels", {})
+    assert "keyless" not in {e["manager"] for e in released["metadata"]["managedFields"]}, "every field given back"
+    assert "azure.workload.identity/use" not in released["spec"]["template"]["metadata"].get("labels", {})
+    assert any(s["step"] == f"deployment/{AI}" and s["outcome"] != "unchanged" for s in record.as_api()["steps"])

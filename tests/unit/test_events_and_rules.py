@@ -98,6 +98,25 @@ class TestRules:
         assert len(r.errors) == 4
         assert r.account is None
 
+    def test_deployments_tag_names_deployments_of_tagged_workloads_only(self):
+        r = read_tags(
+            cluster(
+                {
+                    "keyless-workloads": "team-a/api team-b/worker",
+                    "keyless-workloads-deployments": "team-a/api=web+jobs, team-a/api=web;team-b/worker=w "
+                    "team-c/other=x team-a/api=Bad_Name team-b/worker",
+                }
+            ),
+            CID,
+        )
+        assert r.deployments_of("team-a", "api") == ("jobs", "web"), "merged, sorted, de-duplicated"
+        assert r.deployments_of("team-b", "worker") == ("w",)
+        assert r.deployments_of("team-c", "other") == ()
+        assert len(r.errors) == 3
+        assert any("team-c/other is not in the keyless-workloads tag" in e for e in r.errors)
+        assert any("'Bad_Name' is not a Deployment name" in e for e in r.errors)
+        assert any("'team-b/worker' is not namespace/serviceaccount=deployment" in e for e in r.errors)
+
     def test_choose_account(self):
         def acc(name, kind="OpenAI"):
             return AccountState(

@@ -58,8 +58,11 @@ def test_role_assignment_writes_are_constrained_to_the_allowlist():
     assert "roleAssignments/write" in condition and "roleAssignments/delete" in condition
     assert "ServicePrincipal" in condition
     # Contributor, Owner, User Access Administrator never appear.
-    for broad in ("b24988ac-6180-42a0-ab88-20f7382dd24c", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
-                  "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"):
+    for broad in (
+        "b24988ac-6180-42a0-ab88-20f7382dd24c",
+        "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+        "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+    ):
         assert broad not in condition
 
 

@@ -52,3 +52,20 @@ def test_the_context_is_a_base64_zip_of_the_files():
     with zipfile.ZipFile(io.BytesIO(base64.b64decode(context))) as archive:
         assert sorted(archive.namelist()) == ["keyless.yaml", "patch.json"]
         assert archive.read("keyless.yaml") == b"a: 1\n"
+
+
+def test_judge_tells_success_retryable_and_permanent_failures_apart():
+    assert kubectl.judge("Succeeded", 0, "", "configmap/x serverside-applied") is None
+    assert kubectl.judge("succeeded", None, "", "") is None
+    pod = kubectl.judge("failed", None, "ImagePullBackoff", "")
+    assert pod.temporary and "did not run (ImagePullBackoff)" in pod.message
+    conflict = kubectl.judge("succeeded", 1, "", 'Error from server (Conflict): configmaps "x": the object changed')
+    assert conflict.temporary and "exit 1" in conflict.message
+    refused = kubectl.judge("succeeded", 1, "", "error: dial tcp: The connection to the server x was refused")
+    assert refused.temporary
+    denied = kubectl.judge("succeeded", 1, "", 'Error from server (Forbidden): serviceaccounts "a" is forbidden')
+    assert not denied.temporary and "infra/" in denied.message
+    invalid = kubectl.judge("succeeded", 1, "", 'Error from server (Invalid): Deployment.apps "x" is invalid')
+    assert not invalid.temporary
+    long_logs = "\n".join(f"line {i}" for i in range(100))
+    assert kubectl.judge("succeeded", 2, "", long_logs).message.endswith("line 97 | line 98 | line 99")

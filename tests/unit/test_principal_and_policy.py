@@ -164,12 +164,17 @@ class TestPolicy:
 
     def test_patching_deployments_is_its_own_grant(self):
         with pytest.raises(Denied) as err:
-            policy().authorize(CALLER, Binding.create(CLUSTER, "team-a", "app", ACCOUNT, workloads=["api"],
-                                                      allowlist=(ROLE,)))
+            policy().authorize(
+                CALLER, Binding.create(CLUSTER, "team-a", "app", ACCOUNT, workloads=["api"], allowlist=(ROLE,))
+            )
         assert err.value.reason.startswith("workloads:")
         granted = policy(workloads=["api*"])
-        assert granted.authorize(CALLER, Binding.create(CLUSTER, "team-a", "app", ACCOUNT, workloads=["api-v2"],
-                                                        allowlist=(ROLE,))) == "team-a"
+        assert (
+            granted.authorize(
+                CALLER, Binding.create(CLUSTER, "team-a", "app", ACCOUNT, workloads=["api-v2"], allowlist=(ROLE,))
+            )
+            == "team-a"
+        )
 
     def test_subscription_allowlist(self):
         check_subscriptions(binding(), ())
