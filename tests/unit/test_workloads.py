@@ -7,8 +7,8 @@ import json
 import pytest
 
 from shared.errors import PermanentError
-from shared.observed import CredentialState, IdentityState
-from shared.verification import check_credential, check_pod, check_pods
+from shared.observed import CredentialState, IdentityState, KubeObjectState
+from shared.verification import check_credential, check_pod, check_pods, check_service_account
 from shared.workloads import (
     BINDING_LABEL,
     IDENTITY_ANNOTATION,
@@ -235,6 +235,19 @@ def test_release_gives_back_only_when_we_own_something():
 
 IDENTITY = IdentityState("id", "n", "eastus", "cid", "pid", "tid")
 ISSUER = "https://eastus.oic.prod-aks.azure.com/tenant/uuid/"
+
+
+def test_service_account_annotations_must_name_the_identity_and_its_tenant():
+    def sa(annotations):
+        return KubeObjectState(name="app-sa", namespace="team", annotations=annotations)
+
+    good = {"azure.workload.identity/client-id": "cid", "azure.workload.identity/tenant-id": "tid"}
+    assert check_service_account(sa(good), IDENTITY).status == "pass"
+    other_tenant = check_service_account(sa({**good, "azure.workload.identity/tenant-id": "t2"}), IDENTITY)
+    assert other_tenant.status == "fail" and "tenant-id annotation" in other_tenant.reason
+    assert other_tenant.evidence["annotations"]["azure.workload.identity/tenant-id"] == "t2"
+    assert check_service_account(None, IDENTITY).reason == "the service account does not exist"
+    assert check_service_account(sa(good), None).reason == "the identity does not exist"
 
 
 def test_the_issuer_is_compared_exactly_trailing_slash_included():
