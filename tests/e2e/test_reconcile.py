@@ -251,13 +251,18 @@ def test_principal_not_replicated_is_not_yet_then_converges(arm, kube, engine, b
     assert_converged(arm, kube, binding)
 
 
-def test_credential_with_same_issuer_and_subject_under_other_name_is_adopted(arm, kube, engine, binding):
+def onboard_with_a_hand_made_credential(arm, kube, engine, binding) -> None:
+    """Onboarded, then our credential replaced by an equal one (same issuer and subject) named by hand."""
     assert engine.reconcile(binding).status == "ready"
     identity = assert_converged(arm, kube, binding)
     sub, rg = engine.identity_location(binding)
     issuer = arm.managed_cluster(CLUSTER_ID)["properties"]["oidcIssuerProfile"]["issuerURL"]
     engine.identities.delete_credential(sub, rg, identity["name"], binding.credential_name)
     engine.identities.put_credential(sub, rg, identity["name"], "made-by-hand", issuer, binding.subject)
+
+
+def test_credential_with_same_issuer_and_subject_under_other_name_is_adopted(arm, kube, engine, binding):
+    onboard_with_a_hand_made_credential(arm, kube, engine, binding)
     arm.log.clear()
     result = engine.reconcile(binding)
     assert result.status == "ready"
@@ -268,12 +273,7 @@ def test_credential_with_same_issuer_and_subject_under_other_name_is_adopted(arm
 
 
 def test_offboarding_deletes_an_adopted_credential_with_the_identity(arm, kube, engine, binding):
-    assert engine.reconcile(binding).status == "ready"
-    identity = assert_converged(arm, kube, binding)
-    sub, rg = engine.identity_location(binding)
-    issuer = arm.managed_cluster(CLUSTER_ID)["properties"]["oidcIssuerProfile"]["issuerURL"]
-    engine.identities.delete_credential(sub, rg, identity["name"], binding.credential_name)
-    engine.identities.put_credential(sub, rg, identity["name"], "made-by-hand", issuer, binding.subject)
+    onboard_with_a_hand_made_credential(arm, kube, engine, binding)
     gone = engine.offboard(binding)
     assert gone.status == "removed", gone.as_dict()
     assert gone.step("federated-credential").details["name"] == "made-by-hand"
