@@ -226,6 +226,26 @@ def kube_faults(ctx: Context) -> Audit:
         return w.audit("Kubernetes API down / 409 / 5xx", expect_all(items, "ready"))
 
 
+@scenario("private clusters through run command: 429s, command pods that never run, kubectl conflicts")
+def private_clusters(ctx: Context) -> Audit:
+    items = workloads(2, ctx.n(2, 8))
+    with ctx.world(clusters=2, private=True) as w:
+        w.arm.inject_fault("POST", "/runcommand", 429, headers={"Retry-After": "1"}, times=ctx.n(2, 10))
+        w.arm.inject_fault("GET", "/commandresults/", 503, times=ctx.n(2, 10))
+        w.arm.fail_run_commands(ctx.n(2, 6), reason="ImagePullBackoff")
+        w.kubes[0].inject_fault("PATCH", "/serviceaccounts/", 409, reason="Conflict", times=ctx.n(1, 4))
+        w.kubes[1].inject_fault("PATCH", "/configmaps/", 500, times=ctx.n(1, 4))
+        onboard_all(w, items)
+        settle_until(w, expect_all(items, "ready"), deadline=120)
+        gone = items[::2]
+        w.arm.fail_run_commands(ctx.n(1, 4), reason="ImagePullBackoff")
+        for item in gone:
+            w.offboard(item.key)
+        expect = {item: ("removed",) if item in gone else ("ready",) for item in items}
+        settle_until(w, expect, deadline=120)
+        return w.audit("private clusters (run command)", expect)
+
+
 # ------------------------------------------------------------------------------------------ storage and workers
 
 

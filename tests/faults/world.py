@@ -269,6 +269,7 @@ class World:
         workers: int = 8,
         visibility: int = 30,
         oidc: bool = True,
+        private: bool = False,
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.ca = ca
@@ -277,6 +278,7 @@ class World:
         self.arm = ArmEmulator(ca).start()
         self.arm.enforce_limits(limits_scale)
         self.kubes: list[KubeEmulator] = []
+        self.private = private  # clusters reachable only through the run-command API
         self.arm.add_resource_group(SUB, RG_AKS)
         self.arm.add_resource_group(SUB, RG_AI)
         for i in range(clusters):
@@ -314,6 +316,7 @@ class World:
             kube_ca_pem=self.ca.ca_pem,
             oidc_issuer_enabled=oidc,
             workload_identity_enabled=oidc,
+            private=self.private,
         )
         return kube
 
