@@ -183,6 +183,18 @@ def test_server_side_apply_get_patch_delete_as_kubectl_prints_them(aks, kube):
     assert kube.get_object("ConfigMap", NAMESPACE, "one") is None
 
 
+def test_several_resource_types_are_listed_as_one_list(aks, kube):
+    kube.put_object({"kind": "ConfigMap", "metadata": {"name": "c", "namespace": NAMESPACE}, "data": {}})
+    kube.put_object({"kind": "ServiceAccount", "metadata": {"name": "s", "namespace": NAMESPACE}})
+    listing = json.loads(run(aks, "kubectl get configmaps,serviceaccounts -n team-a -o json").logs)
+    assert listing["kind"] == "List"
+    assert [(i["kind"], i["metadata"]["name"]) for i in listing["items"]] == [
+        ("ConfigMap", "c"),
+        ("ServiceAccount", "default"),
+        ("ServiceAccount", "s"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("command", "code", "words"),
     [

@@ -90,6 +90,7 @@ class RunCommandKube:
         self._cluster = cluster
         self._settings = settings
         self._snapshot: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._deployments: dict[str, list[dict[str, Any]]] = {}  # namespace -> listed with its pods
         self.commands = 0
 
     def _run(self, cluster_id: ResourceId, command: str, files: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -170,7 +171,10 @@ class RunCommandKube:
     def list_deployments(
         self, cluster_id: ResourceId, namespace: str, label_selector: str = "", forbidden_is_empty: bool = False
     ) -> list[DeploymentState]:
-        objects = self._run(cluster_id, kubectl.list_command("deployments", namespace, label_selector))
+        if not label_selector and namespace in self._deployments:  # listed by list_pods a moment ago
+            objects = self._deployments.pop(namespace)
+        else:
+            objects = self._run(cluster_id, kubectl.list_command("deployments", namespace, label_selector))
         return [_deployment_state(o) for o in objects if o.get("kind", "Deployment") == "Deployment"]
 
     def get_deployment(self, cluster_id: ResourceId, namespace: str, name: str) -> DeploymentState | None:
@@ -190,6 +194,7 @@ class RunCommandKube:
         return _deployment_state(obj)
 
     def list_pods(self, cluster_id: ResourceId, namespace: str) -> list[dict[str, Any]]:
-        return [
-            o for o in self._run(cluster_id, kubectl.list_command("pods", namespace)) if o.get("kind", "Pod") == "Pod"
-        ]
+        """The namespace's pods, and its Deployments with them (one command; verification wants both)."""
+        objects = self._run(cluster_id, kubectl.list_command("deployments,pods", namespace))
+        self._deployments[namespace] = [o for o in objects if o.get("kind") == "Deployment"]
+        return [o for o in objects if o.get("kind") == "Pod"]

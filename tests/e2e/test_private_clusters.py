@@ -113,9 +113,10 @@ def test_workloads_are_enforced_and_verified_through_run_command(
 
     running = pods(kube)
     assert running and all("OPENAI_API_KEY" not in env(p) and "AZURE_CLIENT_ID" in env(p) for p in running)
+    arm.run_commands.clear()
     report = engine.verify(b)
     assert report.status == "pass", report.as_dict()
-    assert any(c.startswith("kubectl get pods -n team-a") for c in commands(arm)), "pods read through kubectl"
+    assert commands(arm)[-1].startswith("kubectl get deployments,pods -n team-a"), "one command reads both"
 
 
 def test_offboarding_a_private_cluster_deletes_through_run_command(

@@ -225,13 +225,15 @@ class KubectlPod:
         if not args.positional:
             raise _Exit(1, "error: you must specify the type of resource to get.")
         if "/" not in args.positional[0]:
-            rt = self._resource(args.positional[0])
             if len(args.positional) > 1:
-                raise _Exit(1, "error: the run-command emulator lists one resource type without names")
+                raise _Exit(1, "error: the run-command emulator lists resource types without names")
+            types = [self._resource(name) for name in args.positional[0].split(",")]
             query = {"labelSelector": args.selector} if args.selector else None
-            status, body = self._call("GET", self._url(rt, args.namespace, query=query))
-            self._check(status, body)
-            items = [{"apiVersion": rt.api_version, "kind": rt.kind, **i} for i in body.get("items", [])]
+            items = []
+            for rt in types:  # kubectl lists each type in turn and prints them as one List
+                status, body = self._call("GET", self._url(rt, args.namespace, query=query))
+                self._check(status, body)
+                items += [{"apiVersion": rt.api_version, "kind": rt.kind, **i} for i in body.get("items", [])]
             self._print(args, items, out, single=False)
             return
         found = []
