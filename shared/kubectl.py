@@ -12,6 +12,7 @@ side apply keeps the same field manager, so ownership is the same whichever way 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -107,13 +108,23 @@ class CommandFailure:
     delay: float = 0.0
 
 
+# kubectl's own error lines; anything else in the logs (JSON it printed: a pod's env may hold a
+# literal key) never leaves this module.
+_ERROR_LINE = re.compile(r"^(error: |Error from server|The connection to the server|/bin/sh: |[EW]\d{4} )")
+
+
+def error_lines(logs: str) -> list[str]:
+    return [line.strip() for line in logs.splitlines() if _ERROR_LINE.match(line.strip())]
+
+
 def judge(state: str, exit_code: int | None, reason: str, logs: str) -> CommandFailure | None:
-    """None when the command succeeded; else what went wrong, from the result's state, exit code and the
-    last lines of its logs (kubectl's own words; our commands never print secrets)."""
+    """None when the command succeeded; else what went wrong, from the result's state, exit code and
+    kubectl's last error lines (only those: other output may hold values that must not be stored)."""
     failed_state = state.lower() == "failed"
     if not failed_state and exit_code in (None, 0):
         return None
-    tail = " | ".join(line for line in logs.strip().splitlines()[-3:] if line.strip())[:500]
+    logs = "\n".join(error_lines(logs))
+    tail = " | ".join(logs.splitlines()[-3:])[:500]
     if failed_state and exit_code in (None, 0):  # the command's pod never ran (image pull, scheduling)
         return CommandFailure(f"the run command's pod did not run ({reason or 'no reason given'})", True, 60)
     message = f"the run command failed (exit {exit_code}): {tail or reason or 'no output'}"

@@ -67,5 +67,13 @@ def test_judge_tells_success_retryable_and_permanent_failures_apart():
     assert not denied.temporary and "infra/" in denied.message
     invalid = kubectl.judge("succeeded", 1, "", 'Error from server (Invalid): Deployment.apps "x" is invalid')
     assert not invalid.temporary
-    long_logs = "\n".join(f"line {i}" for i in range(100))
-    assert kubectl.judge("succeeded", 2, "", long_logs).message.endswith("line 97 | line 98 | line 99")
+    long_logs = "\n".join(f"error: line {i}" for i in range(100))
+    assert kubectl.judge("succeeded", 2, "", long_logs).message.endswith("line 97 | error: line 98 | error: line 99")
+
+
+def test_judge_keeps_only_kubectl_error_lines_never_printed_values():
+    printed = json.dumps({"items": [{"env": [{"name": "OPENAI_API_KEY", "value": "sk-literal"}]}]}, indent=2)
+    failure = kubectl.judge("succeeded", 1, "", printed + "\nError from server (InternalError): etcd timeout\n")
+    assert "sk-literal" not in failure.message and "OPENAI_API_KEY" not in failure.message
+    assert failure.message.endswith("Error from server (InternalError): etcd timeout") and failure.temporary
+    assert "no output" in kubectl.judge("succeeded", 3, "", printed).message
