@@ -48,6 +48,7 @@ class BindingRecord:
     next_attempt_at: str | None = None
     last_requests: dict[str, int] = dataclasses.field(default_factory=dict)
     verification: dict[str, Any] = dataclasses.field(default_factory=dict)
+    announced_status: str = ""  # the last status published as an outcome event (shared.announcements)
     etag: str | None = None
 
     @classmethod

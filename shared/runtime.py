@@ -48,6 +48,7 @@ def reset() -> None:
 def _build(settings: Settings) -> Any:
     from shared.adapters.credentials import default_credential
     from shared.adapters.ledger import Ledger
+    from shared.adapters.topic import OutcomeTopic
     from shared.adapters.workqueue import WorkQueue
     from shared.reconcile import Engine
     from shared.service import Keyless
@@ -64,4 +65,5 @@ def _build(settings: Settings) -> Any:
         ledger=Ledger.connect(settings.table_name, **storage),
         queue=WorkQueue(**storage),
         engine=Engine.from_settings(settings, credential),
+        topic=OutcomeTopic(settings, credential) if settings.outcome_topic_endpoint else None,
     )

@@ -35,7 +35,7 @@ import json
 import logging
 from typing import Any
 
-from shared import assurance, naming, rules
+from shared import announcements, assurance, naming, rules
 from shared.binding import Binding
 from shared.errors import KeylessError, NotFoundError, PermanentError, TemporaryError
 from shared.events import ResourceEvent
@@ -87,6 +87,7 @@ class Keyless:
     ledger: Any  # shared.adapters.ledger.Ledger
     queue: Any  # shared.adapters.workqueue.WorkQueue
     engine: Any  # shared.reconcile.Engine
+    topic: Any = None  # shared.adapters.topic.OutcomeTopic, or None: no outcome events
 
     # --- self-service -----------------------------------------------------------------------
 
@@ -189,6 +190,7 @@ class Keyless:
             log.warning("binding %s: no ledger record; message dropped", key)
             return None
         if record.status == "removed" and not record.live:
+            self._announce(record)  # a "removed" event that could not be published before
             return record
         if record.live and not record.account:
             return record  # recorded failure (e.g. ambiguous account): nothing to reconcile
@@ -272,7 +274,33 @@ class Keyless:
                 record = fresh
         if record.status == "not-ready":
             self._enqueue_binding(record.key, result.reason, result.retry_after_seconds or 30)
+        self._announce(record)
         return record
+
+    def _announce(self, record: BindingRecord) -> None:
+        """Publish the record's new settled status (shared.announcements), at least once: when the
+        topic cannot take it, the binding is queued again in a minute and the next run retries. An
+        outcome event never fails a binding."""
+        from shared.adapters.ledger import LedgerConflict
+
+        event = announcements.outcome_event(record)
+        if event is None or self.topic is None:
+            return
+        try:
+            self.topic.publish(event)
+        except Exception as exc:  # noqa: BLE001 - a notification: log it, retry later, go on
+            log.warning(
+                "binding %s: outcome event %s (%s) not published: %s; retrying in a minute",
+                record.key, event.id, event.type, type(exc).__name__,
+            )  # fmt: skip
+            self._enqueue_binding(record.key, "outcome event not published", 60)
+            return
+        log.info("binding %s: published %s (%s)", record.key, event.type, event.id)
+        record.announced_status = record.status
+        try:
+            self.ledger.save(record)
+        except LedgerConflict:
+            pass  # another run moved the record on; it announces its own status
 
     def _same_workload(self, record: BindingRecord) -> list[BindingRecord]:
         return [

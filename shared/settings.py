@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.parse
 from collections.abc import Mapping
 
 from shared.binding import OPENAI_USER_ROLE_ID, resolve_role
@@ -69,6 +70,26 @@ def _url(env: Mapping[str, str], key: str, default: str) -> str:
     return value
 
 
+def _https_url(env: Mapping[str, str], key: str) -> str:
+    """An optional https endpoint; never one carrying credentials (user info or a query string)."""
+    value = (env.get(key) or "").strip()
+    if not value:
+        return ""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise SettingsError(f"{key}: must be an https:// URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise SettingsError(f"{key}: must not carry credentials or a query string (Keyless uses Entra ID, never keys)")
+    return value
+
+
+def _choice(env: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(key) or choices[0]).strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _list(env: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in (env.get(key) or "").replace(";", ",").split(",") if item.strip())
 
@@ -116,6 +137,9 @@ class Settings:
     enforce_keyless_accounts: bool = False
     run_command_fallback: bool = True
     run_command_wait_seconds: float = 60.0  # how long a run waits for one run command before handing back
+    # --- outcome events ---
+    outcome_topic_endpoint: str = ""  # an Event Grid topic's endpoint; "" = no outcome events
+    outcome_event_schema: str = "cloudevents"  # the topic's input schema: cloudevents | eventgrid
 
     def __repr__(self) -> str:  # never print the storage connection string
         return f"Settings(arm_endpoint={self.arm_endpoint!r}, table_name={self.table_name!r}, ...)"
@@ -178,6 +202,8 @@ class Settings:
             enforce_keyless_accounts=_bool(env, "KEYLESS_ENFORCE_KEYLESS_ACCOUNTS", False),
             run_command_fallback=_bool(env, "KEYLESS_RUN_COMMAND_FALLBACK", True),
             run_command_wait_seconds=_float(env, "KEYLESS_RUN_COMMAND_WAIT_SECONDS", 60.0, minimum=1.0),
+            outcome_topic_endpoint=_https_url(env, "KEYLESS_OUTCOME_TOPIC_ENDPOINT"),
+            outcome_event_schema=_choice(env, "KEYLESS_OUTCOME_EVENT_SCHEMA", ("cloudevents", "eventgrid")),
         )
 
     def require_storage(self) -> None:

@@ -52,6 +52,14 @@ def test_control_plane_actions_are_exactly_what_the_adapters_use():
     assert authorization == {f"Microsoft.Authorization/roleAssignments/{v}" for v in ("read", "write", "delete")}
 
 
+def test_data_plane_actions_are_kubernetes_objects_and_sending_outcome_events_only():
+    granted = {a for r in ROLES.values() for a in r["DataActions"]}
+    kubernetes = {a for a in granted if a.startswith("Microsoft.ContainerService/managedClusters/")}
+    assert granted - kubernetes == {"Microsoft.EventGrid/topics/events/send/action"}
+    assert not any("secrets" in a for a in kubernetes), "Keyless never reads secrets"
+    assert not any(a.startswith("Microsoft.CognitiveServices/") for a in granted), "no OpenAI data access, no keys"
+
+
 def test_role_assignment_writes_are_constrained_to_the_allowlist():
     condition = (INFRA / "role-assignment-condition.txt").read_text()
     assert "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd" in condition
