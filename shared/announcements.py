@@ -28,6 +28,8 @@ EVENT_TYPES = {
     "removed": "Keyless.Onboarding.Removed",
 }
 SOURCE = "/keyless/onboardings"
+ACCOUNT_SOURCE = "/keyless/accounts"
+KEYS_DISABLED = "Keyless.Account.LocalAuthDisabled"
 DATA_VERSION = "1.0"
 
 
@@ -74,4 +76,18 @@ def outcome_event(record: BindingRecord) -> OutcomeEvent | None:
         subject=f"{record.cluster}/namespaces/{record.namespace}/serviceAccounts/{record.service_account}",
         time=record.updated_at,
         data=data,
+    )
+
+
+def keys_disabled_event(account_id: str, bindings: list[str], time: str) -> OutcomeEvent:
+    """The account's keys were switched off (disableLocalAuth=true): anything still using a key
+    stops working, so this is announced. It happens once per account (Keyless never turns keys
+    back on), hence an id from the account alone."""
+    return OutcomeEvent(
+        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"keyless:{account_id.lower()}:local-auth-disabled")),
+        type=KEYS_DISABLED,
+        source=ACCOUNT_SOURCE,
+        subject=account_id,
+        time=time,
+        data={"openAIAccount": account_id, "disableLocalAuth": True, "verifiedOnboardings": sorted(bindings)},
     )

@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from shared import announcements
 from shared.binding import Binding
 from shared.errors import KeylessError
 from shared.ids import ACCOUNT_TYPE, parse_resource_id
 from shared.outcomes import ReconcileResult, StepOutcome
-from shared.records import BindingRecord
+from shared.records import BindingRecord, utcnow
 from shared.verification import VerificationReport
 
 log = logging.getLogger("keyless.assurance")
@@ -88,6 +89,9 @@ def enforce_keyless_account(svc: Any, account: str) -> StepOutcome:
     except KeylessError as exc:
         outcome = StepOutcome("keyless-account", "failed", exc.reason)
     log.info("account %s keyless: %s %s", account_id.name, outcome.outcome, outcome.reason)
+    if outcome.outcome == "updated":
+        verified = [r.key for r in svc.ledger.all(account=account, live_only=True) if r.status == "verified"]
+        svc.publish(announcements.keys_disabled_event(str(account_id), verified, utcnow()))
     return outcome
 
 

@@ -277,6 +277,19 @@ class Keyless:
         self._announce(record)
         return record
 
+    def publish(self, event: announcements.OutcomeEvent) -> bool:
+        """Send one outcome event to the topic, if there is one; False (logged) when it could not."""
+        if self.topic is None:
+            return False
+        try:
+            self.topic.publish(event)
+        except Exception as exc:  # noqa: BLE001 - a notification: log it and go on
+            log.warning("outcome event %s (%s, %s) not published: %s", event.id, event.type, event.subject,
+                        type(exc).__name__)  # fmt: skip
+            return False
+        log.info("published %s (%s) for %s", event.type, event.id, event.subject)
+        return True
+
     def _announce(self, record: BindingRecord) -> None:
         """Publish the record's new settled status (shared.announcements), at least once: when the
         topic cannot take it, the binding is queued again in a minute and the next run retries. An
@@ -286,16 +299,9 @@ class Keyless:
         event = announcements.outcome_event(record)
         if event is None or self.topic is None:
             return
-        try:
-            self.topic.publish(event)
-        except Exception as exc:  # noqa: BLE001 - a notification: log it, retry later, go on
-            log.warning(
-                "binding %s: outcome event %s (%s) not published: %s; retrying in a minute",
-                record.key, event.id, event.type, type(exc).__name__,
-            )  # fmt: skip
+        if not self.publish(event):
             self._enqueue_binding(record.key, "outcome event not published", 60)
             return
-        log.info("binding %s: published %s (%s)", record.key, event.type, event.id)
         record.announced_status = record.status
         try:
             self.ledger.save(record)

@@ -132,3 +132,23 @@ def test_an_event_grid_schema_topic_gets_event_grid_events(host, arm, kube, ca, 
 def test_without_a_topic_nothing_is_published(host, arm, kube):
     onboard(host)
     assert runtime.service().topic is None
+
+
+def test_switching_an_account_keyless_is_announced(host, arm, kube, topic):
+    from tests.e2e.test_workloads import AI, ai_service
+
+    arm.set_tags(ACCOUNT_ID, {"keyless-enforce": "true"})
+    ai_service(kube)
+    status, created, _ = host.http("onboardings_create", "POST", "/api/onboardings", {**REQUEST, "workloads": [AI]})
+    assert status == 202
+    host.drain()
+    assert arm.cognitive_account(ACCOUNT_ID)["properties"]["disableLocalAuth"] is True
+    by_type = {e["type"]: e for e in topic.events}
+    assert by_type["Keyless.Onboarding.Verified"]["data"]["id"] == created["id"]
+    keys_off = by_type["Keyless.Account.LocalAuthDisabled"]
+    assert keys_off["subject"] == ACCOUNT_ID and keys_off["source"] == "/keyless/accounts"
+    assert keys_off["data"] == {
+        "openAIAccount": ACCOUNT_ID,
+        "disableLocalAuth": True,
+        "verifiedOnboardings": [created["id"]],
+    }
