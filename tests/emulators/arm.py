@@ -901,8 +901,7 @@ class ArmEmulator:
         return response(environ, start_response)
 
     def _record(self, request: Request, status: int) -> None:
-        query, content_type = request.query_string.decode(), request.headers.get("Content-Type", "")
-        recorded = RecordedRequest(request.method, request.path, query, status, content_type)
+        recorded = RecordedRequest.of(request, status)
         self.log.add(recorded)
         for hook in list(self.request_hooks):
             hook(recorded)

@@ -73,6 +73,12 @@ class RecordedRequest:
     status: int
     content_type: str = ""
 
+    @classmethod
+    def of(cls, request: Request, status: int) -> RecordedRequest:
+        """What an emulator keeps of a request it answered with `status`."""
+        query, content_type = request.query_string.decode(), request.headers.get("Content-Type", "")
+        return cls(request.method, request.path, query, status, content_type)
+
     @property
     def is_write(self) -> bool:
         """PUT/PATCH/DELETE, and POST except ARM `list...` actions (listClusterUserCredential reads)."""

@@ -91,15 +91,7 @@ class EventGridTopicEmulator:
     def _wsgi(self, environ: dict, start_response: Any) -> Any:
         request = Request(environ)
         response = self._handle(request)
-        self.log.add(
-            RecordedRequest(
-                request.method,
-                request.path,
-                request.query_string.decode(),
-                response.status_code,
-                request.headers.get("Content-Type", ""),
-            )
-        )
+        self.log.add(RecordedRequest.of(request, response.status_code))
         return response(environ, start_response)
 
     @staticmethod

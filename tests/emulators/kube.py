@@ -1364,15 +1364,7 @@ class KubeEmulator:
             response = error.response()
         except Exception:  # a bug in the emulator: answer like the real server would, loudly
             response = ApiError(500, "InternalError", "Internal error occurred: " + traceback.format_exc()).response()
-        self.log.add(
-            RecordedRequest(
-                request.method,
-                request.path,
-                request.query_string.decode(),
-                response.status_code,
-                request.headers.get("Content-Type", ""),
-            )
-        )
+        self.log.add(RecordedRequest.of(request, response.status_code))
         return response(environ, start_response)
 
     def _handle(self, request: Request) -> Response:
