@@ -119,6 +119,7 @@ class Settings:
     create_namespaces: bool = False
     field_manager: str = "keyless"
     kube_credentials_ttl_seconds: float = 900.0
+    request_timeout_seconds: float = 30.0  # read timeout of one ARM / Kubernetes call (connect: at most 10 s)
     storage_connection_string: str | None = dataclasses.field(default=None, repr=False)
     storage_account_name: str | None = None
     table_name: str = "keylessbindings"
@@ -143,6 +144,12 @@ class Settings:
 
     def __repr__(self) -> str:  # never print the storage connection string
         return f"Settings(arm_endpoint={self.arm_endpoint!r}, table_name={self.table_name!r}, ...)"
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds for one call: a silent server or a black-holed address (a private
+        cluster's API server seen from outside its network) never holds a worker for long."""
+        return min(10.0, self.request_timeout_seconds), self.request_timeout_seconds
 
     @property
     def aks_server_scope(self) -> str:
@@ -187,6 +194,7 @@ class Settings:
             create_namespaces=_bool(env, "KEYLESS_CREATE_NAMESPACES", False),
             field_manager=field_manager,
             kube_credentials_ttl_seconds=_float(env, "KEYLESS_KUBE_CREDENTIALS_TTL_SECONDS", 900.0),
+            request_timeout_seconds=_float(env, "KEYLESS_REQUEST_TIMEOUT_SECONDS", 30.0, minimum=0.1),
             storage_connection_string=(env.get("AzureWebJobsStorage") or "").strip() or None,
             storage_account_name=(env.get("AzureWebJobsStorage__accountName") or "").strip() or None,
             table_name=(env.get("KEYLESS_TABLE_NAME") or cls.table_name).strip(),

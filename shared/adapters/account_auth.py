@@ -7,9 +7,9 @@ that uses the account is verified, and has no operation that sets it back to fal
 
 from __future__ import annotations
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters.arm import ArmClients, raise_translated
+from shared.adapters.arm import ARM_ERRORS, ArmClients, raise_translated
 from shared.errors import NotFoundError
 from shared.ids import ResourceId
 
@@ -32,5 +32,5 @@ class AccountAuthAdapter:
             poller.result()
         except ResourceNotFoundError as exc:
             raise NotFoundError(f"OpenAI account {account_id} not found") from exc
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "disabling local authentication on the OpenAI account")

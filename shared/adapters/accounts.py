@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters.arm import ArmClients, raise_translated
+from shared.adapters.arm import ARM_ERRORS, ArmClients, raise_translated
 from shared.adapters.readcache import ReadCache, version_of
 from shared.errors import NotFoundError
 from shared.ids import ResourceId
@@ -32,7 +32,7 @@ class AccountAdapter:
             return [_account_state(a, ()) for a in client.accounts.list_by_resource_group(resource_group)]
         except ResourceNotFoundError:
             return []
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "listing OpenAI accounts")
 
     def get(self, account_id: ResourceId, fresh: bool = False) -> AccountState:
@@ -60,7 +60,7 @@ class AccountAdapter:
         except ResourceNotFoundError as exc:
             self.cache.forget(account_id.key)
             raise NotFoundError(f"OpenAI account {account_id} not found") from exc
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "reading the OpenAI account")
         return _account_state(account, deployments, account_id)
 

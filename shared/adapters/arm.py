@@ -29,13 +29,13 @@ class _CountingPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
         record("arm", http.method, http.url)
 
 
-def error_code(exc: HttpResponseError) -> str:
+def error_code(exc: Exception) -> str:
     """The ARM error code (`error.code`), or '' when the body had none."""
     err = getattr(exc, "error", None)
     code = getattr(err, "code", None)
     if code:
         return str(code)
-    response: Any = exc.response
+    response: Any = getattr(exc, "response", None)
     try:
         body = response.json() if response is not None else None
     except Exception:  # noqa: BLE001 - a non-JSON error body simply has no code
@@ -45,8 +45,13 @@ def error_code(exc: HttpResponseError) -> str:
     return ""
 
 
-def retry_after(exc: HttpResponseError, default: float) -> float:
-    response: Any = exc.response
+def status_of(exc: Exception) -> int | None:
+    """The HTTP status ARM answered with; None when there was no answer (network, timeout)."""
+    return getattr(exc, "status_code", None)
+
+
+def retry_after(exc: Exception, default: float) -> float:
+    response: Any = getattr(exc, "response", None)
     headers = response.headers if response is not None else {}
     try:
         return max(float(headers.get("Retry-After", default)), 1.0)
@@ -73,6 +78,10 @@ def translate(exc: Exception, what: str) -> KeylessError:
     if status == 409:
         return TemporaryError(f"{what}: conflict ({code or 'Conflict'}); another operation is in progress", 30)
     return PermanentError(f"{what}: ARM refused the request ({status} {code or 'no code'})")
+
+
+ARM_ERRORS = (HttpResponseError, ServiceRequestError, ServiceResponseError)
+"""What an ARM call raises once azure-core's own retries are spent: an answer, or none (network, timeout)."""
 
 
 def raise_translated(exc: Exception, what: str) -> NoReturn:
@@ -103,6 +112,8 @@ class ArmClients:
             "base_url": self._settings.arm_endpoint,
             "credential_scopes": [self._settings.arm_scope],
             "per_retry_policies": policies,
+            "connection_timeout": self._settings.timeouts[0],
+            "read_timeout": self._settings.timeouts[1],
         }
         if self._settings.ca_bundle:
             kwargs["connection_verify"] = self._settings.ca_bundle

@@ -12,9 +12,9 @@ import threading
 from typing import Any
 
 import yaml
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters.arm import ArmClients, raise_translated
+from shared.adapters.arm import ARM_ERRORS, ArmClients, raise_translated
 from shared.adapters.readcache import ReadCache, version_of
 from shared.errors import NotFoundError, PermanentError, TemporaryError
 from shared.ids import CLUSTER_TYPE, ResourceId, parse_resource_id
@@ -71,7 +71,7 @@ class ClusterAdapter:
         except ResourceNotFoundError as exc:
             self.cache.forget(cluster_id.key)
             raise NotFoundError(f"cluster {cluster_id} not found") from exc
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "reading the cluster")
 
     def list_in_group(self, subscription_id: str, resource_group: str) -> list[ClusterState]:
@@ -84,7 +84,7 @@ class ClusterAdapter:
             ]
         except ResourceNotFoundError:
             return []
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "listing clusters")
 
     def get(self, cluster_id: ResourceId, fresh: bool = False) -> ClusterState:
@@ -145,7 +145,7 @@ class ClusterAdapter:
             if not poller.done():
                 return None
             return _cluster_state(cluster_id, poller.result())
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "enabling OIDC issuer and workload identity")
 
     def kube_access(self, cluster_id: ResourceId, use_admin: bool) -> KubeAccess:
@@ -159,7 +159,7 @@ class ClusterAdapter:
         except ResourceNotFoundError as exc:
             self.cache.forget(cluster_id.key)  # a later get() asks ARM, not the cache
             raise NotFoundError(f"cluster {cluster_id} not found") from exc
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "fetching cluster credentials")
         kubeconfigs = creds.get("kubeconfigs") or []
         if not kubeconfigs:

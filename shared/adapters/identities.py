@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters.arm import ArmClients, error_code, raise_translated, retry_after
+from shared.adapters.arm import ARM_ERRORS, ArmClients, error_code, raise_translated, retry_after, status_of
 from shared.errors import PermanentError, TemporaryError
 from shared.observed import CredentialState, IdentityState
 from shared.planner import AUDIENCE
@@ -41,7 +41,7 @@ class IdentityAdapter:
             return _identity_state(self._ops(subscription_id).user_assigned_identities.get(resource_group, name))
         except ResourceNotFoundError:
             return None
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "reading the managed identity")
 
     def create_or_update(
@@ -51,8 +51,8 @@ class IdentityAdapter:
             identity = self._ops(subscription_id).user_assigned_identities.create_or_update(
                 resource_group, name, {"location": location, "tags": tags}
             )
-        except HttpResponseError as exc:
-            if exc.status_code == 404:
+        except ARM_ERRORS as exc:
+            if status_of(exc) == 404:
                 raise PermanentError(
                     f"identity resource group {resource_group!r} not found ({error_code(exc)})"
                 ) from exc
@@ -67,7 +67,7 @@ class IdentityAdapter:
             )
         except ResourceNotFoundError:
             return False
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "deleting the managed identity")
         return response != 204
 
@@ -81,7 +81,7 @@ class IdentityAdapter:
             ]
         except ResourceNotFoundError:
             return []
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "listing federated credentials")
 
     def put_credential(
@@ -93,14 +93,14 @@ class IdentityAdapter:
             cred = self._ops(subscription_id).federated_identity_credentials.create_or_update(
                 resource_group, identity_name, name, body
             )
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             code = error_code(exc)
             if code == CONCURRENT_WRITES:
                 # ref: bicep #10928 - writes under one identity must be serialised; retry soon.
                 raise TemporaryError("another federated credential write on this identity is in progress", 10) from exc
-            if exc.status_code == 404 or code.lower() in PARENT_NOT_FOUND:
+            if status_of(exc) == 404 or code.lower() in PARENT_NOT_FOUND:
                 raise TemporaryError("identity not yet visible to the credential API (replication)", 10) from exc
-            if exc.status_code == 429:
+            if status_of(exc) == 429:
                 raise TemporaryError("federated credential writes throttled", retry_after(exc, 30)) from exc
             raise_translated(exc, "writing the federated credential")
         return CredentialState(
@@ -117,7 +117,7 @@ class IdentityAdapter:
             )
         except ResourceNotFoundError:
             return False
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             if error_code(exc) == CONCURRENT_WRITES:
                 raise TemporaryError("another federated credential write on this identity is in progress", 10) from exc
             raise_translated(exc, "deleting the federated credential")

@@ -144,9 +144,13 @@ class KubeAdapter:
             cfg.api_key["authorization"] = ""
             cfg.refresh_api_key_hook = refresh  # type: ignore[assignment]
 
+        timeouts = self._settings.timeouts
+
         class _CountingApiClient(client.ApiClient):  # type: ignore[misc]
             def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
                 record("kube", method, url)
+                if kwargs.get("_request_timeout") is None:  # the client's default is to wait forever
+                    kwargs["_request_timeout"] = timeouts
                 return super().call_api(method, url, *args, **kwargs)
 
         api = client.CoreV1Api(_CountingApiClient(cfg))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters.arm import ArmClients, error_code, raise_translated
+from shared.adapters.arm import ARM_ERRORS, ArmClients, error_code, raise_translated
 from shared.errors import PermanentError, TemporaryError
 from shared.observed import RoleAssignmentState
 
@@ -41,7 +41,7 @@ class RoleAssignmentAdapter:
             ]
         except ResourceNotFoundError:
             return []
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "listing role assignments")
 
     def create(
@@ -59,7 +59,7 @@ class RoleAssignmentAdapter:
         }
         try:
             return _state(self._ops(subscription_id).create(scope, name, body))
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             code = error_code(exc)
             if code == ROLE_ASSIGNMENT_EXISTS:
                 return None
@@ -79,6 +79,6 @@ class RoleAssignmentAdapter:
             )
         except ResourceNotFoundError:
             return False
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "deleting the role assignment")
         return status != 204

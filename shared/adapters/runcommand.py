@@ -17,10 +17,10 @@ import io
 import zipfile
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared import kubectl, manifests
-from shared.adapters.arm import ArmClients, raise_translated
+from shared.adapters.arm import ARM_ERRORS, ArmClients, raise_translated
 from shared.adapters.kube import _deployment_state, _state_from_dict
 from shared.errors import NotFoundError, PermanentError, TemporaryError
 from shared.ids import ResourceId
@@ -66,7 +66,7 @@ class RunCommandAdapter:
             result = poller.result()
         except ResourceNotFoundError as exc:
             raise NotFoundError(f"cluster {cluster_id} not found") from exc
-        except HttpResponseError as exc:
+        except ARM_ERRORS as exc:
             raise_translated(exc, "running a command in the cluster (run command)")
         logs = str(getattr(result, "logs", "") or "")
         failure = kubectl.judge(

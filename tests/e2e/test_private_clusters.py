@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+import time
 
 import pytest
 
@@ -190,3 +191,26 @@ def test_a_public_cluster_that_is_unreachable_is_only_not_yet(arm, kube, ca, set
         result = make_engine(settings).reconcile(binding)
     assert result.status == "not-ready" and "unreachable" in result.step("namespace").reason
     assert arm.log.matching("POST", "runCommand") == []
+
+
+def test_an_api_server_that_never_answers_does_not_hold_the_worker(arm, kube, ca, settings, make_engine, binding):
+    """A listening socket that never completes TLS: without timeouts the kubernetes client waits forever."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the kernel's backlog; nobody ever reads them
+        arm.delete_managed_cluster(CLUSTER_ID)
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        arm.add_managed_cluster(CLUSTER_ID, kube_server_url=url, kube_ca_pem=ca.ca_pem)
+        started = time.monotonic()
+        result = make_engine(settings, request_timeout_seconds=0.5).reconcile(binding)
+        elapsed = time.monotonic() - started
+    assert result.status == "not-ready" and "unreachable" in result.step("namespace").reason, result.as_dict()
+    assert elapsed < 20, f"held the worker {elapsed:.0f} s"
+
+
+def test_a_silent_arm_does_not_hold_the_worker(arm, kube, settings, make_engine, binding):
+    arm.inject_latency("GET", "/managedclusters/", seconds=3, times=10)
+    started = time.monotonic()
+    result = make_engine(settings, request_timeout_seconds=0.5).reconcile(binding)
+    assert result.status == "not-ready" and "could not reach ARM" in result.step("cluster").reason, result.as_dict()
+    assert time.monotonic() - started < 20
