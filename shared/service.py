@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from typing import Any
 
 from shared import announcements, assurance, naming, rules
@@ -202,7 +203,7 @@ class Keyless:
             return record
         lease = f"run|{key}"
         scale = self.settings.retry_delay_scale
-        if not self.ledger.acquire(lease, RUN_LEASE_SECONDS * scale + self.settings.cluster_update_wait_seconds):
+        if not self.ledger.acquire(lease, self._run_lease_seconds()):
             # Another worker is on it: come back when its lease ends (at most BUSY_RETRY_SECONDS from
             # now), never drop the message: that run may have read the world before our cause.
             left = self.ledger.holds(lease) / scale  # in production seconds, as _enqueue_binding takes
@@ -211,9 +212,17 @@ class Keyless:
             return record
         try:
             self._expect_versions(binding, msg or {})
-            return self._run(record, binding)
+            return self._run(record, binding, _LeaseKeeper(self.ledger, lease, self._run_lease_seconds(), scale))
         finally:
-            self._release_quietly(lease)
+            try:
+                self.ledger.release(lease, only_own=True)
+            except Exception:  # noqa: BLE001 - storage is failing already; the lease expires by itself
+                log.warning("could not release lease %s; it expires by itself", lease)
+
+    def _run_lease_seconds(self) -> float:
+        """A run's lease: renewed after its steps (_LeaseKeeper), so it bounds one step, not the run;
+        short, so that a worker that died frees its binding soon."""
+        return RUN_LEASE_SECONDS * self.settings.retry_delay_scale + self.settings.cluster_update_wait_seconds
 
     def _expect_versions(self, binding: Binding, msg: dict[str, str]) -> None:
         """Don't reconcile from a cached cluster/account older than what the sender saw."""
@@ -222,7 +231,7 @@ class Keyless:
         if "accountVersion" in msg:
             self.engine.accounts.expect(binding.account, msg["accountVersion"])
 
-    def _run(self, record: BindingRecord, binding: Binding) -> BindingRecord:
+    def _run(self, record: BindingRecord, binding: Binding, keeper: Any = None) -> BindingRecord:
         from shared.adapters.ledger import LedgerConflict
 
         record.status = "reconciling" if record.live else "offboarding"
@@ -239,11 +248,11 @@ class Keyless:
             self.ledger.save(record)
         try:
             if record.live:
-                result = self.engine.reconcile(binding)
+                result = self.engine.reconcile(binding, on_step=keeper)
                 result.verification = assurance.verify_after(self.engine, binding, result)  # `verified`?
             else:
                 others = [r.binding(self.settings.role_allowlist) for r in self._same_workload(record)]
-                result = self.engine.offboard(binding, others=others)
+                result = self.engine.offboard(binding, others=others, on_step=keeper)
         except Exception as exc:
             # Unexpected: record it (never leave "reconciling" unrecorded) and let the queue retry.
             record.status = "not-ready"
@@ -479,3 +488,30 @@ class Keyless:
         fields = {k: v for k, v in (versions or {}).items() if k in ("clusterVersion", "accountVersion")}
         body = message("binding", key=key, reason=reason[:200], **fields)
         self.queue.enqueue_raw(body, delay * self.settings.retry_delay_scale)
+
+
+class _LeaseKeeper:
+    """A run's step hook that keeps its lease: renewed after a step once a quarter of
+    RUN_LEASE_SECONDS has passed since the last renewal, so a long run (run commands on a private
+    cluster take seconds each) is not taken over by another worker while it still writes, as long
+    as each step takes less than three quarters of it (90 s; a step makes at most two run commands)."""
+
+    def __init__(self, ledger: Any, lease: str, seconds: float, scale: float) -> None:
+        self._ledger, self._lease, self._seconds = ledger, lease, seconds
+        self._every = RUN_LEASE_SECONDS * scale / 4
+        self._last = time.monotonic()
+        self.renewals = 0
+
+    def __call__(self, binding: Binding, step: Any) -> None:
+        if time.monotonic() - self._last < self._every:
+            return
+        self._last = time.monotonic()
+        try:
+            kept = self._ledger.renew(self._lease, self._seconds)
+        except Exception:  # noqa: BLE001 - storage trouble: the lease may still last; the run goes on
+            log.warning("binding %s: could not renew its run lease", binding.key)
+            return
+        if kept:
+            self.renewals += 1
+        else:
+            log.warning("binding %s: its run lease ran out and was taken over; this run goes on", binding.key)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,6 +71,8 @@ class Ledger:
     def __init__(self, table_client: Any) -> None:
         self._table = table_client
         self._ready = False
+        self._owned: dict[str, str] = {}  # lease name -> the owner token this process wrote
+        self._owned_lock = threading.Lock()
 
     @classmethod
     def connect(
@@ -151,10 +155,13 @@ class Ledger:
 
         self._ensure()
         row = short_hash(name, length=40)
+        owner = uuid.uuid4().hex
         entity = {"PartitionKey": LEASES, "RowKey": row, "name": name[:1000], "until": time.time() + seconds}
+        entity["owner"] = owner
         for _ in range(3):
             try:
                 self._table.create_entity(entity)
+                self._own(name, owner)
                 return True
             except ResourceExistsError:
                 pass
@@ -171,6 +178,7 @@ class Ledger:
                     etag=held.metadata.get("etag"),
                     match_condition=MatchConditions.IfNotModified,
                 )
+                self._own(name, owner)
                 return True
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue
@@ -178,6 +186,43 @@ class Ledger:
                 if exc.status_code != 412:
                     raise
         return False
+
+    def _own(self, name: str, owner: str | None) -> None:
+        with self._owned_lock:
+            if owner is None:
+                self._owned.pop(name, None)
+            else:
+                self._owned[name] = owner
+
+    def renew(self, name: str, seconds: float) -> bool:
+        """Extend a lease this process holds to `seconds` from now; False if it is no longer ours
+        (it ran out and someone took it over, or it was released)."""
+        from azure.data.tables import UpdateMode
+
+        with self._owned_lock:
+            owner = self._owned.get(name)
+        if owner is None:
+            return False
+        row = short_hash(name, length=40)
+        try:
+            held = self._table.get_entity(LEASES, row)
+        except ResourceNotFoundError:
+            return False
+        if held.get("owner") != owner:
+            self._own(name, None)
+            return False
+        entity = {"PartitionKey": LEASES, "RowKey": row, "name": name[:1000], "until": time.time() + seconds}
+        entity["owner"] = owner
+        try:
+            self._table.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=held.metadata.get("etag"),
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     def holds(self, name: str) -> float:
         """Seconds left on the lease of `name` (0 if nobody holds it)."""
@@ -188,13 +233,28 @@ class Ledger:
             return 0.0
         return max(float(held.get("until") or 0) - time.time(), 0.0)
 
-    def release(self, name: str) -> None:
-        """Give the lease up (nothing if nobody holds it)."""
+    def release(self, name: str, only_own: bool = False) -> None:
+        """Give the lease up (nothing if nobody holds it). `only_own`: only if this process still
+        holds it (a run that outlived its lease must not free the worker that took over)."""
         self._ensure()
+        with self._owned_lock:
+            owner = self._owned.pop(name, None)
+        row = short_hash(name, length=40)
         try:
-            self._table.delete_entity(LEASES, short_hash(name, length=40))
-        except ResourceNotFoundError:
+            if only_own:
+                held = self._table.get_entity(LEASES, row)
+                if owner is None or held.get("owner") != owner:
+                    return
+                self._table.delete_entity(
+                    LEASES, row, etag=held.metadata.get("etag"), match_condition=MatchConditions.IfNotModified
+                )
+            else:
+                self._table.delete_entity(LEASES, row)
+        except (ResourceNotFoundError, ResourceModifiedError):
             pass
+        except HttpResponseError as exc:
+            if exc.status_code != 412:  # taken over between our read and our delete: theirs now
+                raise
 
     # --- queries --------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from shared import runtime
-from tests.conftest import CLUSTER_ID
+from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.functions.test_app import cluster_event, records, tag_cluster
 
 
@@ -19,6 +19,14 @@ from tests.functions.test_app import cluster_event, records, tag_cluster
 def fast_retries(monkeypatch, app_env):
     monkeypatch.setenv("KEYLESS_RETRY_DELAY_SCALE", "0.02")
     runtime.reset()
+
+
+REQUEST = {
+    "cluster": CLUSTER_ID,
+    "namespace": NAMESPACE,
+    "serviceAccount": SERVICE_ACCOUNT,
+    "openAIAccount": ACCOUNT_ID,
+}
 
 
 def bodies(host) -> list[dict]:
@@ -83,3 +91,24 @@ def test_cluster_read_once_for_all_its_bindings(host, arm, kube):
     assert sorted(r.status for r in records()) == ["ready"] * 3
     cluster_gets = arm.log.matching("GET", CLUSTER_ID.split("/subscriptions/")[1])
     assert len([r for r in cluster_gets if r.path.lower().endswith("/aks1")]) == 1, "one read per batch"
+
+
+def test_a_run_longer_than_its_lease_keeps_it(host, arm, kube, monkeypatch, app_env):
+    """Run lease 2.4 s (scaled), a run of ~6 s (a slow ARM): the lease is renewed after steps, so
+    at no request of the run could another worker have taken the binding over."""
+    monkeypatch.setenv("KEYLESS_RETRY_DELAY_SCALE", "0.02")
+    monkeypatch.setenv("KEYLESS_RUN_COMMAND_FALLBACK", "false")
+    runtime.reset()
+    status, created, _ = host.http("onboardings_create", "POST", "/api/onboardings", REQUEST)
+    assert status == 202
+    svc = runtime.service()
+    lease = f"run|{created['id']}"
+    held: list[float] = []
+    arm.request_hooks.append(lambda _request: held.append(svc.ledger.holds(lease)))
+    arm.inject_latency("GET", "/", seconds=0.6, times=20)  # slow reads: the run takes several seconds
+    started = time.monotonic()
+    host.drain()
+    assert time.monotonic() - started > 2.4 + 0.5, "the run outlasted its first lease"
+    assert held and min(held) > 0, f"the lease lapsed during the run: {held}"
+    assert records()[0].status in ("ready", "verified")
+    assert svc.ledger.holds(lease) == 0, "released when the run ended"
