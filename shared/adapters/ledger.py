@@ -29,7 +29,14 @@ PARTITION = "binding"
 LEASES = "lease"
 # Storage retries inside a worker: a few quick ones (azure-core's default for tables), then the
 # queue's own redelivery. Not the storage SDK's 15 s+ exponential waits.
-STORAGE_RETRIES: dict[str, Any] = {"retry_total": 3, "retry_backoff_factor": 0.5}
+# Short tries: a worker or an HTTP caller should not hang on a storage outage (azure-core's default
+# timeouts are 300 s); the queue and the callers retry.
+STORAGE_RETRIES: dict[str, Any] = {
+    "retry_total": 3,
+    "retry_backoff_factor": 0.5,
+    "connection_timeout": 10,
+    "read_timeout": 30,
+}
 # Lists and dicts are stored as JSON text (Table properties are scalars): every record field
 # whose default is an empty list or dict, so that a new such field needs no change here.
 _JSON_FIELDS = frozenset(

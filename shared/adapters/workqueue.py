@@ -35,6 +35,8 @@ class WorkQueue:
             # A few quick retries (about 1, 3, 5 s), not the SDK's 15 s+ exponential waits: a worker
             # or an HTTP caller should not hang on a storage outage; the queue and callers retry.
             "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1),
+            "connection_timeout": 10,  # azure-core's defaults are 300 s
+            "read_timeout": 30,
         }
         if connection_string:
             self._queue = QueueClient.from_connection_string(connection_string, queue_name, **policies)
