@@ -661,6 +661,17 @@ class Engine:
         b = binding
         report = verification.VerificationReport(b.key)
         checks = report.checks
+        kubes = [self._verification_kube(b)]
+
+        def through(fn: Callable[[Any], Any]) -> Any:
+            """A Kubernetes read; a private cluster this process has not met goes through run command."""
+            try:
+                return fn(kubes[-1])
+            except KubeUnreachable as exc:
+                if isinstance(kubes[-1], RunCommandKube):
+                    raise
+                kubes.append(self._verification_fallback(b, exc))
+                return fn(kubes[-1])
 
         def read(name: str, fn: Callable[[], Any]) -> Any:
             try:
@@ -690,12 +701,13 @@ class Engine:
                     evidence["id"] = after.role_assignment_id
                 checks.append(verification.Check(name, "pass", "converged by this run", evidence))
         else:
-            identity = self._verify_azure_side(b, read, checks)
+            identity = self._verify_azure_side(b, read, through, checks)
         if account is not None:
             checks.append(verification.check_account(account))
-        kube = self._verification_kube(b)
-        pods = read("pods", lambda: kube.list_pods(b.cluster, b.namespace))
-        deployments = read("pods", lambda: kube.list_deployments(b.cluster, b.namespace, forbidden_is_empty=True))
+        pods = read("pods", lambda: through(lambda kube: kube.list_pods(b.cluster, b.namespace)))
+        deployments = read(
+            "pods", lambda: through(lambda kube: kube.list_deployments(b.cluster, b.namespace, forbidden_is_empty=True))
+        )
         if pods is not None and deployments is not None:
             checks += verification.check_pods(
                 pods, b.service_account, identity, deployments, b.workloads, self.key_rules
@@ -716,8 +728,23 @@ class Engine:
             return RunCommandKube(self.run_command, self.clusters.get(b.cluster), self.settings)
         return self.kube
 
+    def _verification_fallback(self, b: Binding, exc: KubeUnreachable) -> RunCommandKube:
+        """A private cluster this process has not met yet: the run-command API, as a run would."""
+        cluster = self.clusters.get(b.cluster)
+        if not (cluster.private and self.settings.run_command_fallback and not cluster.run_command_disabled):
+            raise exc
+        if self.run_command is None:
+            raise exc
+        with self._lock:
+            self._unreachable[cluster.id.lower()] = time.monotonic() + self.settings.kube_credentials_ttl_seconds
+        return RunCommandKube(self.run_command, cluster, self.settings)
+
     def _verify_azure_side(
-        self, b: Binding, read: Callable[[str, Callable[[], Any]], Any], checks: list[verification.Check]
+        self,
+        b: Binding,
+        read: Callable[[str, Callable[[], Any]], Any],
+        through: Callable[[Callable[[Any], Any]], Any],
+        checks: list[verification.Check],
     ) -> IdentityState | None:
         """Identity, service account, federated credential and role assignment, all read again."""
         sub, rg = self.identity_location(b)
@@ -727,8 +754,10 @@ class Engine:
             checks.append(verification.Check("identity", "fail", f"identity {b.identity_name} does not exist"))
         if identity is not None:
             checks.append(verification.Check("identity", "pass", evidence={"clientId": identity.client_id}))
-        kube = self._verification_kube(b)
-        sa = read("service-account", lambda: kube.get_service_account(b.cluster, b.namespace, b.service_account))
+        sa = read(
+            "service-account",
+            lambda: through(lambda kube: kube.get_service_account(b.cluster, b.namespace, b.service_account)),
+        )
         if not any(c.name == "service-account" for c in checks):
             checks.append(verification.check_service_account(sa, identity))
         if cluster is not None:

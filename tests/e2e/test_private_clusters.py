@@ -214,3 +214,21 @@ def test_a_silent_arm_does_not_hold_the_worker(arm, kube, settings, make_engine,
     result = make_engine(settings, request_timeout_seconds=0.5).reconcile(binding)
     assert result.status == "not-ready" and "could not reach ARM" in result.step("cluster").reason, result.as_dict()
     assert time.monotonic() - started < 20
+
+
+def test_a_fresh_instance_verifies_a_private_cluster_through_run_command(
+    arm, kube, settings, make_engine, binding, private_cluster
+):
+    """The API's verification may run on an instance that never met the cluster: it finds out the
+    API server is unreachable and goes through run command, as a run does."""
+    assert make_engine(settings).reconcile(binding).status == "ready"
+    arm.run_commands.clear()
+    report = make_engine(settings).verify(binding)  # another process: no memory of the cluster
+    checks = {c.name: c.status for c in report.checks}
+    assert checks["service-account"] == "pass", report.as_dict()
+    pending = [c for c in report.checks if c.status == "pending"]
+    assert all("no running pod" in c.reason for c in pending), "the pods were read, not unreachable"
+    assert [c.split(" -o ")[0] for c in commands(arm)] == [
+        f"kubectl get serviceaccount/{SERVICE_ACCOUNT} -n {NAMESPACE}",
+        "kubectl get deployments,pods -n team-a",
+    ]
