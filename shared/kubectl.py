@@ -113,8 +113,14 @@ class CommandFailure:
 _ERROR_LINE = re.compile(r"^(error: |Error from server|The connection to the server|/bin/sh: |[EW]\d{4} )")
 
 
+# The API server's validation messages quote the offending value (`Invalid value: "..."`).
+_QUOTED_VALUE = re.compile(r'(Invalid value|Unsupported value|Duplicate value): "(?:[^"\\]|\\.)*"')
+
+
 def error_lines(logs: str) -> list[str]:
-    return [line.strip() for line in logs.splitlines() if _ERROR_LINE.match(line.strip())]
+    """kubectl's error lines, with any value the API server quoted back replaced by `"…"`."""
+    lines = [line.strip() for line in logs.splitlines() if _ERROR_LINE.match(line.strip())]
+    return [_QUOTED_VALUE.sub(lambda m: f'{m.group(1)}: "…"', line) for line in lines]
 
 
 def judge(state: str, exit_code: int | None, reason: str, logs: str) -> CommandFailure | None:

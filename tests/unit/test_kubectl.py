@@ -77,3 +77,13 @@ def test_judge_keeps_only_kubectl_error_lines_never_printed_values():
     assert "sk-literal" not in failure.message and "OPENAI_API_KEY" not in failure.message
     assert failure.message.endswith("Error from server (InternalError): etcd timeout") and failure.temporary
     assert "no output" in kubectl.judge("succeeded", 3, "", printed).message
+
+
+def test_values_the_api_server_quotes_back_are_masked():
+    logs = (
+        'Error from server (Invalid): Deployment.apps "web" is invalid: spec.template.spec.containers[0].env[1].value: '
+        'Invalid value: "sk-a \\"quoted\\" key": must be no more than 10 characters'
+    )
+    failure = kubectl.judge("succeeded", 1, "", logs)
+    assert "sk-a" not in failure.message and 'Invalid value: "…"' in failure.message
+    assert 'Deployment.apps "web" is invalid' in failure.message, "names stay: they say what failed"
