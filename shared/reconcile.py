@@ -372,10 +372,14 @@ class Engine:
                 "the cluster is private, its API server is not reachable from Keyless, and run command is "
                 "disabled on it (apiServerAccessProfile.disableRunCommand); give the app a network path to it"
             ) from exc
-        with self._lock:
-            self._unreachable[cluster.id.lower()] = time.monotonic() + self.settings.kube_credentials_ttl_seconds
+        self._remember_unreachable(cluster)
         log.info("cluster %s is private and unreachable: going through run command", cluster.name)
         return self._run_command_kube(run, cluster)
+
+    def _remember_unreachable(self, cluster: ClusterState) -> None:
+        """Go through run command for this cluster until its connection details are read again."""
+        with self._lock:
+            self._unreachable[cluster.id.lower()] = time.monotonic() + self.settings.kube_credentials_ttl_seconds
 
     def _known_unreachable(self, cluster: ClusterState) -> bool:
         with self._lock:
@@ -723,7 +727,7 @@ class Engine:
     def _verification_kube(self, b: Binding) -> Any:
         """The cluster's API server, or the run-command API for a private cluster known unreachable."""
         with self._lock:
-            known = b.cluster.key.lower() in {k for k, until in self._unreachable.items() if until > time.monotonic()}
+            known = self._unreachable.get(b.cluster.key.lower(), 0.0) > time.monotonic()
         if known and self.run_command is not None:
             return RunCommandKube(self.run_command, self.clusters.get(b.cluster), self.settings)
         return self.kube
@@ -735,8 +739,7 @@ class Engine:
             raise exc
         if self.run_command is None:
             raise exc
-        with self._lock:
-            self._unreachable[cluster.id.lower()] = time.monotonic() + self.settings.kube_credentials_ttl_seconds
+        self._remember_unreachable(cluster)
         return RunCommandKube(self.run_command, cluster, self.settings)
 
     def _verify_azure_side(

@@ -158,9 +158,9 @@ class Keyless:
             raise
         return True
 
-    def _release_quietly(self, lease: str) -> None:
+    def _release_quietly(self, lease: str, only_own: bool = False) -> None:
         try:
-            self.ledger.release(lease)
+            self.ledger.release(lease, only_own=only_own)
         except Exception:  # noqa: BLE001 - storage is failing already; the lease expires by itself
             log.warning("could not release lease %s; it expires by itself", lease)
 
@@ -214,10 +214,7 @@ class Keyless:
             self._expect_versions(binding, msg or {})
             return self._run(record, binding, _LeaseKeeper(self.ledger, lease, self._run_lease_seconds(), scale))
         finally:
-            try:
-                self.ledger.release(lease, only_own=True)
-            except Exception:  # noqa: BLE001 - storage is failing already; the lease expires by itself
-                log.warning("could not release lease %s; it expires by itself", lease)
+            self._release_quietly(lease, only_own=True)
 
     def _run_lease_seconds(self) -> float:
         """A run's lease: renewed after its steps (_LeaseKeeper), so it bounds one step, not the run;

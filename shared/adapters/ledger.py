@@ -50,6 +50,11 @@ class LedgerConflict(Exception):
     """Someone else wrote the record since we read it: re-read and decide again."""
 
 
+def _lease_entity(name: str, owner: str, seconds: float) -> dict[str, Any]:
+    row = short_hash(name, length=40)
+    return {"PartitionKey": LEASES, "RowKey": row, "name": name[:1000], "until": time.time() + seconds, "owner": owner}
+
+
 def _to_entity(record: BindingRecord) -> dict[str, Any]:
     entity: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": record.key}
     for field, value in record.__dict__.items():
@@ -158,13 +163,11 @@ class Ledger:
 
         Insert-if-absent, or take over an expired lease with an ETag-conditional replace: of two
         workers racing for it, exactly one wins."""
-        from azure.data.tables import UpdateMode
 
         self._ensure()
         row = short_hash(name, length=40)
         owner = uuid.uuid4().hex
-        entity = {"PartitionKey": LEASES, "RowKey": row, "name": name[:1000], "until": time.time() + seconds}
-        entity["owner"] = owner
+        entity = _lease_entity(name, owner, seconds)
         for _ in range(3):
             try:
                 self._table.create_entity(entity)
@@ -178,21 +181,29 @@ class Ledger:
                 continue  # released meanwhile: try to insert again
             if float(held.get("until") or 0) > time.time():
                 return False
-            try:
-                self._table.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=held.metadata.get("etag"),
-                    match_condition=MatchConditions.IfNotModified,
-                )
+            if self._replace_unchanged(entity, held):
                 self._own(name, owner)
                 return True
-            except (ResourceModifiedError, ResourceNotFoundError):
-                continue
-            except HttpResponseError as exc:
-                if exc.status_code != 412:
-                    raise
         return False
+
+    def _replace_unchanged(self, entity: dict[str, Any], held: Any) -> bool:
+        """Replace the lease row `held` was read from, only if nobody wrote it since; False if they did."""
+        from azure.data.tables import UpdateMode
+
+        try:
+            self._table.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=held.metadata.get("etag"),
+                match_condition=MatchConditions.IfNotModified,
+            )
+            return True
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        except HttpResponseError as exc:
+            if exc.status_code != 412:
+                raise
+            return False
 
     def _own(self, name: str, owner: str | None) -> None:
         with self._owned_lock:
@@ -204,8 +215,6 @@ class Ledger:
     def renew(self, name: str, seconds: float) -> bool:
         """Extend a lease this process holds to `seconds` from now; False if it is no longer ours
         (it ran out and someone took it over, or it was released)."""
-        from azure.data.tables import UpdateMode
-
         with self._owned_lock:
             owner = self._owned.get(name)
         if owner is None:
@@ -218,18 +227,7 @@ class Ledger:
         if held.get("owner") != owner:
             self._own(name, None)
             return False
-        entity = {"PartitionKey": LEASES, "RowKey": row, "name": name[:1000], "until": time.time() + seconds}
-        entity["owner"] = owner
-        try:
-            self._table.update_entity(
-                entity,
-                mode=UpdateMode.REPLACE,
-                etag=held.metadata.get("etag"),
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return False
-        return True
+        return self._replace_unchanged(_lease_entity(name, owner, seconds), held)
 
     def holds(self, name: str) -> float:
         """Seconds left on the lease of `name` (0 if nobody holds it)."""

@@ -1766,11 +1766,7 @@ class ArmEmulator:
             self._commands[command_id] = run
             failure = self._run_command_failures.pop(0) if self._run_command_failures else ""
             self.run_commands.append(
-                {
-                    "command": command,
-                    "files": files,
-                    "cluster_token": "clusterToken" in body and bool(body["clusterToken"]),
-                }
+                {"command": command, "files": files, "cluster_token": bool(body.get("clusterToken"))}
             )
             server, ca_pem = c.kube_server_url, c.kube_ca_pem
         if failure:

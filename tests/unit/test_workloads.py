@@ -59,30 +59,15 @@ def deploy(containers, sa="", labels=None, template_labels=None, annotations=Non
     return DeploymentState(obj, tuple(owners))
 
 
+PLAN_ARGS = {"binding_key": KEY, "service_account": "app-sa", "configmap": CM, "configmap_data": DATA}
+
+
 def config_for(d: DeploymentState, client_id="cid"):
-    return desired_config(
-        d,
-        binding_key=KEY,
-        service_account="app-sa",
-        configmap=CM,
-        configmap_data=DATA,
-        client_id=client_id,
-        manager="keyless",
-        rules=RULES,
-    )
+    return desired_config(d, **PLAN_ARGS, client_id=client_id, manager="keyless", rules=RULES)
 
 
 def plan_for(d: DeploymentState, client_id="cid"):
-    return plan_deployment(
-        d,
-        binding_key=KEY,
-        service_account="app-sa",
-        configmap=CM,
-        configmap_data=DATA,
-        client_id=client_id,
-        manager="keyless",
-        rules=RULES,
-    )
+    return plan_deployment(d, **PLAN_ARGS, client_id=client_id, manager="keyless", rules=RULES)
 
 
 def test_workloads_are_validated_sorted_and_deduplicated():
