@@ -9,10 +9,9 @@ from typing import Any
 import azure.functions as func
 
 from handlers._http import ApiError, field_error
-from shared import runtime
+from shared import access, runtime
 from shared.binding import Binding
 from shared.errors import KeylessError, PermanentError
-from shared.policy import Denied, check_subscriptions
 from shared.principal import HEADER, Caller, PrincipalError, dev_caller, parse_principal
 
 log = logging.getLogger("keyless.api")
@@ -21,11 +20,24 @@ _KEY = re.compile(r"^[0-9a-f]{32}$")
 
 
 def signed_in_caller(req: func.HttpRequest) -> Caller:
-    """The signed-in caller (App Service Authentication), or the local development principal."""
+    """The signed-in caller (App Service Authentication), or the local development principal.
+
+    The principal header is trusted because App Service Authentication strips a client's own and
+    sets it; without that module in front (WEBSITE_AUTH_ENABLED) anyone could send one, so inside
+    Azure every call is refused until it is on."""
+    settings = runtime.service().settings
+    if settings.in_azure and not settings.app_service_auth:
+        log.error("refused an API call: App Service Authentication is off (WEBSITE_AUTH_ENABLED), so %s "
+                  "cannot be trusted", HEADER)  # fmt: skip
+        raise ApiError(
+            503,
+            "AuthenticationNotConfigured",
+            "App Service Authentication (Entra ID) is not enabled on this app; until it is, no call is trusted",
+        )
     header = req.headers.get(HEADER)
     try:
         if header is None:
-            dev = runtime.service().settings.dev_principal
+            dev = settings.dev_principal
             if dev:
                 return dev_caller(dev)
         return parse_principal(header)
@@ -33,14 +45,19 @@ def signed_in_caller(req: func.HttpRequest) -> Caller:
         raise ApiError(401, "Unauthenticated", exc.reason, HEADER) from None
 
 
-def authorize(caller: Caller, binding: Binding, action: str) -> str:
-    """The rule allowing `action` on `binding`; 403 naming the missing grant (logged for audit)."""
+def authorize(caller: Caller, binding: Binding, action: str) -> access.Grant:
+    """The grant allowing `action` on `binding` (shared.access, the one door the worker asks too);
+    403 naming the missing grant (logged for audit)."""
     try:
-        check_subscriptions(binding, runtime.service().settings.allowed_subscriptions)
-        return str(runtime.policy().authorize(caller, binding))
-    except Denied as exc:
-        log.warning("denied %s for caller %s: %s", action, caller.object_id, exc.reason)
-        raise field_error(exc.reason, 403, "Forbidden") from None
+        return runtime.service().grant_for(binding, caller)  # type: ignore[no-any-return]
+    except access.Refused as exc:
+        raise denied(caller, action, exc) from None
+
+
+def denied(caller: Caller, action: str, exc: access.Refused) -> ApiError:
+    """A refusal as a 403 (QuotaExceeded for a used-up quota), logged with the caller for audit."""
+    log.warning("denied %s for caller %s: %s", action, caller.object_id, exc.reason)
+    return field_error(exc.reason, 403, "QuotaExceeded" if isinstance(exc, access.QuotaExceeded) else "Forbidden")
 
 
 def record_binding(record: Any) -> Binding | None:
@@ -51,11 +68,17 @@ def record_binding(record: Any) -> Binding | None:
 
 
 def covers(caller: Caller, record: Any) -> bool:
+    if caller.object_id and record.requested_by_object_id() == caller.object_id:
+        return True
     binding = record_binding(record)
     return binding is not None and runtime.policy().covers(caller, binding)
 
 
 def authorize_record(caller: Caller, record: Any, action: str) -> None:
+    """The caller's policy covers the record's binding, or the caller asked for it: whoever asked may
+    always read and take away their own binding, even after the policy stopped granting it."""
+    if caller.object_id and record.requested_by_object_id() == caller.object_id:
+        return
     binding = record_binding(record)
     if binding is None:
         log.warning("denied %s of %s for caller %s: no checkable binding", action, record.key, caller.object_id)
@@ -65,7 +88,7 @@ def authorize_record(caller: Caller, record: Any, action: str) -> None:
 
 def onboarding_key(req: func.HttpRequest) -> str:
     key = (req.route_params.get("id") or "").strip().lower()
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise ApiError(400, "InvalidField", "an onboarding id is 32 lower-case hex characters", "id")
     return key
 

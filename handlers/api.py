@@ -7,10 +7,18 @@ from typing import Any
 
 import azure.functions as func
 
-from handlers._auth import authorize, authorize_record, covers, handle_errors, onboarding_key, signed_in_caller
+from handlers._auth import (
+    authorize,
+    authorize_record,
+    covers,
+    denied,
+    handle_errors,
+    onboarding_key,
+    signed_in_caller,
+)
 from handlers._http import ApiError, field_error, flag, json_body, json_response
 from handlers.openapi import OPENAPI
-from shared import runtime
+from shared import access, runtime
 from shared.binding import Binding
 from shared.errors import PermanentError
 
@@ -50,12 +58,17 @@ def onboardings_create(req: func.HttpRequest) -> func.HttpResponse:
         body = json_body(req)
         svc = runtime.service()
         binding = _binding_from(body, svc.settings.role_allowlist, svc.settings.default_role)
-        rule = authorize(caller, binding, "onboarding")
-        log.info("caller %s allowed by rule %r to onboard %s", caller.object_id, rule, binding.key)
+        grant = authorize(caller, binding, "onboarding")
+        log.info("caller %s allowed by %s to onboard %s", caller.object_id, grant.by, binding.key)
         if dry_run:
             plan = svc.plan(binding)
-            return json_response({"id": binding.key, "binding": binding.describe(), "plan": plan.as_dict()})
-        record, created = svc.request_onboarding(binding, caller.audit)
+            return json_response(
+                {"id": binding.key, "binding": binding.describe(), "grantedBy": grant.by, "plan": plan.as_dict()}
+            )
+        try:
+            record, created = svc.request_onboarding(binding, caller, grant)
+        except access.Refused as exc:
+            raise denied(caller, "onboarding", exc) from None
         location = f"/api/onboardings/{record.key}"
         return json_response(record.as_api(), 202 if created else 200, {"Location": location})
 

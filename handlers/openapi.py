@@ -247,6 +247,8 @@ OPENAPI: dict[str, Any] = {
                             "verified",
                             "not-ready",
                             "failed",
+                            "refused",
+                            "revoked",
                             "offboarding",
                             "removed",
                         ],
@@ -276,6 +278,16 @@ OPENAPI: dict[str, Any] = {
                     "attempts": {"type": "integer"},
                     "lastError": {"type": "string"},
                     "lastRequests": {"type": "object"},
+                    "revokedAt": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "when the one door first refused this binding after access had been granted",
+                    },
+                    "offboardAt": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "a revoked binding is offboarded then, unless the grant comes back",
+                    },
                     "requestedBy": {"type": "string"},
                     "source": {"type": "string"},
                     "createdAt": {"type": "string"},
@@ -310,7 +322,15 @@ OPENAPI: dict[str, Any] = {
                             "localAuthEnabled": {"type": "boolean", "nullable": True},
                             "optedIn": {"type": "boolean", "nullable": True},
                             "wouldBreak": {"type": "array", "items": {"type": "object"}},
-                            "blockers": {"type": "array", "items": {"type": "string"}},
+                            "blockers": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "description": "what would break, among the onboardings your policy covers",
+                            },
+                            "hiddenBlockers": {
+                                "type": "integer",
+                                "description": "how many more blockers belong to onboardings you may not see",
+                            },
                         },
                     },
                 },
@@ -318,7 +338,12 @@ OPENAPI: dict[str, Any] = {
             "Plan": {
                 "type": "object",
                 "required": ["id", "plan"],
-                "properties": {"id": {"type": "string"}, "binding": {"type": "object"}, "plan": {"type": "object"}},
+                "properties": {
+                    "id": {"type": "string"},
+                    "binding": {"type": "object"},
+                    "grantedBy": {"type": "string", "description": "what allows it: the policy rule"},
+                    "plan": {"type": "object"},
+                },
             },
             "Error": {
                 "type": "object",

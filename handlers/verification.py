@@ -12,7 +12,7 @@ import logging
 
 import azure.functions as func
 
-from handlers._auth import authorize_record, handle_errors, onboarding_key, signed_in_caller
+from handlers._auth import authorize_record, covers, handle_errors, onboarding_key, signed_in_caller
 from handlers._http import ApiError, json_response
 from shared import assurance, runtime
 
@@ -32,7 +32,7 @@ def onboardings_verification(req: func.HttpRequest) -> func.HttpResponse:
         authorize_record(caller, record, "read")
         if not record.live or not record.account:
             raise ApiError(409, "NotLive", f"this onboarding is {record.status}: nothing to verify", "id")
-        report = assurance.verification_for(svc, record)
+        report = assurance.verification_for(svc, record, visible=lambda other: covers(caller, other))
         body = report.as_dict()
         body["onboardingStatus"] = record.status
         return json_response(body)

@@ -19,8 +19,10 @@ from typing import Any
 
 from shared.records import BindingRecord
 
-ANNOUNCED = ("ready", "verified", "not-ready", "failed", "removed")
+ANNOUNCED = ("ready", "verified", "not-ready", "failed", "refused", "revoked", "removed")
 EVENT_TYPES = {
+    "refused": "Keyless.Onboarding.Refused",  # the one door said no before anything was made
+    "revoked": "Keyless.Onboarding.Revoked",  # a grant or consent was withdrawn: offboarded at offboardAt
     "ready": "Keyless.Onboarding.Ready",
     "verified": "Keyless.Onboarding.Verified",
     "not-ready": "Keyless.Onboarding.NotReady",
@@ -69,6 +71,8 @@ def outcome_event(record: BindingRecord) -> OutcomeEvent | None:
             "verification": f"/api/onboardings/{record.key}/verification",
         },
     }
+    if status == "revoked":
+        data["offboardAt"] = record.offboard_at
     return OutcomeEvent(
         id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"keyless:{record.key}:{status}:{record.updated_at}")),
         type=EVENT_TYPES[status],

@@ -14,6 +14,7 @@ ledger and the engine, called by the worker (shared.service) and the verificatio
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from shared import announcements
@@ -68,16 +69,28 @@ def _first_open(report: VerificationReport) -> str:
 def blockers(svc: Any, account: str) -> list[str]:
     """What turning the account's keys off would break, as far as Keyless can see: its live
     bindings that are not verified, and pods (in their namespaces) that still carry a key."""
+    return visible_blockers(svc, account, None)[0]
+
+
+def visible_blockers(
+    svc: Any, account: str, visible: Callable[[BindingRecord], bool] | None
+) -> tuple[list[str], int]:
+    """The blockers of bindings `visible` lets the asker see (all when None), and how many others
+    there are: a team's report never names another team's namespaces, service accounts or pods."""
     out: list[str] = []
+    hidden = 0
     for r in svc.ledger.all(account=account, live_only=True):
+        if r.status == "refused":
+            continue  # never granted: nothing of it relies on the account
         where = f"{r.namespace}/{r.service_account} on {r.cluster.rsplit('/', 1)[-1]}"
-        if r.status != "verified":
-            out.append(f"binding {r.key} ({where}) is {r.status}")
+        items = [f"binding {r.key} ({where}) is {r.status}"] if r.status != "verified" else []
         for pod in (r.verification or {}).get("wouldBreak") or []:
-            item = f"pod {pod.get('namespace')}/{pod.get('pod')} ({pod.get('container')}) uses an API key"
-            if item not in out:
-                out.append(item)
-    return out
+            items.append(f"pod {pod.get('namespace')}/{pod.get('pod')} ({pod.get('container')}) uses an API key")
+        if visible is not None and not visible(r):
+            hidden += len(items)
+            continue
+        out += [item for item in items if item not in out]
+    return out, hidden
 
 
 def enforce_keyless_account(svc: Any, account: str) -> StepOutcome:
@@ -95,9 +108,14 @@ def enforce_keyless_account(svc: Any, account: str) -> StepOutcome:
     return outcome
 
 
-def verification_for(svc: Any, record: BindingRecord) -> VerificationReport:
-    """A live verification (reads only) for the API, with the account's keyless state attached."""
+def verification_for(
+    svc: Any, record: BindingRecord, visible: Callable[[BindingRecord], bool] | None = None
+) -> VerificationReport:
+    """A live verification (reads only) for the API, with the account's keyless state attached:
+    the blockers `visible` lets the caller see, and a count of the others."""
     report: VerificationReport = svc.engine.verify(record.binding(svc.settings.role_allowlist))
     if report.keyless_account:
-        report.keyless_account["blockers"] = blockers(svc, record.account)
+        shown, hidden = visible_blockers(svc, record.account, visible)
+        report.keyless_account["blockers"] = shown
+        report.keyless_account["hiddenBlockers"] = hidden
     return report

@@ -27,7 +27,7 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 def validate_namespace(value: object, field: str = "namespace") -> str:
     if not isinstance(value, str) or not value:
         raise PermanentError(f"{field}: required, a DNS-1123 label")
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         raise PermanentError(
             f"{field}: {value[:80]!r} is not a DNS-1123 label (lower-case letters, digits, '-', at most 63)"
         )
@@ -37,7 +37,7 @@ def validate_namespace(value: object, field: str = "namespace") -> str:
 def validate_service_account(value: object, field: str = "serviceAccount") -> str:
     if not isinstance(value, str) or not value:
         raise PermanentError(f"{field}: required, a DNS-1123 subdomain")
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
         raise PermanentError(
             f"{field}: {value[:80]!r} is not a DNS-1123 subdomain (lower-case letters, digits, '-', '.', at most 253)"
         )
@@ -56,7 +56,7 @@ def resolve_role(value: object, allowlist: tuple[str, ...], field: str = "role")
         if len(parts) < 4 or parts[-2].lower() != "roledefinitions" or parts[-3].lower() != "microsoft.authorization":
             raise PermanentError(f"{field}: not a role definition id")
         guid = parts[-1]
-    if not _GUID.match(guid):
+    if not _GUID.fullmatch(guid):
         raise PermanentError(f"{field}: {value[:80]!r} is neither a role definition GUID nor a known role name")
     if guid.lower() not in {a.lower() for a in allowlist}:
         raise PermanentError(f"{field}: role {guid} is not on the allowlist")

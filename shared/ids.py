@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import uuid
 
 from shared.errors import PermanentError
 
+SUBSCRIPTION_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,259}$")
 
 CLUSTER_TYPE = "Microsoft.ContainerService/managedClusters"
@@ -73,12 +73,12 @@ def parse_resource_id(value: object, expected_type: str, field: str) -> Resource
     sub, rg, provider, rtype, name = parts[1], parts[3], parts[5], parts[6], parts[7]
     if provider.lower() != want_provider.lower() or rtype.lower() != want_type.lower():
         raise PermanentError(f"{field}: expected a {expected_type} resource, got {provider}/{rtype}")
-    try:
-        uuid.UUID(sub)
-    except ValueError:
-        raise PermanentError(f"{field}: subscription id {sub!r} is not a GUID") from None
+    if not SUBSCRIPTION_ID.fullmatch(sub):
+        # Only the canonical dashed form: uuid.UUID also takes {…}, undashed and urn:uuid: forms,
+        # which would make one subscription (and so one resource) two different bindings.
+        raise PermanentError(f"{field}: subscription id {sub[:80]!r} is not a GUID in its dashed form")
     for label, segment in (("resource group", rg), ("name", name)):
-        if segment in (".", "..") or not _NAME.match(segment):
+        if segment in (".", "..") or not _NAME.fullmatch(segment):
             raise PermanentError(f"{field}: invalid {label} {segment!r}")
     return ResourceId(sub, rg, want_provider, want_type, name)
 

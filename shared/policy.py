@@ -10,13 +10,15 @@ Policy JSON (setting KEYLESS_ACCESS_POLICY, inline or a file path):
     {"rules": [{
         "name": "team-a",
         "principals": {"groups": ["<group oid>"], "roles": ["Keyless.Onboard"], "objectIds": ["<oid>"]},
+                                                            # or {"clusterTags": true}: see shared.access
         "clusters": ["<cluster id>" | "/subscriptions/<sub>/resourceGroups/<rg>"],   # ids or RG prefixes
         "namespaces": ["team-a", "team-a-*"],                                        # fnmatch patterns
         "serviceAccounts": ["*"],                                                   # optional, default "*"
         "accounts": ["<account id>" | "/subscriptions/<sub>/resourceGroups/<rg>"],
         "roles": ["5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"],                          # optional: the default role
-        "workloads": ["chat-*"]                                # optional: Deployments it may patch; default none
-    }]}
+        "workloads": ["chat-*"],                               # optional: Deployments it may patch; default none
+        "maxBindings": 50                                      # optional: live bindings this rule may grant
+    }]}                                                        #   (default KEYLESS_DEFAULT_MAX_BINDINGS)
 
 System namespaces and the `default` service account match only when a rule names them
 exactly (no pattern covers them).
@@ -64,6 +66,8 @@ class Rule:
     accounts: tuple[str, ...]
     roles: tuple[str, ...]
     workloads: tuple[str, ...] = ()
+    cluster_tags: bool = False  # the rule speaks for cluster tags (shared.access), not for a person
+    max_bindings: int | None = None  # None: the policy's default
 
     def applies_to(self, caller: Caller) -> bool:
         return bool(
@@ -71,7 +75,15 @@ class Rule:
         )
 
 
-def _under(resource_id: str, grants: Iterable[str]) -> bool:
+def _max_bindings(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PolicyError(f"KEYLESS_ACCESS_POLICY: {where} must be a whole number >= 0")
+    return value
+
+
+def under(resource_id: str, grants: Iterable[str]) -> bool:
     """The id equals a granted id, or lies in a granted subscription/resource group (segment-wise)."""
     rid = resource_id.lower().rstrip("/")
     for grant in grants:
@@ -131,27 +143,53 @@ class AccessPolicy:
                 accounts=_strings(raw.get("accounts"), f"{name}.accounts"),
                 roles=tuple(r.lower() for r in _strings(raw.get("roles"), f"{name}.roles")) or (default_role,),
                 workloads=_strings(raw.get("workloads"), f"{name}.workloads"),
+                cluster_tags=principals.get("clusterTags") is True,
+                max_bindings=_max_bindings(raw.get("maxBindings"), f"{name}.maxBindings"),
             )
-            if not (rule.group_ids or rule.app_roles or rule.object_ids):
+            if principals.get("clusterTags") not in (None, True, False):
+                raise PolicyError(f"KEYLESS_ACCESS_POLICY: {name}.principals.clusterTags must be true or false")
+            if not (rule.group_ids or rule.app_roles or rule.object_ids or rule.cluster_tags):
                 raise PolicyError(f"KEYLESS_ACCESS_POLICY: {name} names no principals")
             rules.append(rule)
         return cls(tuple(rules), frozenset(system_namespaces), default_role)
 
     def authorize(self, caller: Caller, binding: Binding) -> str:
         """The name of the rule that allows this exact binding; Denied naming what was missing."""
-        mine = [r for r in self.rules if r.applies_to(caller)]
+        return self.rule_for(caller, binding).name
+
+    def rule_for(self, caller: Caller | None, binding: Binding) -> Rule:
+        """The rule that allows this exact binding to `caller`; Denied naming what was missing.
+
+        `caller` None: any principal's rule (a binding recorded before Keyless kept its requester's
+        claims: only whether some rule still grants it can be checked)."""
+        mine = [r for r in self.rules if not r.cluster_tags and (caller is None or r.applies_to(caller))]
         if not mine:
             raise Denied("no access-policy rule names you (your object id, groups or app roles)")
+        return self._first_granting(mine, binding, check_workloads=True)
+
+    def rule_for_cluster_tags(self, binding: Binding) -> Rule:
+        """A rule for the cluster-tags pseudo-principal that allows this binding; Denied otherwise.
+        Deployments named by tags are the cluster's own business (its tags' writers may change it),
+        so they are not checked here."""
+        mine = [r for r in self.rules if r.cluster_tags]
+        if not mine:
+            raise Denied("no access-policy rule speaks for cluster tags (principals.clusterTags)")
+        return self._first_granting(mine, binding, check_workloads=False)
+
+    def _first_granting(self, mine: list[Rule], binding: Binding, check_workloads: bool) -> Rule:
         protected_ns = binding.namespace in self.system_namespaces
         protected_sa = binding.service_account == "default"
         checks = (
-            ("cluster", lambda r: _under(str(binding.cluster), r.clusters)),
+            ("cluster", lambda r: under(str(binding.cluster), r.clusters)),
             ("namespace", lambda r: _name_matches(binding.namespace, r.namespaces, protected_ns)),
             ("serviceAccount", lambda r: _name_matches(binding.service_account, r.service_accounts, protected_sa)),
-            ("openAIAccount", lambda r: _under(str(binding.account), r.accounts)),
+            ("openAIAccount", lambda r: under(str(binding.account), r.accounts)),
             ("role", lambda r: binding.role_definition_id.lower() in r.roles),
             # Patching Deployments is a grant of its own: none unless the rule names them.
-            ("workloads", lambda r: all(_name_matches(w, r.workloads, False) for w in binding.workloads)),
+            (
+                "workloads",
+                lambda r: not check_workloads or all(_name_matches(w, r.workloads, False) for w in binding.workloads),
+            ),
         )
         best: tuple[int, str, str] | None = None
         for rule in mine:
@@ -161,7 +199,7 @@ class AccessPolicy:
                         best = (passed, rule.name, field)
                     break
             else:
-                return rule.name
+                return rule
         assert best is not None
         _, rule_name, field = best
         value = {

@@ -86,7 +86,7 @@ def caller_from_claims(claims: dict[str, list[str]]) -> Caller:
     if len(oids) != 1:
         raise PrincipalError(f"{HEADER}: needs exactly one object id (oid) claim")
     oid = next(iter(oids))
-    if not _GUID.match(oid):
+    if not _GUID.fullmatch(oid):
         raise PrincipalError(f"{HEADER}: the oid claim is not a GUID")
     return Caller(
         object_id=oid.lower(),

@@ -14,7 +14,12 @@ from shared.binding import Binding
 from shared.outcomes import ReconcileResult
 from shared.verification import VerificationReport
 
-RecordStatus = Literal["pending", "reconciling", "ready", "verified", "not-ready", "failed", "offboarding", "removed"]
+RecordStatus = Literal[
+    "pending", "reconciling", "ready", "verified", "not-ready", "failed", "refused", "revoked", "offboarding", "removed"
+]
+"""`refused`: the one door (shared.access) said no before anything was made; `revoked`: it said no
+after access had been granted: nothing is repaired, and the binding is offboarded at `offboard_at`
+unless the grant comes back."""
 Desired = Literal["present", "absent"]
 
 
@@ -49,6 +54,10 @@ class BindingRecord:
     last_requests: dict[str, int] = dataclasses.field(default_factory=dict)
     verification: dict[str, Any] = dataclasses.field(default_factory=dict)
     announced_status: str = ""  # the last status published as an outcome event (shared.announcements)
+    principal: dict[str, Any] = dataclasses.field(default_factory=dict)  # who asked (ids): shared.access
+    quota_key: str = ""  # the quota this binding is counted in (shared.access.Grant), "" while not granted
+    revoked_at: str | None = None
+    offboard_at: str | None = None
     etag: str | None = None
 
     @classmethod
@@ -79,6 +88,18 @@ class BindingRecord:
     @property
     def live(self) -> bool:
         return self.desired == "present"
+
+    @property
+    def ever_granted(self) -> bool:
+        """A run has happened: something may exist in Azure or the cluster (so a refusal revokes)."""
+        return self.attempts > 0
+
+    def requested_by_object_id(self) -> str:
+        """The object id of the caller who asked (the API), or "" (cluster tags)."""
+        oid = self.principal.get("objectId") if self.principal else None
+        if isinstance(oid, str):
+            return oid.lower()
+        return "" if self.source != "api" else self.requested_by.split(" ", 1)[0].lower()
 
     def record_result(self, result: ReconcileResult) -> None:
         """Fold one reconcile's outcome (and the verification run after it was ready) into the record."""
@@ -143,6 +164,8 @@ class BindingRecord:
             "lastError": self.last_error,
             "lastRequests": self.last_requests,
             "verification": self.verification,
+            "revokedAt": self.revoked_at,
+            "offboardAt": self.offboard_at,
             "requestedBy": self.requested_by,
             "source": self.source,
             "createdAt": self.created_at,

@@ -13,7 +13,6 @@ from shared.settings import Settings
 
 _lock = threading.Lock()
 _service: Any = None
-_policy: Any = None
 
 
 def service() -> Any:
@@ -26,23 +25,16 @@ def service() -> Any:
 
 
 def policy() -> Any:
-    """The process-wide `shared.policy.AccessPolicy`, parsed once from the settings."""
-    global _policy
-    from shared.policy import AccessPolicy
-
-    settings = service().settings
-    with _lock:
-        if _policy is None:
-            _policy = AccessPolicy.parse(settings.access_policy, settings.system_namespaces, settings.default_role)
-        return _policy
+    """The process-wide `shared.policy.AccessPolicy`, parsed once from the settings (with the service:
+    the worker asks the same policy as the API)."""
+    return service().policy
 
 
 def reset() -> None:
     """Forget the built objects (after the environment changed, e.g. between tests)."""
-    global _service, _policy
+    global _service
     with _lock:
         _service = None
-        _policy = None
 
 
 def _build(settings: Settings) -> Any:
@@ -50,10 +42,12 @@ def _build(settings: Settings) -> Any:
     from shared.adapters.ledger import Ledger
     from shared.adapters.topic import OutcomeTopic
     from shared.adapters.workqueue import WorkQueue
+    from shared.policy import AccessPolicy
     from shared.reconcile import Engine
     from shared.service import Keyless
 
     settings.require_storage()
+    policy = AccessPolicy.parse(settings.access_policy, settings.system_namespaces, settings.default_role)
     credential = default_credential(settings)
     storage = {
         "connection_string": settings.storage_connection_string,
@@ -66,4 +60,5 @@ def _build(settings: Settings) -> Any:
         queue=WorkQueue(**storage),
         engine=Engine.from_settings(settings, credential),
         topic=OutcomeTopic(settings, credential) if settings.outcome_topic_endpoint else None,
+        policy=policy,
     )

@@ -31,17 +31,19 @@ an instance whose read cache holds an older state reads again (shared.adapters.r
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import time
 from typing import Any
 
-from shared import announcements, assurance, naming, rules
+from shared import access, announcements, assurance, naming, rules
 from shared.binding import Binding
 from shared.errors import KeylessError, NotFoundError, PermanentError, TemporaryError
 from shared.events import ResourceEvent
 from shared.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
 from shared.outcomes import ReconcileResult
+from shared.principal import Caller
 from shared.records import BindingRecord, utcnow
 from shared.settings import Settings
 
@@ -57,6 +59,8 @@ RUN_LEASE_SECONDS = 120.0
 """How long a binding's run may take before another worker may take over (plus the cluster wait)."""
 BUSY_RETRY_SECONDS = 15.0
 """Delay for a message whose binding is being reconciled by another worker."""
+MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600.0 - 60
+"""Azure queues hide a message for at most 7 days."""
 
 
 class BadMessage(ValueError):
@@ -89,33 +93,71 @@ class Keyless:
     queue: Any  # shared.adapters.workqueue.WorkQueue
     engine: Any  # shared.reconcile.Engine
     topic: Any = None  # shared.adapters.topic.OutcomeTopic, or None: no outcome events
+    policy: Any = None  # shared.policy.AccessPolicy (None: deny every caller; cluster tags need consent)
+
+    # --- the one door (shared.access) -------------------------------------------------------
+
+    def grant_for(self, binding: Binding, requester: access.Requester) -> access.Grant:
+        """shared.access.authorise with this deployment's policy and settings; for cluster tags the
+        account's current tags (its consent) are read. Refused naming what is missing."""
+        from shared.policy import AccessPolicy
+
+        account_tags = None
+        if isinstance(requester, access.ClusterTags):
+            try:
+                account_tags = self.engine.accounts.get(binding.account).tags
+            except TemporaryError:
+                raise
+            except KeylessError as exc:
+                log.warning("binding %s: cannot read account %s for its consent: %s", binding.key,
+                            binding.account.name, exc.reason)  # fmt: skip
+        s = self.settings
+        policy = self.policy or AccessPolicy.parse(None, s.system_namespaces, s.default_role)
+        return access.authorise(
+            binding,
+            requester,
+            policy,
+            s.allowed_subscriptions,
+            s.default_max_bindings,
+            s.max_tag_bindings_per_cluster,
+            account_tags,
+        )
 
     # --- self-service -----------------------------------------------------------------------
 
-    def request_onboarding(self, binding: Binding, requested_by: str) -> tuple[BindingRecord, bool]:
-        """Record the binding and queue it. (record, True) if new or revived, (record, False) if live."""
-        record = BindingRecord.for_binding(binding, requested_by=requested_by, source=SOURCE_API)
-        if self.ledger.create(record):
+    def request_onboarding(
+        self, binding: Binding, caller: Caller, grant: access.Grant
+    ) -> tuple[BindingRecord, bool]:
+        """Record the binding the caller was granted (shared.access) and queue it. (record, True) if new,
+        revived or changed, (record, False) if it is live as asked. QuotaExceeded when the grant's
+        quota is used up by other live bindings."""
+        counted, count = self.ledger.claim_quota(grant.quota_key, binding.key, grant.quota_limit)
+        record = BindingRecord.for_binding(binding, requested_by=caller.audit, source=SOURCE_API)
+        record.principal = access.recorded_principal(caller)
+        record.quota_key = grant.quota_key if counted else ""
+        if counted and self.ledger.create(record):
             self._enqueue_binding(record.key, "onboarding requested")
             return record, True
         existing = self.ledger.get(record.key)
-        if existing is None:  # deleted between the two calls: try once more
-            return self.request_onboarding(binding, requested_by)
-        if existing.live and list(existing.workloads or ()) == list(binding.workloads):
+        if existing is None:
+            if not counted:
+                raise _quota_exceeded(grant, count)
+            return self.request_onboarding(binding, caller, grant)  # deleted between the two calls
+        if not existing.live and not counted:
+            raise _quota_exceeded(grant, count)
+        settled = existing.status not in ("refused", "revoked")
+        if existing.live and settled and list(existing.workloads or ()) == list(binding.workloads):
             return existing, False
-        if existing.live:  # the same binding with other workloads: update it (workloads are not in its key)
-            existing.workloads = list(binding.workloads)
-            existing.status, existing.requested_by, existing.updated_at = "pending", requested_by, utcnow()
-            self.ledger.save(existing)
-            self._enqueue_binding(existing.key, "workloads changed")
-            return existing, True
+        why = "workloads changed" if existing.live and settled else "onboarding requested again"
         existing.desired = "present"
         existing.workloads = list(binding.workloads)
         existing.status = "pending"
-        existing.requested_by = requested_by
+        existing.requested_by = caller.audit
+        existing.principal = record.principal
+        existing.quota_key = record.quota_key or existing.quota_key
         existing.updated_at = utcnow()
         self.ledger.save(existing)
-        self._enqueue_binding(existing.key, "onboarding requested again")
+        self._enqueue_binding(existing.key, why)
         return existing, True
 
     def request_offboarding(self, key: str) -> BindingRecord | None:
@@ -212,9 +254,104 @@ class Keyless:
             return record
         try:
             self._expect_versions(binding, msg or {})
+            if record.live:
+                record, admitted = self._admit(record, binding)
+                if not admitted:
+                    return record
             return self._run(record, binding, _LeaseKeeper(self.ledger, lease, self._run_lease_seconds(), scale))
         finally:
             self._release_quietly(lease, only_own=True)
+
+    def _admit(self, record: BindingRecord, binding: Binding) -> tuple[BindingRecord, bool]:
+        """The worker's side of the one door, before every run of a live binding: (record, True) to
+        go on (reconcile, or offboard when a revocation's grace ran out), (record, False) when the
+        binding was refused, is revoked, or must wait."""
+        requester = access.requester_of(record.source, record.cluster, record.principal)
+        try:
+            if isinstance(requester, access.ClusterTags) and not self._still_tagged(record, binding):
+                record.desired, record.status = "absent", "offboarding"
+                record.reason, record.updated_at = "removed from the cluster's tags", utcnow()
+                return record, True
+            grant = self.grant_for(binding, requester)
+            self._count(record, grant)
+        except TemporaryError as exc:
+            self._enqueue_binding(record.key, f"checking access: {exc.reason}", exc.delay_seconds)
+            return record, False
+        except access.Refused as exc:
+            return self._refuse(record, exc.reason)
+        if record.revoked_at or record.status in ("refused", "revoked"):
+            log.info("binding %s: access granted (again) by %s", record.key, grant.by)
+            record.revoked_at = record.offboard_at = None
+        return record, True
+
+    def _still_tagged(self, record: BindingRecord, binding: Binding) -> bool:
+        """Do the cluster's tags still ask for this binding? (True when the cluster cannot be read:
+        the run finds out, and its deletion is an event of its own.)"""
+        try:
+            cluster = self.engine.clusters.get(binding.cluster)
+        except TemporaryError:
+            raise
+        except KeylessError:
+            return True
+        tag_rules = rules.read_tags(cluster, binding.cluster, self.settings.system_namespaces)
+        if (binding.namespace, binding.service_account) not in tag_rules.workloads:
+            return False
+        return tag_rules.account is None or tag_rules.account.key == binding.account.key
+
+    def _count(self, record: BindingRecord, grant: access.Grant) -> None:
+        """Count the binding in its grant's quota. Only a binding never run is held to the limit: one
+        that runs already keeps its place when the policy moves it to another quota."""
+        if record.quota_key == grant.quota_key:
+            return
+        limit = None if record.ever_granted else grant.quota_limit
+        counted, count = self.ledger.claim_quota(grant.quota_key, record.key, limit)
+        if not counted:
+            raise _quota_exceeded(grant, count)
+        self.ledger.release_quota(record.quota_key, record.key)
+        record.quota_key = grant.quota_key
+
+    def _refuse(self, record: BindingRecord, reason: str) -> tuple[BindingRecord, bool]:
+        """Nothing made yet: `refused`. Made before: `revoked` (nothing repaired), and offboarded once
+        KEYLESS_REVOKE_AFTER_SECONDS have passed since, unless the grant comes back meanwhile."""
+        now = dt.datetime.now(dt.UTC)
+        grace = self.settings.revoke_after_seconds
+        if not record.ever_granted:
+            if record.status != "refused" or record.reason != reason:
+                log.warning("binding %s refused: %s", record.key, reason)
+                record.status, record.reason, record.last_error, record.updated_at = "refused", reason, reason, utcnow()
+                self.ledger.release_quota(record.quota_key, record.key)  # a refused binding holds no place
+                record.quota_key = ""
+                self._save_settled(record)
+            return record, False
+        if record.revoked_at is None:
+            log.warning("binding %s revoked: %s", record.key, reason)
+            record.status, record.revoked_at, record.updated_at = "revoked", utcnow(), utcnow()
+            record.reason = record.last_error = f"access withdrawn: {reason}"
+            record.offboard_at = _iso(now + dt.timedelta(seconds=grace))
+            record.verification = {}
+            self._save_settled(record)
+            self._enqueue_binding(record.key, "revoked: offboard when the grace period ends", grace, real_time=True)
+            return record, False
+        deadline = _parse_time(record.revoked_at) + dt.timedelta(seconds=grace)
+        if now < deadline:
+            if record.offboard_at != _iso(deadline):  # the setting changed
+                record.offboard_at = _iso(deadline)
+                self.ledger.save(record)
+            return record, False
+        record.desired, record.status, record.updated_at = "absent", "offboarding", utcnow()
+        record.reason = f"offboarded: access withdrawn at {record.revoked_at} ({reason})"
+        return record, True
+
+    def _save_settled(self, record: BindingRecord) -> None:
+        """Save a status the worker settled without a run, and announce it."""
+        from shared.adapters.ledger import LedgerConflict
+
+        try:
+            self.ledger.save(record)
+        except LedgerConflict:
+            self._enqueue_binding(record.key, "record changed while checking access")
+            return
+        self._announce(record)
 
     def _run_lease_seconds(self) -> float:
         """A run's lease: renewed after its steps (_LeaseKeeper), so it bounds one step, not the run;
@@ -280,6 +417,8 @@ class Keyless:
                 record = fresh
         if record.status == "not-ready":
             self._enqueue_binding(record.key, result.reason, result.retry_after_seconds or 30)
+        if record.status == "removed":
+            self.ledger.release_quota(record.quota_key, record.key)
         self._announce(record)
         return record
 
@@ -338,7 +477,7 @@ class Keyless:
         if deleted:
             log.info("cluster %s: a delete event, but ARM has the cluster (re-created?): syncing it", cluster_id)
         version = {"clusterVersion": self.engine.clusters.version(cluster)}
-        tag_rules = rules.read_tags(cluster, cluster_id)
+        tag_rules = rules.read_tags(cluster, cluster_id, self.settings.system_namespaces)
         for error in tag_rules.errors:
             log.warning("cluster %s: %s", cluster_id, error)
         wanted = self._bindings_from_tags(cluster_id, tag_rules)
@@ -449,7 +588,7 @@ class Keyless:
         if not deleted:
             for cluster in self.engine.clusters.list_in_group(account_id.subscription_id, account_id.resource_group):
                 cluster_id = parse_resource_id(cluster.id, CLUSTER_TYPE, "id")
-                tag_rules = rules.read_tags(cluster, cluster_id)
+                tag_rules = rules.read_tags(cluster, cluster_id, self.settings.system_namespaces)
                 if tag_rules.workloads and tag_rules.account is None:
                     self._queue_resync("cluster", cluster_id, "write")
         return touched
@@ -460,13 +599,14 @@ class Keyless:
         record.status = "offboarding"
         record.reason = reason
         record.updated_at = utcnow()
-        if record.account:
+        if record.account and record.ever_granted:
             self.ledger.save(record)
             versions = {"clusterVersion": cluster_version} if cluster_version is not None else None
             self._enqueue_binding(record.key, reason, 0, versions)
-        else:
+        else:  # nothing was made for it (no account, or refused before any run)
             record.status = "removed"
             self.ledger.save(record)
+            self.ledger.release_quota(record.quota_key, record.key)
         return record.key
 
     # --- drift ----------------------------------------------------------------------------
@@ -480,11 +620,36 @@ class Keyless:
                 count += 1
         return count
 
-    def _enqueue_binding(self, key: str, reason: str, delay: float = 0, versions: dict[str, str] | None = None) -> None:
-        """Queue a run of the binding, after `delay` seconds (times KEYLESS_RETRY_DELAY_SCALE)."""
+    def _enqueue_binding(
+        self,
+        key: str,
+        reason: str,
+        delay: float = 0,
+        versions: dict[str, str] | None = None,
+        real_time: bool = False,
+    ) -> None:
+        """Queue a run of the binding, after `delay` seconds (times KEYLESS_RETRY_DELAY_SCALE, unless
+        `real_time`: a deadline someone set, such as a revocation's grace period)."""
         fields = {k: v for k, v in (versions or {}).items() if k in ("clusterVersion", "accountVersion")}
         body = message("binding", key=key, reason=reason[:200], **fields)
-        self.queue.enqueue_raw(body, delay * self.settings.retry_delay_scale)
+        seconds = delay if real_time else delay * self.settings.retry_delay_scale
+        self.queue.enqueue_raw(body, min(seconds, MAX_QUEUE_DELAY_SECONDS))
+
+
+def _quota_exceeded(grant: access.Grant, count: int) -> access.QuotaExceeded:
+    return access.QuotaExceeded(
+        f"maxBindings: the quota {grant.quota_name} allows {grant.quota_limit} live bindings and {max(count, 0)} "
+        "use it; offboard one (DELETE /api/onboardings/<id>) or ask the operator to raise it",
+        count,
+    )
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 class _LeaseKeeper:

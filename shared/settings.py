@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from shared.binding import OPENAI_USER_ROLE_ID, resolve_role
 from shared.errors import PermanentError
+from shared.ids import SUBSCRIPTION_ID
 
 AKS_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
 """The Entra application of every AKS API server (the audience of kubelogin tokens)."""
@@ -83,6 +84,27 @@ def _https_url(env: Mapping[str, str], key: str) -> str:
     return value
 
 
+def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{key}: expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{key}: must be >= {minimum}")
+    return value
+
+
+def _subscriptions(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    items = _list(env, key)
+    for item in items:
+        if not SUBSCRIPTION_ID.fullmatch(item):
+            raise SettingsError(f"{key}: {item!r} is not a subscription id (a GUID in its dashed form)")
+    return tuple(i.lower() for i in items)
+
+
 def _choice(env: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
     value = (env.get(key) or choices[0]).strip().lower()
     if value not in choices:
@@ -123,16 +145,21 @@ class Settings:
     storage_connection_string: str | None = dataclasses.field(default=None, repr=False)
     storage_account_name: str | None = None
     table_name: str = "keylessbindings"
-    # --- who may onboard what (issue: security) ---
+    # --- who may onboard what (README: Security) ---
     access_policy: str | None = None  # JSON text, or a path to a JSON file
     dev_principal: str | None = None  # local runs only; refused when WEBSITE_SITE_NAME is set
     system_namespaces: tuple[str, ...] = DEFAULT_SYSTEM_NAMESPACES
     allowed_subscriptions: tuple[str, ...] = ()  # empty: any subscription
+    revoke_after_seconds: float = 3600.0  # a binding whose grant or consent was withdrawn is offboarded after this
+    default_max_bindings: int = 250  # live bindings per policy rule that names no maxBindings
+    max_tag_bindings_per_cluster: int = 25  # live bindings one cluster's tags may ask for
+    in_azure: bool = False  # WEBSITE_SITE_NAME is set: running in App Service / Functions
+    app_service_auth: bool = False  # WEBSITE_AUTH_ENABLED: App Service Authentication is on
     # --- reads and throttling ---
     arm_read_cache_seconds: float = 20.0
     arm_pacing_scale: float = 1.0  # Azure's published ARM/MSI limits times this; 0 = no client-side pacing
     retry_delay_scale: float = 1.0  # every "not yet" re-queue delay and run lease times this
-    # --- workloads (issue: enforcement) ---
+    # --- workloads, verification and keyless accounts ---
     api_key_variables: tuple[str, ...] = DEFAULT_API_KEY_VARIABLES
     api_key_secret_patterns: tuple[str, ...] = DEFAULT_API_KEY_SECRET_PATTERNS
     enforce_keyless_accounts: bool = False
@@ -201,7 +228,12 @@ class Settings:
             access_policy=(env.get("KEYLESS_ACCESS_POLICY") or "").strip() or None,
             dev_principal=_dev_principal(env),
             system_namespaces=DEFAULT_SYSTEM_NAMESPACES + _list(env, "KEYLESS_SYSTEM_NAMESPACES"),
-            allowed_subscriptions=tuple(s.lower() for s in _list(env, "KEYLESS_ALLOWED_SUBSCRIPTIONS")),
+            allowed_subscriptions=_subscriptions(env, "KEYLESS_ALLOWED_SUBSCRIPTIONS"),
+            revoke_after_seconds=_float(env, "KEYLESS_REVOKE_AFTER_SECONDS", 3600.0),
+            default_max_bindings=_int(env, "KEYLESS_DEFAULT_MAX_BINDINGS", 250),
+            max_tag_bindings_per_cluster=_int(env, "KEYLESS_MAX_TAG_BINDINGS_PER_CLUSTER", 25),
+            in_azure=bool((env.get("WEBSITE_SITE_NAME") or "").strip()),
+            app_service_auth=_bool(env, "WEBSITE_AUTH_ENABLED", False),
             arm_read_cache_seconds=_float(env, "KEYLESS_ARM_READ_CACHE_SECONDS", 20.0),
             arm_pacing_scale=_float(env, "KEYLESS_ARM_PACING_SCALE", 1.0),
             retry_delay_scale=_float(env, "KEYLESS_RETRY_DELAY_SCALE", 1.0, minimum=0.001),

@@ -61,7 +61,7 @@ def validate_workloads(value: object, field: str = "workloads") -> tuple[str, ..
         raise PermanentError(f"{field}: at most {MAX_WORKLOADS} Deployments per binding")
     names = set()
     for item in value:
-        if not isinstance(item, str) or len(item) > 253 or not _DNS_SUBDOMAIN.match(item):
+        if not isinstance(item, str) or len(item) > 253 or not _DNS_SUBDOMAIN.fullmatch(item):
             raise PermanentError(f"{field}: {str(item)[:80]!r} is not a Deployment name (DNS-1123 subdomain)")
         names.add(item)
     return tuple(sorted(names))

@@ -3,6 +3,10 @@
 One entity per binding (PartitionKey "binding", RowKey = binding key). Writes are
 conditional on the ETag read, so two workers never overwrite each other's outcome blindly.
 
+Quotas (shared.access.Grant) are counted in an index of their own: one partition per quota
+(PartitionKey "quota-<hash>", RowKey = binding key), so counting a quota reads at most its limit
+of rows, never the whole ledger.
+
 The same table holds short-lived leases (PartitionKey "lease"): a name held by one worker until
 it releases it or the lease runs out. The service uses them so that one binding is reconciled
 by one worker at a time, and so that a storm of events about one cluster queues one re-read.
@@ -261,6 +265,55 @@ class Ledger:
             if exc.status_code != 412:  # taken over between our read and our delete: theirs now
                 raise
 
+    # --- quotas ---------------------------------------------------------------------------
+
+    def claim_quota(self, quota: str, key: str, limit: int | None) -> tuple[bool, int]:
+        """Count binding `key` in `quota`: (True, count) when it is counted (it was already, or
+        there was room), (False, count) when `limit` live bindings use the quota already. `limit`
+        None: count it whatever the count (a binding granted before keeps its place).
+
+        Insert, then count again: of two requests racing for the last place, neither goes over
+        (both may be refused; the caller asks again)."""
+        self._ensure()
+        partition = _quota_partition(quota)
+        try:
+            self._table.get_entity(partition, key, select=["RowKey"])
+            return True, -1
+        except ResourceNotFoundError:
+            pass
+        if limit is not None:
+            count = self._count(partition, limit + 1)
+            if count >= limit:
+                return False, count
+        self._table.upsert_entity({"PartitionKey": partition, "RowKey": key, "quota": quota[:1000]})
+        count = self._count(partition, (limit or 0) + 2)
+        if limit is not None and count > limit:
+            self.release_quota(quota, key)
+            return False, count - 1
+        return True, count
+
+    def release_quota(self, quota: str, key: str) -> None:
+        """Stop counting binding `key` in `quota` (nothing if it was not counted)."""
+        if not quota:
+            return
+        self._ensure()
+        try:
+            self._table.delete_entity(_quota_partition(quota), key)
+        except ResourceNotFoundError:
+            pass
+
+    def _count(self, partition: str, at_most: int) -> int:
+        """Rows in the partition, reading no more than `at_most` of them."""
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"], results_per_page=min(at_most, 1000)
+        )
+        count = 0
+        for _ in rows:
+            count += 1
+            if count >= at_most:
+                break
+        return count
+
     # --- queries --------------------------------------------------------------------------
 
     def query(
@@ -301,6 +354,10 @@ class Ledger:
             yield from records
             if not token:
                 return
+
+
+def _quota_partition(quota: str) -> str:
+    return "quota-" + short_hash(quota.lower(), length=40)
 
 
 def _encode_token(token: Any) -> str | None:

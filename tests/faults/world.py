@@ -410,7 +410,15 @@ class World:
         tags = {"keyless-workloads": ",".join(f"{w.namespace}/{w.service_account}" for w in items)}
         if account is not None:
             tags["keyless-openai-account"] = account_id(account)
+            self.consent(account, cluster)
         self.arm.set_tags(cluster_id(cluster), tags)
+
+    def consent(self, account: int, cluster: int) -> None:
+        """The account's owner lets the cluster's tags ask for bindings on it (shared.access)."""
+        tags = dict((self.arm.cognitive_account(account_id(account)) or {}).get("tags") or {})
+        # A tag value holds 256 characters, about one cluster id: one tag per cluster.
+        tags[f"keyless-allowed-clusters-{cluster}"] = cluster_id(cluster)
+        self.arm.set_tags(account_id(account), tags)
 
     def deliver(self, event: dict[str, Any], deadline: float = 30.0) -> None:
         """Event Grid delivery: the handler is called until it returns (a raise means redeliver)."""

@@ -53,10 +53,20 @@ def cluster_event(schema="event-grid-schema", change="write"):
     return arm_event(schema, change, CLUSTER_ID, f"Microsoft.ContainerService/managedClusters/{change}")
 
 
-def tag_cluster(arm, workloads=f"{NAMESPACE}/{SERVICE_ACCOUNT}", account=ACCOUNT_ID):
+def consent_to_cluster(arm, account=ACCOUNT_ID, cluster=CLUSTER_ID):
+    """The account's owner lets the cluster's tags ask for bindings on it (tags merged)."""
+    tags = dict((arm.cognitive_account(account) or {}).get("tags") or {})
+    tags["keyless-allowed-clusters"] = cluster
+    arm.set_tags(account, tags)
+
+
+def tag_cluster(arm, workloads=f"{NAMESPACE}/{SERVICE_ACCOUNT}", account=ACCOUNT_ID, consent=True):
+    """Tag the cluster (and, with `consent`, have the named account consent to it)."""
     tags = {"keyless-workloads": workloads}
     if account:
         tags["keyless-openai-account"] = account
+        if consent:
+            consent_to_cluster(arm, account)
     arm.set_tags(CLUSTER_ID, tags)
 
 
@@ -250,6 +260,7 @@ def test_cluster_enabled_by_us_raises_an_event_that_converges_without_writes(hos
         workload_identity_enabled=False,
         tags={"keyless-workloads": f"{NAMESPACE}/{SERVICE_ACCOUNT}", "keyless-openai-account": ACCOUNT_ID},
     )
+    consent_to_cluster(arm)
     host.event(cluster_event())
     host.drain()
     (record,) = records()
@@ -305,6 +316,7 @@ def test_only_account_in_the_group_is_chosen(host, arm, kube):
     rg = CLUSTER_ID.split("/providers/")[0]
     only = f"{rg}/providers/Microsoft.CognitiveServices/accounts/oai-only"
     arm.add_cognitive_account(only)
+    consent_to_cluster(arm, only)
     tag_cluster(arm, account=None)
     host.event(cluster_event())
     host.drain()

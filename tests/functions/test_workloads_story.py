@@ -141,9 +141,10 @@ def test_verification_endpoint_errors(host, arm, kube):
 def test_the_cluster_tags_can_name_the_deployments_too(host, arm, kube):
     """`keyless-workloads-deployments` opts a tagged binding into workload enforcement; taking the
     Deployment out of the tag releases it (the binding stays)."""
-    from tests.functions.test_app import cluster_event, records
+    from tests.functions.test_app import cluster_event, consent_to_cluster, records
 
     ai_service(kube)
+    consent_to_cluster(arm)
     tags = {
         "keyless-workloads": f"{NAMESPACE}/{SERVICE_ACCOUNT}",
         "keyless-openai-account": ACCOUNT_ID,

@@ -1,0 +1,167 @@
+"""The one door: may this binding exist? Pure. Every path that creates or repairs access asks here.
+
+A binding hands a Kubernetes service account a role on an OpenAI account. Three kinds of
+requester can ask for one, and each is checked by the same function, in the HTTP handler (for a
+403 before anything is queued) and again in the worker before every run (a queued message or a
+ledger record is no proof of permission, and a grant withdrawn since is honoured):
+
+- a signed-in caller (`Caller`, the HTTP API), and later the claims recorded when they asked:
+  a rule of KEYLESS_ACCESS_POLICY must grant the exact binding to them;
+- a binding recorded before Keyless kept its requester's claims (`AnyPrincipal`): some rule must
+  still grant it, to anyone;
+- a cluster's tags (`ClusterTags`): whoever may write the cluster's tags asks, and that is no
+  proof that the account's owner agrees. So the account side must consent: the account's tag
+  `keyless-allowed-clusters` (or `keyless-allowed-clusters-<anything>`: a tag value holds 256
+  characters) names the cluster, its resource group or its subscription (`;`-separated resource
+  ids), or a policy rule for `principals.clusterTags` grants the binding.
+  System namespaces (KEYLESS_SYSTEM_NAMESPACES too) and `default` are never asked for by tags.
+
+On every path: KEYLESS_ALLOWED_SUBSCRIPTIONS holds for the cluster and the account. The grant
+names what allowed it and the quota it counts against (a rule's `maxBindings`, or the
+per-cluster quota of cluster tags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+
+from shared.binding import Binding
+from shared.policy import AccessPolicy, Denied, check_subscriptions, under
+from shared.principal import Caller
+
+CONSENT_TAG = "keyless-allowed-clusters"
+TAGS_QUOTA_SETTING = "KEYLESS_MAX_TAG_BINDINGS_PER_CLUSTER"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterTags:
+    """The pseudo-principal of a binding asked for by a cluster's tags."""
+
+    cluster: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AnyPrincipal:
+    """A binding recorded without its requester's claims (before Keyless kept them)."""
+
+
+Requester = Caller | ClusterTags | AnyPrincipal
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    """What allowed a binding, and the quota it counts against."""
+
+    by: str  # e.g. "rule 'team-a'", "consent of account oai (keyless-allowed-clusters)"
+    quota_key: str  # where live bindings under this grant are counted
+    quota_limit: int
+    quota_name: str  # how a refusal names the quota
+
+
+class Refused(Denied):
+    """Not allowed: `reason` starts with the field (or setting) that is missing and says how to grant it."""
+
+
+class QuotaExceeded(Refused):
+    """Allowed, but the grant's quota is used up; `count` live bindings use it."""
+
+    def __init__(self, reason: str, count: int) -> None:
+        super().__init__(reason)
+        self.count = count
+
+
+def consented_clusters(account_tags: Mapping[str, str]) -> tuple[str, ...]:
+    """The resource ids the account's consent tags name. A tag value holds 256 characters (about one
+    cluster id, or three resource-group ids), so every tag whose name starts with the consent tag's
+    counts: `keyless-allowed-clusters`, `keyless-allowed-clusters-2`, ... (names case-insensitive)."""
+    values = [v for k, v in account_tags.items() if k.lower().startswith(CONSENT_TAG)]
+    items = (item for v in values for item in re.split(r"[;,\s]+", v.strip()))
+    return tuple(item for item in items if item.startswith("/subscriptions/"))
+
+
+def authorise(
+    binding: Binding,
+    requester: Requester,
+    policy: AccessPolicy,
+    allowed_subscriptions: tuple[str, ...],
+    default_max_bindings: int,
+    max_tag_bindings_per_cluster: int,
+    account_tags: Mapping[str, str] | None = None,
+) -> Grant:
+    """The grant for `binding` asked by `requester`; Refused naming what is missing.
+
+    `account_tags`: the account's current tags, needed for a ClusterTags requester (None when
+    the account could not be read: no consent can be seen then)."""
+    try:
+        check_subscriptions(binding, allowed_subscriptions)
+    except Denied as exc:
+        raise Refused(exc.reason) from None
+    if isinstance(requester, ClusterTags):
+        return _by_cluster_tags(binding, requester, policy, max_tag_bindings_per_cluster, account_tags)
+    caller = requester if isinstance(requester, Caller) else None
+    try:
+        rule = policy.rule_for(caller, binding)
+    except Denied as exc:
+        raise Refused(exc.reason) from None
+    limit = default_max_bindings if rule.max_bindings is None else rule.max_bindings
+    return Grant(f"rule {rule.name!r}", f"rule|{rule.name}", limit, f"maxBindings of rule {rule.name!r}")
+
+
+def _by_cluster_tags(
+    binding: Binding,
+    requester: ClusterTags,
+    policy: AccessPolicy,
+    limit: int,
+    account_tags: Mapping[str, str] | None,
+) -> Grant:
+    if requester.cluster.lower() != binding.cluster.key:
+        raise Refused(f"cluster: tags of {requester.cluster} cannot ask for a binding on another cluster")
+    if binding.namespace in policy.system_namespaces or binding.service_account == "default":
+        raise Refused(
+            f"namespace: {binding.namespace}/{binding.service_account} is a system namespace or the default "
+            "service account; cluster tags never ask for those (use the API with a rule that names them)"
+        )
+    quota = (f"tags|{binding.cluster.key}", limit, f"{TAGS_QUOTA_SETTING} ({limit}) for cluster {binding.cluster.name}")
+    if account_tags is not None and under(str(binding.cluster), consented_clusters(account_tags)):
+        return Grant(f"consent of account {binding.account.name} ({CONSENT_TAG})", *quota)
+    try:
+        rule = policy.rule_for_cluster_tags(binding)
+    except Denied as exc:
+        seen = "could not be read" if account_tags is None else f"does not name this cluster in its {CONSENT_TAG} tag"
+        raise Refused(
+            f"consent: account {binding.account.name} {seen}, and {exc.reason}. To consent, the account's owner "
+            f"adds the cluster id (or its resource group or subscription id) to the account's {CONSENT_TAG} tag "
+            f"(';'-separated: az tag update --resource-id <account id> --operation merge --tags "
+            f"{CONSENT_TAG}={binding.cluster}), or the operator adds a rule for principals.clusterTags to "
+            "KEYLESS_ACCESS_POLICY"
+        ) from None
+    return Grant(f"rule {rule.name!r} for cluster tags", *quota)
+
+
+def requester_of(source: str, cluster: str, principal: Mapping[str, object] | None) -> Requester:
+    """Who asked for a recorded binding: its cluster's tags, the recorded caller, or (records made
+    before callers were recorded) any principal."""
+    if source == "cluster-tags":
+        return ClusterTags(cluster.lower())
+    if not principal or not isinstance(principal.get("objectId"), str):
+        return AnyPrincipal()
+    return Caller(
+        object_id=str(principal["objectId"]).lower(),
+        groups=frozenset(str(g).lower() for g in principal.get("groups") or () if isinstance(g, str)),  # type: ignore[attr-defined]
+        roles=frozenset(str(r) for r in principal.get("roles") or () if isinstance(r, str)),  # type: ignore[attr-defined]
+    )
+
+
+MAX_RECORDED_CLAIMS = 250
+"""Groups (and roles) kept of a caller: Entra puts at most 200 groups in a token (then an overage claim)."""
+
+
+def recorded_principal(caller: Caller) -> dict[str, object]:
+    """What the ledger keeps of the caller, so the worker can ask the policy again: ids only."""
+    return {
+        "objectId": caller.object_id,
+        "groups": sorted(caller.groups)[:MAX_RECORDED_CLAIMS],
+        "roles": sorted(caller.roles)[:MAX_RECORDED_CLAIMS],
+    }
