@@ -28,7 +28,8 @@ import re
 from collections.abc import Mapping
 
 from shared.binding import Binding
-from shared.policy import AccessPolicy, Denied, check_subscriptions, under
+from shared.ids import ResourceId
+from shared.policy import AccessPolicy, Denied, check_subscriptions
 from shared.principal import Caller
 
 CONSENT_TAG = "keyless-allowed-clusters"
@@ -73,12 +74,23 @@ class QuotaExceeded(Refused):
 
 
 def consented_clusters(account_tags: Mapping[str, str]) -> tuple[str, ...]:
-    """The resource ids the account's consent tags name. A tag value holds 256 characters (about one
+    """The entries of the account's consent tags. A tag value holds 256 characters (about one
     cluster id, or three resource-group ids), so every tag whose name starts with the consent tag's
     counts: `keyless-allowed-clusters`, `keyless-allowed-clusters-2`, ... (names case-insensitive)."""
     values = [v for k, v in account_tags.items() if k.lower().startswith(CONSENT_TAG)]
-    items = (item for v in values for item in re.split(r"[;,\s]+", v.strip()))
-    return tuple(item for item in items if item.startswith("/subscriptions/"))
+    return tuple(item for v in values for item in re.split(r"[;,\s]+", v.strip()) if item)
+
+
+def consents(account_tags: Mapping[str, str], cluster: ResourceId) -> bool:
+    """Does an entry name exactly this cluster, its resource group or its subscription? Whole ids
+    only, compared case-insensitively: no prefix, pattern or wildcard (`/subscriptions/` is not
+    every subscription, `.../rg-ak` is not `.../rg-aks`)."""
+    names = {
+        f"/subscriptions/{cluster.subscription_id}".lower(),
+        cluster.resource_group_id.lower(),
+        cluster.key,
+    }
+    return any(entry.lower() in names for entry in consented_clusters(account_tags))
 
 
 def authorise(
@@ -124,7 +136,7 @@ def _by_cluster_tags(
             "service account; cluster tags never ask for those (use the API with a rule that names them)"
         )
     quota = (f"tags|{binding.cluster.key}", limit, f"{TAGS_QUOTA_SETTING} ({limit}) for cluster {binding.cluster.name}")
-    if account_tags is not None and under(str(binding.cluster), consented_clusters(account_tags)):
+    if account_tags is not None and consents(account_tags, binding.cluster):
         return Grant(f"consent of account {binding.account.name} ({CONSENT_TAG})", *quota)
     try:
         rule = policy.rule_for_cluster_tags(binding)

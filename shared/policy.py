@@ -30,6 +30,7 @@ import dataclasses
 import fnmatch
 import json
 import os
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -73,6 +74,25 @@ class Rule:
         return bool(
             caller.object_id in self.object_ids or caller.groups & self.group_ids or caller.roles & self.app_roles
         )
+
+
+_SCOPE = re.compile(
+    r"/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"(/resourceGroups/[A-Za-z0-9._()-]+(/providers/[A-Za-z0-9.]+/[A-Za-z0-9]+/[A-Za-z0-9._()-]+)?)?",
+    re.IGNORECASE,
+)
+
+
+def _scopes(value: Any, where: str) -> tuple[str, ...]:
+    """Subscription, resource-group or resource ids, whole: `/subscriptions/` alone (every
+    subscription) or a trailing slash is refused, never widened."""
+    items = _strings(value, where)
+    for item in items:
+        if not _SCOPE.fullmatch(item):
+            raise PolicyError(
+                f"KEYLESS_ACCESS_POLICY: {where}: {item[:120]!r} is not a subscription, resource group or resource id"
+            )
+    return items
 
 
 def _max_bindings(value: Any, where: str) -> int | None:
@@ -137,10 +157,10 @@ class AccessPolicy:
                 object_ids=frozenset(
                     o.lower() for o in _strings(principals.get("objectIds"), f"{name}.principals.objectIds")
                 ),
-                clusters=_strings(raw.get("clusters"), f"{name}.clusters"),
+                clusters=_scopes(raw.get("clusters"), f"{name}.clusters"),
                 namespaces=_strings(raw.get("namespaces"), f"{name}.namespaces"),
                 service_accounts=_strings(raw.get("serviceAccounts"), f"{name}.serviceAccounts") or ("*",),
-                accounts=_strings(raw.get("accounts"), f"{name}.accounts"),
+                accounts=_scopes(raw.get("accounts"), f"{name}.accounts"),
                 roles=tuple(r.lower() for r in _strings(raw.get("roles"), f"{name}.roles")) or (default_role,),
                 workloads=_strings(raw.get("workloads"), f"{name}.workloads"),
                 cluster_tags=principals.get("clusterTags") is True,

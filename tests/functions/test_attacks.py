@@ -19,6 +19,7 @@ from shared.records import BindingRecord
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT, SUB
 from tests.functions.conftest import OTHER_GROUP, TEAM_GROUP, TEAM_OID, access_policy, principal_header
 from tests.functions.test_app import REQUEST, arm_event, cluster_event, tag_cluster
+from tests.functions.test_outcome_events import topic  # noqa: F401 - the Event Grid topic fixture
 
 OTHER_SUB = "99999999-8888-4777-8666-555555555555"
 VICTIM_ACCOUNT = (
@@ -338,3 +339,19 @@ def test_inside_azure_every_api_call_needs_app_service_authentication(host, monk
     reconfigure(monkeypatch, WEBSITE_AUTH_ENABLED="True")
     status, _, _ = host.http("onboardings_create", "POST", "/", REQUEST)
     assert status == 202
+
+
+def test_refusal_and_revocation_are_announced(host, arm, kube, topic):
+    tag_cluster(arm, consent=False)
+    host.event(cluster_event())
+    host.drain()
+    (refused,) = topic.events
+    assert refused["type"] == "Keyless.Onboarding.Refused"
+    assert "keyless-allowed-clusters" in refused["data"]["reason"]
+
+    account_written(host, arm, {"keyless-allowed-clusters": CLUSTER_ID})
+    assert [e["type"] for e in topic.events][1:] == ["Keyless.Onboarding.Ready"]
+    account_written(host, arm, {})
+    revoked = topic.events[-1]
+    assert revoked["type"] == "Keyless.Onboarding.Revoked" and revoked["data"]["offboardAt"]
+    assert revoked["data"]["previousStatus"] == "ready"

@@ -12,7 +12,7 @@ import json
 import os
 from collections import Counter
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from shared import runtime
@@ -217,6 +217,78 @@ def test_event_grid_handler_never_raises(host, event):
         assert msg["kind"] in ("cluster", "account")
         assert msg["id"].lower() in (CLUSTER_ID.lower(), ACCOUNT_ID.lower())
     host.queue.clear_messages()
+
+
+# --- the cluster-tag path: generated tags on the cluster and on the account ------------------
+
+VICTIM_SUB = "99999999-8888-4777-8666-555555555555"
+VICTIM = f"/subscriptions/{VICTIM_SUB}/resourceGroups/rg-v/providers/Microsoft.CognitiveServices/accounts/oai-v"
+CLUSTER_RG = CLUSTER_ID.split("/providers/")[0]
+CLUSTER_SUB = "/".join(CLUSTER_ID.split("/")[:3])
+TAG_FUZZ = settings(FUZZ, max_examples=max(EXAMPLES // 5, 25))
+
+pairs = st.one_of(
+    st.sampled_from([f"{NAMESPACE}/{SERVICE_ACCOUNT}", f"{NAMESPACE}/x", "kube-system/a", f"{NAMESPACE}/default",
+                     "team-b/worker", "a:b/c", "/", "team-a/", "x/y/z"]),  # fmt: skip
+    nasty_text,
+)
+near_misses = st.sampled_from(
+    [
+        "/subscriptions/", "/subscriptions", "/", "*", "", CLUSTER_RG[:-1], CLUSTER_RG + "/", CLUSTER_ID + "x",
+        CLUSTER_ID[:-1], CLUSTER_RG + "/providers", CLUSTER_SUB + "/resourceGroups", CLUSTER_ID + "/..",
+        CLUSTER_ID.replace("rg-aks", "rg-aks2"), f"/subscriptions/{VICTIM_SUB}", CLUSTER_SUB + "0",
+        CLUSTER_ID.replace("/", "%2F"), CLUSTER_ID + "/agentPools/np1", CLUSTER_SUB.replace("-", ""),
+    ]
+)  # fmt: skip
+consent_values = st.lists(st.one_of(near_misses, nasty_text), max_size=4).map(
+    lambda items: ";".join(items)
+) | st.lists(near_misses, max_size=3).map(" ".join)
+account_tags = st.dictionaries(
+    st.sampled_from(["keyless-allowed-clusters", "Keyless-Allowed-Clusters", "keyless-allowed-clusters-2",
+                     "keyless-allowed", "allowed-clusters", "keyless-enforce"]),  # fmt: skip
+    consent_values,
+    max_size=3,
+)
+
+
+def consents(tags: dict[str, str]) -> bool:
+    """The oracle: some entry of a consent tag is exactly the cluster, its group or its subscription."""
+    names = {CLUSTER_ID.lower(), CLUSTER_RG.lower(), CLUSTER_SUB.lower()}
+    for key, value in tags.items():
+        if key.lower().startswith("keyless-allowed-clusters"):
+            entries = value.replace(",", ";").replace(" ", ";").split(";")
+            if any(e.strip().lower() in names for e in entries):
+                return True
+    return False
+
+
+@TAG_FUZZ
+@given(
+    workloads=st.lists(pairs, max_size=5).map(" ".join),
+    account=st.one_of(st.sampled_from([VICTIM, ACCOUNT_ID, "oai-team", VICTIM.upper()]), nasty_text),
+    victim_tags=account_tags,
+    own_tags=account_tags,
+)
+def test_cluster_tags_never_grant_without_the_accounts_consent(host, arm, kube, workloads, account, victim_tags,
+                                                               own_tags):  # fmt: skip
+    from tests.functions.test_app import cluster_event
+
+    assume(not consents(victim_tags) and not consents(own_tags))
+    if arm.cognitive_account(VICTIM) is None:
+        arm.add_subscription(VICTIM_SUB)
+        arm.add_resource_group(VICTIM_SUB, "rg-v")
+        arm.add_cognitive_account(VICTIM)
+    arm.set_tags(VICTIM, victim_tags)
+    arm.set_tags(ACCOUNT_ID, own_tags)
+    arm.set_tags(CLUSTER_ID, {"keyless-workloads": workloads[:256], "keyless-openai-account": account[:256]})
+    host.event(cluster_event())
+    host.drain()
+    STATS["tag cases"] += 1
+    assert host.failures == []
+    assert arm.identities() == [] and arm.role_assignments() == [], "a binding was granted without consent"
+    for record in runtime.service().ledger.all():
+        assert record.status in ("pending", "refused", "failed", "removed"), record.as_api()
+        STATS[f"tag records {record.status}"] += 1
 
 
 def test_zz_report_counts():
