@@ -27,6 +27,7 @@ from shared import runtime
 from shared.settings import WORK_QUEUE
 from tests.azurite import Azurite, connection_string_from_env
 from tests.emulators.arm import ARM_SCOPE
+from tests.emulators.eventgrid import EventGridTopicEmulator
 from tests.emulators.identity_endpoint import IdentityEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,6 +223,16 @@ def app_env(monkeypatch, storage, identity_endpoint, arm, ca) -> collections.abc
     runtime.reset()
     yield env
     runtime.reset()
+
+
+@pytest.fixture
+def topic(ca, monkeypatch, app_env) -> collections.abc.Iterator[EventGridTopicEmulator]:
+    """An Event Grid topic for outcome events (KEYLESS_OUTCOME_TOPIC_ENDPOINT)."""
+    emulator = EventGridTopicEmulator(ca).start()
+    monkeypatch.setenv("KEYLESS_OUTCOME_TOPIC_ENDPOINT", emulator.endpoint)
+    runtime.reset()
+    yield emulator
+    emulator.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from shared.records import BindingRecord
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT, SUB
 from tests.functions.conftest import OTHER_GROUP, TEAM_GROUP, TEAM_OID, access_policy, principal_header
 from tests.functions.test_app import REQUEST, arm_event, cluster_event, tag_cluster
-from tests.functions.test_outcome_events import topic  # noqa: F401 - the Event Grid topic fixture
 
 OTHER_SUB = "99999999-8888-4777-8666-555555555555"
 VICTIM_ACCOUNT = (

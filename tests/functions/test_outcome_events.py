@@ -27,15 +27,6 @@ def no_pacing(monkeypatch):
     monkeypatch.setenv("KEYLESS_ARM_PACING_SCALE", "0")
 
 
-@pytest.fixture
-def topic(ca, monkeypatch, app_env):
-    emulator = EventGridTopicEmulator(ca).start()
-    monkeypatch.setenv("KEYLESS_OUTCOME_TOPIC_ENDPOINT", emulator.endpoint)
-    runtime.reset()
-    yield emulator
-    emulator.stop()
-
-
 def onboard(host) -> str:
     status, created, _ = host.http("onboardings_create", "POST", "/api/onboardings", REQUEST)
     assert status == 202, created
