@@ -101,15 +101,20 @@ def authorise(
     default_max_bindings: int,
     max_tag_bindings_per_cluster: int,
     account_tags: Mapping[str, str] | None = None,
+    role_allowlist: tuple[str, ...] | None = None,
 ) -> Grant:
     """The grant for `binding` asked by `requester`; Refused naming what is missing.
 
     `account_tags`: the account's current tags, needed for a ClusterTags requester (None when
-    the account could not be read: no consent can be seen then)."""
+    the account could not be read: no consent can be seen then). `role_allowlist`: the roles
+    Keyless may assign now (KEYLESS_ROLE_ALLOWLIST); a recorded binding whose role was taken off it
+    is refused like any other withdrawn grant."""
     try:
         check_subscriptions(binding, allowed_subscriptions)
     except Denied as exc:
         raise Refused(exc.reason) from None
+    if role_allowlist is not None and binding.role_definition_id.lower() not in {r.lower() for r in role_allowlist}:
+        raise Refused(f"role: {binding.role_definition_id} is not on KEYLESS_ROLE_ALLOWLIST (any more)")
     if isinstance(requester, ClusterTags):
         return _by_cluster_tags(binding, requester, policy, max_tag_bindings_per_cluster, account_tags)
     caller = requester if isinstance(requester, Caller) else None

@@ -121,6 +121,7 @@ class Keyless:
             s.default_max_bindings,
             s.max_tag_bindings_per_cluster,
             account_tags,
+            s.role_allowlist,
         )
 
     # --- self-service -----------------------------------------------------------------------
@@ -154,6 +155,7 @@ class Keyless:
         existing.status = "pending"
         existing.requested_by = caller.audit
         existing.principal = record.principal
+        existing.source = SOURCE_API  # the caller's grant holds it now, not a cluster's tags
         existing.quota_key = record.quota_key or existing.quota_key
         existing.updated_at = utcnow()
         self.ledger.save(existing)

@@ -54,6 +54,12 @@ class TestCallers:
             authorise(binding(), CALLER, allowed_subscriptions=(OTHER,))
         assert err.value.reason.startswith("cluster:")
 
+    def test_a_role_taken_off_the_allowlist_is_refused(self):
+        assert authorise(binding(), CALLER, role_allowlist=(ROLE.upper(),))
+        with pytest.raises(access.Refused) as err:
+            authorise(binding(), CALLER, role_allowlist=("a001fd3d-188f-4b5d-821b-7da978bf7442",))
+        assert err.value.reason.startswith("role:")
+
     def test_a_record_without_claims_needs_some_rule_to_still_grant_it(self):
         assert authorise(binding(), access.AnyPrincipal()).by == "rule 'team-a'"
         with pytest.raises(access.Refused):
