@@ -38,9 +38,11 @@ def list_command(resource: str, namespace: str, selector: str = "") -> str:
     return f"kubectl get {_q(resource)} -n {_q(namespace)}{selection} -o json --show-managed-fields"
 
 
-def apply_command(field_manager: str) -> str:
+def apply_command(field_manager: str, force: bool = True) -> str:
+    """Server-side apply; `force` (--force-conflicts) only where Keyless means to take fields over."""
+    conflicts = " --force-conflicts" if force else ""
     return (
-        f"kubectl apply --server-side --force-conflicts --field-manager={_q(field_manager)} "
+        f"kubectl apply --server-side{conflicts} --field-manager={_q(field_manager)} "
         f"--show-managed-fields -o json -f {MANIFEST}"
     )
 
@@ -95,6 +97,7 @@ def parse_objects(logs: str) -> list[dict[str, Any]]:
 _TRANSIENT = (
     "(Conflict)", "(AlreadyExists)", "(TooManyRequests)", "(ServiceUnavailable)", "(InternalError)",
     "(Timeout)", "(ServerTimeout)", "connection to the server", "testing value",
+    "Apply failed with",  # kubectl's words for an apply conflict (a field someone set since we looked)
 )  # fmt: skip
 _DENIED = ("(Forbidden)", "(Unauthorized)", "You must be logged in")
 

@@ -18,6 +18,9 @@ _AZURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 KUBE_NAME_MAX = 253
+# Hex digits of SHA-256 in Azure names: 128 bits, beyond any search for a colliding workload.
+NAME_DIGEST = 32
+LEGACY_NAME_DIGEST = 10  # before: 40 bits, a birthday search of seconds
 _ROLE_ASSIGNMENT_NAMESPACE = uuid.UUID("6f1f2ad5-4a0e-4b8a-9d76-6b3f1a8f4c11")
 
 
@@ -43,16 +46,26 @@ def workload_key(cluster_key: str, namespace: str, service_account: str) -> str:
     return f"{cluster_key}|{namespace}|{service_account}"
 
 
-def identity_name(cluster_name: str, cluster_key: str, namespace: str, service_account: str) -> str:
-    digest = short_hash(workload_key(cluster_key, namespace, service_account))
+def identity_name(
+    cluster_name: str, cluster_key: str, namespace: str, service_account: str, digest_length: int = NAME_DIGEST
+) -> str:
+    """The readable part is cut to fit, and clusters of one name in two resource groups or `.`/`_`
+    turned `-` read the same: the digest alone tells workloads apart, so it must be too long to search."""
+    digest = short_hash(workload_key(cluster_key, namespace, service_account), length=digest_length)
     readable = [_azure_safe(cluster_name), _azure_safe(namespace), _azure_safe(service_account)]
     name = _compose("keyless", readable, digest, IDENTITY_NAME_MAX)
     assert _AZURE_NAME.match(name) and 3 <= len(name) <= IDENTITY_NAME_MAX, name
     return name
 
 
+def legacy_identity_name(cluster_name: str, cluster_key: str, namespace: str, service_account: str) -> str:
+    """The name identities got before (40 bits of digest): still found, if tagged for the same workload."""
+    return identity_name(cluster_name, cluster_key, namespace, service_account, digest_length=LEGACY_NAME_DIGEST)
+
+
 def credential_name(cluster_name: str, cluster_key: str, namespace: str, service_account: str) -> str:
-    digest = short_hash("fic", workload_key(cluster_key, namespace, service_account))
+    """Credentials made under the legacy name are found by issuer and subject, whatever their name."""
+    digest = short_hash("fic", workload_key(cluster_key, namespace, service_account), length=NAME_DIGEST)
     readable = [_azure_safe(cluster_name), _azure_safe(namespace), _azure_safe(service_account)]
     name = _compose("keyless", readable, digest, CREDENTIAL_NAME_MAX)
     assert _AZURE_NAME.match(name) and 3 <= len(name) <= CREDENTIAL_NAME_MAX, name

@@ -72,7 +72,11 @@ class RoleAssignmentState:
 
 @dataclasses.dataclass(frozen=True)
 class KubeObjectState:
-    """A ServiceAccount or ConfigMap as the API server returned it (None fields = absent)."""
+    """A ServiceAccount or ConfigMap as the API server returned it (None fields = absent).
+
+    `annotation_owners` / `label_owners` / `data_owners`: key -> the field managers that own it
+    (managedFields), so the planner can tell a value Keyless set from one another tool set. A key no
+    manager claims is simply missing there."""
 
     name: str
     namespace: str
@@ -80,3 +84,7 @@ class KubeObjectState:
     data: dict[str, str] = dataclasses.field(default_factory=dict)
     managers: frozenset[str] = frozenset()
     resource_version: str = ""
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    annotation_owners: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    label_owners: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    data_owners: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)

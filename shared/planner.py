@@ -6,6 +6,7 @@ decision is tested here with plain values; `reconcile` only carries out what the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 from shared import naming
@@ -19,13 +20,21 @@ from shared.observed import (
     KubeObjectState,
     RoleAssignmentState,
 )
+from shared.workloads import BINDING_LABEL
 
 AUDIENCE = "api://AzureADTokenExchange"
 MAX_CREDENTIALS_PER_IDENTITY = 20
 MANAGED_BY = "keyless"
+WORKLOAD_TAG = "keyless-workload"
 OPENAI_KINDS = frozenset({"openai", "aiservices"})
 CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
 TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"
+# Written by the apply that creates a ServiceAccount or ConfigMap, kept by every later one: only what
+# carries it (under our field manager) is Keyless's to delete.
+CREATED_BY_ANNOTATION = "keyless.io/created-by"
+# Set by the namespace's owner to hand an object (and fields others set) over to Keyless.
+ADOPT_ANNOTATION = "keyless.io/adopt"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 
 # AKS provisioning states in which an operation is still running: wait, don't write.
 _CLUSTER_BUSY = frozenset(
@@ -81,22 +90,53 @@ def identity_tags(binding: Binding) -> dict[str, str]:
     """Tags that mark an identity as Keyless's, and for which workload (tag values: max 256)."""
     return {
         "managed-by": MANAGED_BY,
-        "keyless-workload": naming.short_hash(binding.workload_key, length=32),
+        WORKLOAD_TAG: naming.short_hash(binding.workload_key, length=32),
         "keyless-cluster": str(binding.cluster)[:256],
         "keyless-namespace": binding.namespace,
         "keyless-service-account": binding.service_account[:256],
     }
 
 
-def identity_action(observed: IdentityState | None, desired_tags: dict[str, str]) -> Action:
-    if observed is None:
-        return "create"
+def identity_not_ours(observed: IdentityState, desired_tags: dict[str, str]) -> str | None:
+    """Why an identity under the workload's name is not this workload's; None when it is.
+
+    Only the 128-bit `keyless-workload` tag says so: a name can be taken by anyone with write access
+    to the resource group, and an identity Keyless adopted would carry another's credentials and be
+    deleted with them at offboarding."""
     owner = observed.tags.get("managed-by")
     if owner is not None and owner != MANAGED_BY:
-        raise PermanentError(f"identity {observed.name} exists and is managed by {owner!r}; refusing to adopt it")
+        return f"identity {observed.name} exists and is managed by {owner!r}; refusing to adopt it"
+    workload = observed.tags.get(WORKLOAD_TAG)
+    handover = (
+        "Keyless uses an identity only when its tags name this workload: remove or rename it, or hand it "
+        f"over by tagging it managed-by={MANAGED_BY} and {WORKLOAD_TAG}={desired_tags[WORKLOAD_TAG]} "
+        "(Keyless then also deletes it when the binding is offboarded)"
+    )
+    if owner is None or workload is None:
+        return f"identity {observed.name} exists but was not made by Keyless (no {WORKLOAD_TAG} tag). {handover}"
+    if workload != desired_tags[WORKLOAD_TAG]:
+        return f"identity {observed.name} belongs to another workload ({WORKLOAD_TAG}={workload}). {handover}"
+    return None
+
+
+def identity_action(observed: IdentityState | None, desired_tags: dict[str, str]) -> Action:
+    """`create` when absent; an identity that is not this workload's is refused (PermanentError)."""
+    if observed is None:
+        return "create"
+    refusal = identity_not_ours(observed, desired_tags)
+    if refusal is not None:
+        raise PermanentError(refusal)
     if any(observed.tags.get(k) != v for k, v in desired_tags.items()):
         return "update"
     return "unchanged"
+
+
+def legacy_identity(observed: IdentityState | None, desired_tags: dict[str, str]) -> IdentityState | None:
+    """An identity under the name of before (40 bits of digest) counts only when its tags name this
+    workload: the tag holds 128 bits, which no one can search a collision for."""
+    if observed is None or identity_not_ours(observed, desired_tags) is not None:
+        return None
+    return observed
 
 
 def merged_tags(observed: IdentityState | None, desired_tags: dict[str, str]) -> dict[str, str]:
@@ -189,23 +229,133 @@ def configmap_data(account: AccountState, identity: IdentityState) -> dict[str, 
     return data
 
 
-def kube_annotations_action(observed: KubeObjectState | None, desired: dict[str, str]) -> Action:
-    if observed is None:
-        return "create"
-    if any(observed.annotations.get(k) != v for k, v in desired.items()):
-        return "update"
-    return "unchanged"
+@dataclasses.dataclass(frozen=True)
+class KubePlan:
+    """What to server-side apply on a ServiceAccount or ConfigMap: exactly the fields Keyless owns.
+    `force` only where Keyless takes over fields another manager holds (handed over, or its own)."""
+
+    action: Action
+    annotations: dict[str, str]
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    force: bool = False
 
 
-def kube_data_action(observed: KubeObjectState | None, desired: dict[str, str]) -> Action:
+def _stale(current: dict[str, str], owners: dict[str, frozenset[str]], desired: dict[str, str], manager: str) -> bool:
+    """A desired value is missing or different, or our manager still owns a key no longer desired
+    (an apply removes it)."""
+    return any(current.get(k) != v for k, v in desired.items()) or any(
+        manager in who and key not in desired for key, who in owners.items()
+    )
+
+
+def kube_annotations_action(observed: KubeObjectState | None, desired: dict[str, str], manager: str = "") -> Action:
     if observed is None:
         return "create"
-    return "unchanged" if observed.data == desired else "update"
+    return "update" if _stale(observed.annotations, observed.annotation_owners, desired, manager) else "unchanged"
+
+
+def adopted(observed: KubeObjectState) -> bool:
+    """The namespace's owner handed the object over: `keyless.io/adopt: "true"`."""
+    return observed.annotations.get(ADOPT_ANNOTATION, "").strip().lower() == "true"
+
+
+def created_by_keyless(observed: KubeObjectState, manager: str, binding_key: str | None = None) -> bool:
+    """The marker, under our field manager (every apply of ours writes it while it is there).
+    With `binding_key` (ConfigMaps): one made before the marker carries this binding's label, ours."""
+    owners = observed.annotation_owners.get(CREATED_BY_ANNOTATION, frozenset())
+    if observed.annotations.get(CREATED_BY_ANNOTATION) == MANAGED_BY and manager in owners:
+        return True
+    return (
+        binding_key is not None
+        and observed.labels.get(BINDING_LABEL) == binding_key[:63]
+        and manager in observed.label_owners.get(BINDING_LABEL, frozenset())
+    )
 
 
 def owned_only_by(observed: KubeObjectState, manager: str) -> bool:
-    """True when our field manager is the only writer: then the object is ours to delete."""
+    """True when our field manager is the only writer."""
     return observed.managers <= {manager}
+
+
+def _holders(observed: KubeObjectState, key: str, manager: str) -> str:
+    others = sorted(observed.annotation_owners.get(key, frozenset()) - {manager})
+    return "field manager " + ", ".join(repr(m) for m in others) if others else "no field manager (unclaimed)"
+
+
+def service_account_plan(observed: KubeObjectState | None, identity: IdentityState, manager: str) -> KubePlan:
+    """Our annotations on the workload's ServiceAccount, never over another manager's value.
+
+    A client-id (or tenant-id) another manager set to another value, or that no manager claims, is
+    theirs: overwriting it would switch their pods to our identity at the next restart. The step fails
+    (PermanentError) saying who holds it and how to hand it over, unless the owner already did."""
+    ours = service_account_annotations(identity)
+    marker = {CREATED_BY_ANNOTATION: MANAGED_BY}
+    if observed is None:
+        return KubePlan("create", {**ours, **marker})
+    desired = {**ours, **marker} if created_by_keyless(observed, manager) else ours
+    differing = [k for k in ours if observed.annotations.get(k) not in (None, ours[k])]
+    theirs = [k for k in differing if manager not in observed.annotation_owners.get(k, frozenset())]
+    if theirs and not adopted(observed):
+        where = f"{observed.namespace}/{observed.name}"
+        held = "; ".join(f"{k}={observed.annotations[k]!r} is held by {_holders(observed, k, manager)}" for k in theirs)
+        raise PermanentError(
+            f"service account {where} already names another identity: {held}. Keyless does not overwrite it "
+            "(the pods would switch identity at their next restart). To hand it over, the namespace's owner sets "
+            f"annotation {ADOPT_ANNOTATION}=true on the service account (kubectl annotate serviceaccount "
+            f"{observed.name} -n {observed.namespace} {ADOPT_ANNOTATION}=true); Keyless then takes the annotation over"
+        )
+    force = any(observed.annotation_owners.get(k, frozenset()) - {manager} for k in differing)
+    return KubePlan(kube_annotations_action(observed, desired, manager), desired, force=force)
+
+
+def configmap_labels(binding: Binding) -> dict[str, str]:
+    return {MANAGED_BY_LABEL: MANAGED_BY, BINDING_LABEL: binding.key[:63]}
+
+
+def configmap_plan(observed: KubeObjectState | None, data: dict[str, str], binding: Binding, manager: str) -> KubePlan:
+    """The binding's ConfigMap: created with the marker; kept ours (drift repaired, force); one of that
+    name Keyless did not create is refused unless handed over, and then gets only our keys."""
+    if observed is None:
+        return KubePlan("create", {CREATED_BY_ANNOTATION: MANAGED_BY}, configmap_labels(binding))
+    if created_by_keyless(observed, manager, binding.key):
+        annotations, labels = {CREATED_BY_ANNOTATION: MANAGED_BY}, configmap_labels(binding)
+    elif adopted(observed):
+        annotations, labels = {}, {}
+    else:
+        holders = ", ".join(repr(m) for m in sorted(observed.managers)) or "none"
+        raise PermanentError(
+            f"config map {observed.namespace}/{observed.name} exists and was not created by Keyless (field managers: "
+            f"{holders}); Keyless does not overwrite it. Rename or remove it, or hand it over: the namespace's owner "
+            f"sets annotation {ADOPT_ANNOTATION}=true on it (kubectl annotate configmap {observed.name} "
+            f"-n {observed.namespace} {ADOPT_ANNOTATION}=true); Keyless then writes its keys there"
+        )
+    stale = (
+        _stale(observed.data, observed.data_owners, data, manager)
+        or _stale(observed.annotations, observed.annotation_owners, annotations, manager)
+        or _stale(observed.labels, observed.label_owners, labels, manager)
+    )
+    return KubePlan("update" if stale else "unchanged", annotations, labels, force=True)
+
+
+ReleaseAction = Literal["absent", "delete", "release", "leave"]
+
+
+def release_action(observed: KubeObjectState | None, manager: str, binding_key: str | None = None) -> ReleaseAction:
+    """Offboarding a ServiceAccount or ConfigMap: `delete` only what Keyless created and no one else
+    has written to since; `release` (apply nothing: our fields go back) where Keyless holds fields of
+    an object it did not create, or one others now write to too; `leave` what holds none of ours."""
+    if observed is None:
+        return "absent"
+    if manager not in observed.managers:
+        return "leave"
+    if created_by_keyless(observed, manager, binding_key) and owned_only_by(observed, manager):
+        return "delete"
+    return "release"
+
+
+def configmap_still_used(binding: Binding, others: list[Binding]) -> bool:
+    """Another live binding of the same ServiceAccount and account (another role) shares the ConfigMap name."""
+    return any(o.configmap_name == binding.configmap_name and o.key != binding.key for o in others)
 
 
 def workload_still_bound(binding: Binding, others: list[Binding]) -> bool:

@@ -17,6 +17,12 @@ A private cluster whose API server is unreachable is worked through the AKS run-
 (shared.adapters.runcommand) when KEYLESS_RUN_COMMAND_FALLBACK allows, with the same decisions.
 A step that raises TemporaryError ends the run `not-yet` (retry after its delay);
 PermanentError ends it `failed`. Later steps are reported `skipped`.
+
+Ownership (decided in shared.planner): an identity is used, and deleted, only when its
+`keyless-workload` tag names this workload; a ServiceAccount annotation another field manager set
+to another value is never overwritten unless the object carries `keyless.io/adopt: "true"`; a
+ServiceAccount or ConfigMap is deleted only when Keyless created it (`keyless.io/created-by`),
+otherwise offboarding gives back Keyless's fields and leaves the object.
 """
 
 from __future__ import annotations
@@ -255,19 +261,31 @@ class Engine:
             run.kube.create_namespace(b.cluster, b.namespace)
         run.record("namespace", "created")
 
+    def _find_identity(self, b: Binding) -> IdentityState | None:
+        """The identity under the binding's name, whoever made it (the planner judges); when there is
+        none, one under its legacy name (10 hex digits) if tagged for this workload. The extra read is
+        paid only while the name of now is absent."""
+        sub, rg = self.identity_location(b)
+        found = self.identities.get(sub, rg, b.identity_name)
+        if found is not None:
+            return found
+        legacy = naming.legacy_identity_name(b.cluster.name, b.cluster.key, b.namespace, b.service_account)
+        return planner.legacy_identity(self.identities.get(sub, rg, legacy), planner.identity_tags(b))
+
     def _identity_step(self, run: _Run, cluster: ClusterState) -> IdentityState:
         b = run.binding
         sub, rg = self.identity_location(b)
-        observed = self.identities.get(sub, rg, b.identity_name)
+        observed = self._find_identity(b)
         desired_tags = planner.identity_tags(b)
         action = planner.identity_action(observed, desired_tags)
         identity = observed
+        name = observed.name if observed else b.identity_name
         location = observed.location if observed else cluster.location
         if run.dry_run and (action != "unchanged" or identity is None):
-            identity = planner.planned_identity(observed, sub, rg, b.identity_name, location)
+            identity = planner.planned_identity(observed, sub, rg, name, location)
         elif action != "unchanged" or identity is None:
             identity = self.identities.create_or_update(
-                sub, rg, b.identity_name, location, planner.merged_tags(observed, desired_tags)
+                sub, rg, name, location, planner.merged_tags(observed, desired_tags)
             )
         run.result.identity = {
             "resourceId": identity.id,
@@ -326,22 +344,22 @@ class Engine:
 
     def _service_account_step(self, run: _Run, identity: IdentityState) -> None:
         b = run.binding
-        desired = planner.service_account_annotations(identity)
         observed = run.kube.get_service_account(b.cluster, b.namespace, b.service_account)
-        action = planner.kube_annotations_action(observed, desired)
-        if action != "unchanged" and not run.dry_run:
-            run.kube.apply_service_account(b.cluster, b.namespace, b.service_account, desired)
-        run.record("service-account", _PAST[action])
+        plan = planner.service_account_plan(observed, identity, self.settings.field_manager)
+        if plan.action != "unchanged" and not run.dry_run:
+            run.kube.apply_service_account(b.cluster, b.namespace, b.service_account, plan.annotations, plan.force)
+        run.record("service-account", _PAST[plan.action])
 
     def _configmap_step(self, run: _Run, account: AccountState, identity: IdentityState) -> dict[str, str]:
         b = run.binding
         desired = planner.configmap_data(account, identity)
         observed = run.kube.get_configmap(b.cluster, b.namespace, b.configmap_name)
-        action = planner.kube_data_action(observed, desired)
-        if action != "unchanged" and not run.dry_run:
-            labels = {"app.kubernetes.io/managed-by": "keyless", "keyless.io/binding": b.key[:63]}
-            run.kube.apply_configmap(b.cluster, b.namespace, b.configmap_name, desired, labels)
-        run.record("configmap", _PAST[action], name=b.configmap_name)
+        plan = planner.configmap_plan(observed, desired, b, self.settings.field_manager)
+        if plan.action != "unchanged" and not run.dry_run:
+            run.kube.apply_configmap(
+                b.cluster, b.namespace, b.configmap_name, desired, plan.labels, plan.annotations, plan.force
+            )
+        run.record("configmap", _PAST[plan.action], name=b.configmap_name)
         return desired
 
     # --- private clusters: the run-command fallback ------------------------------------------
@@ -488,32 +506,41 @@ class Engine:
         result = ReconcileResult(binding_key=binding.key, desired="absent")
         run = _Run(binding, result, on_step, kube=self.kube)
         shared_workload = planner.workload_still_bound(binding, list(others))
+        shared_configmap = planner.configmap_still_used(binding, list(others))
         with counting(result.requests):
             try:
-                self._offboard(run, shared_workload)
+                self._offboard(run, shared_workload, shared_configmap)
             except _Stop:
                 pass
             finally:
                 run.skip_rest(offboard_steps(binding))
         return result
 
-    def _offboard(self, run: _Run, shared_workload: bool) -> None:
+    def _offboard(self, run: _Run, shared_workload: bool, shared_configmap: bool) -> None:
         b = run.binding
-        sub, rg = self.identity_location(b)
-        identity = run.run("identity", lambda: self.identities.get(sub, rg, b.identity_name))
+        identity = run.run("identity", lambda: self._find_identity(b))
+        # An identity under the workload's name that is not this workload's: nothing on it is ours to remove.
+        foreign = None if identity is None else planner.identity_not_ours(identity, planner.identity_tags(b))
         try:
             self._cluster_exists(run)  # a deleted cluster's API server may still answer from a cache
         except KeylessError:
             run.cluster_gone = None  # unknown: the Kubernetes steps find out
-        if run.cluster_gone and not shared_workload:
+        if run.cluster_gone and not shared_workload and foreign is None:
             # The cluster is gone: its credential goes first (an identity holds at most 20).
             run.run("federated-credential", lambda: self._remove_credential(run, identity))
         self._release_workloads(run)
-        run.run("configmap", lambda: self._remove_configmap(run))
+        if shared_configmap:
+            run.record("configmap", "unchanged", "another binding uses this config map", name=b.configmap_name)
+        else:
+            run.run("configmap", lambda: self._remove_configmap(run))
         if not shared_workload:
             run.run("service-account", lambda: self._release_service_account(run))
         else:
             run.record("service-account", "unchanged", "another binding uses this service account")
+        if foreign is not None:
+            for step in ("role-assignment", "federated-credential", "identity"):
+                run.record(step, "unchanged", f"left in place: {foreign}")
+            return
         run.run("role-assignment", lambda: self._remove_role_assignment(run, identity))
         if shared_workload:
             run.record("federated-credential", "unchanged", "another binding uses this identity")
@@ -563,45 +590,54 @@ class Engine:
                 run.cluster_gone = True
         return not run.cluster_gone
 
-    def _kube_or_gone(self, run: _Run, step: str, fn: Callable[[], Outcome]) -> None:
+    def _kube_or_gone(self, run: _Run, step: str, fn: Callable[[], tuple[Outcome, str]]) -> None:
         """Kubernetes cleanup; a deleted cluster has nothing left to clean."""
         if run.cluster_gone:
             run.record(step, "absent", "the cluster no longer exists")
             return
         try:
-            outcome = fn()
+            outcome, reason = fn()
         except PermanentError:
             if not self._cluster_exists(run):
                 run.record(step, "absent", "the cluster no longer exists")
                 return
             raise
-        run.record(step, outcome)
+        run.record(step, outcome, reason)
 
     def _remove_configmap(self, run: _Run) -> None:
+        """Deleted only when Keyless created it; otherwise our keys are given back, the object stays."""
         b = run.binding
 
-        def remove() -> Outcome:
+        def remove() -> tuple[Outcome, str]:
             observed = run.kube.get_configmap(b.cluster, b.namespace, b.configmap_name)
-            if observed is None:
-                return "absent"
-            run.kube.delete_configmap(b.cluster, b.namespace, b.configmap_name)
-            return "deleted"
+            action = planner.release_action(observed, self.settings.field_manager, b.key)
+            if action == "absent":
+                return "absent", ""
+            if action == "leave":
+                return "unchanged", "not created by Keyless and holds nothing of Keyless's; left in place"
+            if action == "delete":
+                run.kube.delete_configmap(b.cluster, b.namespace, b.configmap_name)
+                return "deleted", ""
+            run.kube.apply_configmap(b.cluster, b.namespace, b.configmap_name, {}, {})
+            return "updated", "Keyless's keys given back; the config map stays"
 
         self._kube_or_gone(run, "configmap", remove)
 
     def _release_service_account(self, run: _Run) -> None:
+        """Deleted only when Keyless created it (the marker) and no one else writes to it; otherwise
+        our annotations are given back (an empty apply under our field manager)."""
         b = run.binding
-        manager = self.settings.field_manager
 
-        def release() -> Outcome:
+        def release() -> tuple[Outcome, str]:
             observed = run.kube.get_service_account(b.cluster, b.namespace, b.service_account)
-            if observed is None or manager not in observed.managers:
-                return "absent"
-            if planner.owned_only_by(observed, manager):
+            action = planner.release_action(observed, self.settings.field_manager)
+            if action in ("absent", "leave"):
+                return "absent", ""
+            if action == "delete":
                 run.kube.delete_service_account(b.cluster, b.namespace, b.service_account)
-                return "deleted"
+                return "deleted", ""
             run.kube.apply_service_account(b.cluster, b.namespace, b.service_account, {})
-            return "updated"
+            return "updated", "annotations given back; the service account stays"
 
         self._kube_or_gone(run, "service-account", release)
 
@@ -635,9 +671,6 @@ class Engine:
         b = run.binding
         if identity is None:
             run.record("identity", "absent")
-            return
-        if identity.tags.get("managed-by") != planner.MANAGED_BY:
-            run.record("identity", "unchanged", "not created by Keyless; left in place")
             return
         sub, rg = self.identity_location(b)
         others = run.other_credentials
@@ -690,7 +723,7 @@ class Engine:
         if after is not None and after.status == "ready" and after.identity:
             identity: IdentityState | None = IdentityState(
                 id=after.identity["resourceId"],
-                name=b.identity_name,
+                name=after.identity["resourceId"].rstrip("/").rsplit("/", 1)[-1],  # a legacy name, maybe
                 location="",
                 client_id=after.identity["clientId"],
                 principal_id=after.identity["principalId"],
@@ -752,7 +785,11 @@ class Engine:
         """Identity, service account, federated credential and role assignment, all read again."""
         sub, rg = self.identity_location(b)
         cluster = read("cluster", lambda: self.clusters.get(b.cluster))
-        identity = read("identity", lambda: self.identities.get(sub, rg, b.identity_name))
+        identity = read("identity", lambda: self._find_identity(b))
+        foreign = None if identity is None else planner.identity_not_ours(identity, planner.identity_tags(b))
+        if foreign is not None:
+            checks.append(verification.Check("identity", "fail", foreign))
+            identity = None
         if identity is None and not any(c.name == "identity" for c in checks):
             checks.append(verification.Check("identity", "fail", f"identity {b.identity_name} does not exist"))
         if identity is not None:

@@ -81,30 +81,46 @@ def _deployment_state(raw: dict[str, Any]) -> DeploymentState:
     return DeploymentState({**raw, "metadata": meta}, owners)
 
 
+def _key_owners(entries: list[dict[str, Any]], *under: str) -> dict[str, frozenset[str]]:
+    """Key of the map at `under` (e.g. metadata.annotations) -> the managers whose fieldsV1 hold it."""
+    prefix = tuple(f"f:{part}" for part in under)
+    owners: dict[str, set[str]] = {}
+    for entry in entries:
+        if entry.get("subresource") or not entry.get("manager"):
+            continue
+        for path in fields_v1_paths(entry.get("fieldsV1") or {}):
+            if len(path) > len(prefix) and path[: len(prefix)] == prefix and path[len(prefix)].startswith("f:"):
+                owners.setdefault(path[len(prefix)][2:], set()).add(entry["manager"])
+    return {key: frozenset(names) for key, names in owners.items()}
+
+
 def _state_from_dict(obj: dict[str, Any]) -> KubeObjectState:
-    """The same snapshot from the API server's JSON (kubectl output through the run-command API)."""
+    """A ServiceAccount or ConfigMap from the API server's JSON (the client's models made plain, or
+    kubectl output through the run-command API): one reading of managedFields for both ways."""
     meta = obj.get("metadata") or {}
+    entries = [e for e in meta.get("managedFields") or [] if isinstance(e, dict)]
     return KubeObjectState(
         name=meta.get("name", ""),
         namespace=meta.get("namespace") or "",
         annotations=dict(meta.get("annotations") or {}),
         data=dict(obj.get("data") or {}),
-        managers=frozenset(m.get("manager") for m in meta.get("managedFields") or [] if m.get("manager")),
+        managers=frozenset(e["manager"] for e in entries if e.get("manager")),
         resource_version=meta.get("resourceVersion") or "",
+        labels=dict(meta.get("labels") or {}),
+        annotation_owners=_key_owners(entries, "metadata", "annotations"),
+        label_owners=_key_owners(entries, "metadata", "labels"),
+        data_owners=_key_owners(entries, "data"),
     )
 
 
-def _state(obj: Any) -> KubeObjectState:
-    meta = obj.metadata
-    managers = frozenset(m.manager for m in (meta.managed_fields or []) if m.manager)
-    return KubeObjectState(
-        name=meta.name,
-        namespace=meta.namespace or "",
-        annotations=dict(meta.annotations or {}),
-        data=dict(getattr(obj, "data", None) or {}),
-        managers=managers,
-        resource_version=meta.resource_version or "",
-    )
+def _state(api: Any, obj: Any) -> KubeObjectState:
+    return _state_from_dict(_plain(api.api_client, obj))
+
+
+def _force(force: bool) -> dict[str, Any]:
+    """`force` only when Keyless means to take fields over; without it, a field another manager set
+    since we looked makes the apply a 409 (TemporaryError), and the next run decides again."""
+    return {"force": True} if force else {}
 
 
 class KubeAdapter:
@@ -213,24 +229,32 @@ class KubeAdapter:
     # --- service account --------------------------------------------------------------------
 
     def get_service_account(self, cluster_id: ResourceId, namespace: str, name: str) -> KubeObjectState | None:
-        obj = self._get_or_none(
-            cluster_id, "reading the service account", lambda api: api.read_namespaced_service_account(name, namespace)
+        return self._get_or_none(  # type: ignore[no-any-return]
+            cluster_id,
+            "reading the service account",
+            lambda api: _state(api, api.read_namespaced_service_account(name, namespace)),
         )
-        return None if obj is None else _state(obj)
 
     def apply_service_account(
-        self, cluster_id: ResourceId, namespace: str, name: str, annotations: dict[str, str]
+        self, cluster_id: ResourceId, namespace: str, name: str, annotations: dict[str, str], force: bool = False
     ) -> KubeObjectState:
         """Server-side apply of exactly our annotations (an empty dict releases them)."""
         body = manifests.service_account(namespace, name, annotations)
-        obj = self._call(
+        return self._call(  # type: ignore[no-any-return]
             cluster_id,
             "applying the service account",
-            lambda api: api.patch_namespaced_service_account(
-                name, namespace, body, field_manager=self._settings.field_manager, force=True, _content_type=APPLY
+            lambda api: _state(
+                api,
+                api.patch_namespaced_service_account(
+                    name,
+                    namespace,
+                    body,
+                    field_manager=self._settings.field_manager,
+                    _content_type=APPLY,
+                    **_force(force),
+                ),
             ),
         )
-        return _state(obj)
 
     def delete_service_account(self, cluster_id: ResourceId, namespace: str, name: str) -> bool:
         gone = self._get_or_none(
@@ -243,23 +267,39 @@ class KubeAdapter:
     # --- config map -------------------------------------------------------------------------
 
     def get_configmap(self, cluster_id: ResourceId, namespace: str, name: str) -> KubeObjectState | None:
-        obj = self._get_or_none(
-            cluster_id, "reading the config map", lambda api: api.read_namespaced_config_map(name, namespace)
+        return self._get_or_none(  # type: ignore[no-any-return]
+            cluster_id,
+            "reading the config map",
+            lambda api: _state(api, api.read_namespaced_config_map(name, namespace)),
         )
-        return None if obj is None else _state(obj)
 
     def apply_configmap(
-        self, cluster_id: ResourceId, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]
+        self,
+        cluster_id: ResourceId,
+        namespace: str,
+        name: str,
+        data: dict[str, str],
+        labels: dict[str, str],
+        annotations: dict[str, str] | None = None,
+        force: bool = False,
     ) -> KubeObjectState:
-        body = manifests.config_map(namespace, name, data, labels)
-        obj = self._call(
+        """Server-side apply of exactly our keys, labels and annotations (all empty: releases them)."""
+        body = manifests.config_map(namespace, name, data, labels, annotations)
+        return self._call(  # type: ignore[no-any-return]
             cluster_id,
             "applying the config map",
-            lambda api: api.patch_namespaced_config_map(
-                name, namespace, body, field_manager=self._settings.field_manager, force=True, _content_type=APPLY
+            lambda api: _state(
+                api,
+                api.patch_namespaced_config_map(
+                    name,
+                    namespace,
+                    body,
+                    field_manager=self._settings.field_manager,
+                    _content_type=APPLY,
+                    **_force(force),
+                ),
             ),
         )
-        return _state(obj)
 
     def delete_configmap(self, cluster_id: ResourceId, namespace: str, name: str) -> bool:
         gone = self._get_or_none(

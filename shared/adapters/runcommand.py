@@ -113,10 +113,10 @@ class RunCommandKube:
             )
         return self._snapshot[(kind, name)]
 
-    def _apply(self, cluster_id: ResourceId, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _apply(self, cluster_id: ResourceId, objects: list[dict[str, Any]], force: bool = True) -> list[dict[str, Any]]:
         applied = self._run(
             cluster_id,
-            kubectl.apply_command(self._settings.field_manager),
+            kubectl.apply_command(self._settings.field_manager, force),
             {kubectl.MANIFEST: kubectl.manifest(objects)},
         )
         for obj in applied:
@@ -139,9 +139,9 @@ class RunCommandKube:
         return None if obj is None else _state_from_dict(obj)
 
     def apply_service_account(
-        self, cluster_id: ResourceId, namespace: str, name: str, annotations: dict[str, str]
+        self, cluster_id: ResourceId, namespace: str, name: str, annotations: dict[str, str], force: bool = False
     ) -> KubeObjectState:
-        (obj,) = self._apply(cluster_id, [manifests.service_account(namespace, name, annotations)])
+        (obj,) = self._apply(cluster_id, [manifests.service_account(namespace, name, annotations)], force)
         return _state_from_dict(obj)
 
     def delete_service_account(self, cluster_id: ResourceId, namespace: str, name: str) -> bool:
@@ -152,9 +152,16 @@ class RunCommandKube:
         return None if obj is None else _state_from_dict(obj)
 
     def apply_configmap(
-        self, cluster_id: ResourceId, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]
+        self,
+        cluster_id: ResourceId,
+        namespace: str,
+        name: str,
+        data: dict[str, str],
+        labels: dict[str, str],
+        annotations: dict[str, str] | None = None,
+        force: bool = False,
     ) -> KubeObjectState:
-        (obj,) = self._apply(cluster_id, [manifests.config_map(namespace, name, data, labels)])
+        (obj,) = self._apply(cluster_id, [manifests.config_map(namespace, name, data, labels, annotations)], force)
         return _state_from_dict(obj)
 
     def delete_configmap(self, cluster_id: ResourceId, namespace: str, name: str) -> bool:

@@ -69,3 +69,19 @@ def test_configmap_name_is_a_dns_subdomain():
 
 def test_subject_format():
     assert naming.service_account_subject("ns", "sa") == "system:serviceaccount:ns:sa"
+
+
+def test_identity_and_credential_names_keep_128_bits_of_digest():
+    """The readable part is cut, shared by same-named clusters, `.`/`_` read `-`: the digest alone
+    tells workloads apart, so it must be beyond search (40 bits fell to a birthday search in seconds)."""
+    b = Binding.create(CLUSTER, "team-a", "x" * 250, ACCOUNT)
+    for name in (b.identity_name, b.credential_name):
+        assert re.fullmatch(r"[0-9a-f]{32}", name.rsplit("-", 1)[-1]), name
+    assert b.identity_name.endswith(naming.short_hash(b.workload_key, length=32))
+
+
+def test_legacy_identity_name_is_the_ten_digit_name_of_before():
+    b = Binding.create(CLUSTER, "team-a", "app", ACCOUNT)
+    legacy = naming.legacy_identity_name(b.cluster.name, b.cluster.key, b.namespace, b.service_account)
+    assert legacy == "keyless-aks1-team-a-app-" + naming.short_hash(b.workload_key)
+    assert len(naming.short_hash(b.workload_key)) == 10 and legacy != b.identity_name

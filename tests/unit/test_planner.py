@@ -102,9 +102,40 @@ class TestIdentity:
         assert planner.identity_action(ours, tags) == "unchanged"
         assert planner.merged_tags(ours, tags)["cost-center"] == "42"
 
-    def test_untagged_identity_is_adopted_by_update(self):
+    def test_untagged_identity_is_refused_not_adopted(self):
+        """It may hold another team's credentials; adopted, offboarding would delete it with them."""
         b = Binding.create(CLUSTER, "ns", "sa", ACCOUNT)
-        assert planner.identity_action(IDENTITY, planner.identity_tags(b)) == "update"
+        with pytest.raises(PermanentError, match="keyless-x exists but was not made by Keyless") as err:
+            planner.identity_action(IDENTITY, planner.identity_tags(b))
+        assert f"keyless-workload={planner.identity_tags(b)['keyless-workload']}" in err.value.reason
+
+    def test_identity_of_another_workload_is_refused(self):
+        b = Binding.create(CLUSTER, "ns", "sa", ACCOUNT)
+        theirs = planner.identity_tags(Binding.create(CLUSTER, "ns", "other", ACCOUNT))
+        other = IdentityState(**{**IDENTITY.__dict__, "tags": theirs})
+        with pytest.raises(PermanentError, match="belongs to another workload"):
+            planner.identity_action(other, planner.identity_tags(b))
+        managed_only = IdentityState(**{**IDENTITY.__dict__, "tags": {"managed-by": "keyless"}})
+        with pytest.raises(PermanentError, match="not made by Keyless"):
+            planner.identity_action(managed_only, planner.identity_tags(b))
+
+    def test_ours_with_a_tag_missing_is_updated(self):
+        b = Binding.create(CLUSTER, "ns", "sa", ACCOUNT)
+        tags = planner.identity_tags(b)
+        ours = IdentityState(**{**IDENTITY.__dict__, "tags": {k: v for k, v in tags.items() if k != "keyless-cluster"}})
+        assert planner.identity_action(ours, tags) == "update"
+
+    def test_a_legacy_named_identity_counts_only_when_tagged_for_this_workload(self):
+        b = Binding.create(CLUSTER, "ns", "sa", ACCOUNT)
+        tags = planner.identity_tags(b)
+        ours = IdentityState(**{**IDENTITY.__dict__, "tags": tags})
+        theirs = IdentityState(
+            **{**IDENTITY.__dict__, "tags": planner.identity_tags(Binding.create(CLUSTER, "ns", "x", ACCOUNT))}
+        )
+        assert planner.legacy_identity(ours, tags) is ours
+        assert planner.legacy_identity(theirs, tags) is None
+        assert planner.legacy_identity(IDENTITY, tags) is None
+        assert planner.legacy_identity(None, tags) is None
 
     def test_identity_owned_by_someone_else_is_refused(self):
         b = Binding.create(CLUSTER, "ns", "sa", ACCOUNT)
@@ -190,14 +221,134 @@ class TestKubernetes:
             == "unchanged"
         )
         assert planner.kube_annotations_action(KubeObjectState("sa", "ns", annotations={"a": "2"}), ann) == "update"
-        assert planner.kube_data_action(KubeObjectState("cm", "ns", data={"a": "1"}), {"a": "1"}) == "unchanged"
-        assert planner.kube_data_action(KubeObjectState("cm", "ns", data={"a": "1", "b": "2"}), {"a": "1"}) == "update"
+        ours_too = KubeObjectState("sa", "ns", annotations=other_annotations, annotation_owners={"helm": MINE})
+        assert planner.kube_annotations_action(ours_too, ann, "keyless") == "update", "an apply drops what we own"
 
     def test_ownership(self):
         assert planner.owned_only_by(KubeObjectState("sa", "ns", managers=frozenset({"keyless"})), "keyless")
         assert not planner.owned_only_by(
             KubeObjectState("sa", "ns", managers=frozenset({"keyless", "helm"})), "keyless"
         )
+
+
+MINE = frozenset({"keyless"})
+HELM = frozenset({"helm"})
+CID, TID = planner.CLIENT_ID_ANNOTATION, planner.TENANT_ID_ANNOTATION
+CREATED = {planner.CREATED_BY_ANNOTATION: "keyless"}
+ADOPT = {planner.ADOPT_ANNOTATION: "true"}
+
+
+def sa_state(annotations, owners=None, managers=("keyless",)):
+    return KubeObjectState(
+        "app", "team", annotations=annotations, annotation_owners=owners or {}, managers=frozenset(managers)
+    )
+
+
+class TestServiceAccount:
+    def test_created_with_the_marker(self):
+        plan = planner.service_account_plan(None, IDENTITY, "keyless")
+        assert plan == planner.KubePlan("create", {CID: "cid", TID: "tid", **CREATED})
+
+    def test_another_managers_client_id_is_refused_naming_the_manager_and_the_hand_over(self):
+        observed = sa_state({CID: "theirs"}, {CID: HELM}, managers=("helm",))
+        with pytest.raises(PermanentError) as err:
+            planner.service_account_plan(observed, IDENTITY, "keyless")
+        for words in ("team/app", "client-id='theirs'", "'helm'", "keyless.io/adopt=true"):
+            assert words in err.value.reason
+
+    def test_an_unclaimed_value_counts_as_someone_elses(self):
+        with pytest.raises(PermanentError, match="no field manager"):
+            planner.service_account_plan(sa_state({TID: "other-tenant"}, managers=()), IDENTITY, "keyless")
+
+    def test_an_equal_value_is_no_conflict(self):
+        observed = sa_state({CID: "cid", TID: "tid"}, {CID: HELM, TID: HELM}, managers=("helm",))
+        plan = planner.service_account_plan(observed, IDENTITY, "keyless")
+        assert plan.action == "unchanged" and not plan.force
+
+    def test_our_own_value_is_updated_without_force_and_keeps_the_marker(self):
+        observed = sa_state({CID: "old", TID: "tid", **CREATED}, {CID: MINE, TID: MINE, **{k: MINE for k in CREATED}})
+        plan = planner.service_account_plan(observed, IDENTITY, "keyless")
+        assert plan == planner.KubePlan("update", {CID: "cid", TID: "tid", **CREATED})
+
+    def test_handed_over_the_value_is_taken_with_force(self):
+        observed = sa_state({CID: "theirs", **ADOPT}, {CID: HELM, **{k: HELM for k in ADOPT}}, managers=("helm",))
+        plan = planner.service_account_plan(observed, IDENTITY, "keyless")
+        assert plan == planner.KubePlan("update", {CID: "cid", TID: "tid"}, force=True), "adopted, not created"
+
+    def test_a_marker_someone_else_wrote_does_not_count(self):
+        forged = sa_state(dict(CREATED), {k: HELM for k in CREATED}, managers=("helm", "keyless"))
+        assert not planner.created_by_keyless(forged, "keyless")
+        assert planner.release_action(forged, "keyless") == "release"
+
+
+class TestConfigMap:
+    B = Binding.create(CLUSTER, "team", "app", ACCOUNT)
+    DATA = {"AZURE_CLIENT_ID": "cid"}
+
+    def state(self, **kw):
+        return KubeObjectState(self.B.configmap_name, "team", **kw)
+
+    def test_created_with_marker_and_labels(self):
+        plan = planner.configmap_plan(None, self.DATA, self.B, "keyless")
+        assert plan.action == "create" and plan.annotations == CREATED and not plan.force
+        assert plan.labels == {"app.kubernetes.io/managed-by": "keyless", "keyless.io/binding": self.B.key}
+
+    def test_someone_elses_is_refused_naming_it(self):
+        with pytest.raises(PermanentError) as err:
+            planner.configmap_plan(self.state(data={"x": "1"}, managers=HELM), self.DATA, self.B, "keyless")
+        assert self.B.configmap_name in err.value.reason and "'helm'" in err.value.reason
+        assert "keyless.io/adopt=true" in err.value.reason
+
+    def test_handed_over_it_gets_only_our_keys(self):
+        observed = self.state(annotations=dict(ADOPT), data={"x": "1"}, managers=HELM)
+        plan = planner.configmap_plan(observed, self.DATA, self.B, "keyless")
+        assert plan == planner.KubePlan("update", {}, {}, force=True)
+        mine = self.state(annotations=dict(ADOPT), data={"x": "1", **self.DATA}, data_owners={"AZURE_CLIENT_ID": MINE})
+        assert planner.configmap_plan(mine, self.DATA, self.B, "keyless").action == "unchanged", "others' keys stay"
+
+    def test_made_before_the_marker_the_binding_label_counts_and_the_marker_is_added(self):
+        labels = planner.configmap_labels(self.B)
+        observed = self.state(labels=labels, label_owners={k: MINE for k in labels}, data=dict(self.DATA))
+        assert planner.created_by_keyless(observed, "keyless", self.B.key)
+        plan = planner.configmap_plan(observed, self.DATA, self.B, "keyless")
+        assert plan.action == "update" and plan.annotations == CREATED
+        other = Binding.create(CLUSTER, "team", "app", ACCOUNT.replace("oai1", "oai2"))
+        assert not planner.created_by_keyless(observed, "keyless", other.key)
+
+    def test_a_key_we_no_longer_want_is_an_update(self):
+        observed = self.state(
+            annotations=dict(CREATED),
+            annotation_owners={k: MINE for k in CREATED},
+            labels=planner.configmap_labels(self.B),
+            label_owners={k: MINE for k in planner.configmap_labels(self.B)},
+            data={**self.DATA, "AZURE_OPENAI_DEPLOYMENT_NAME": "gone"},
+            data_owners={"AZURE_CLIENT_ID": MINE, "AZURE_OPENAI_DEPLOYMENT_NAME": MINE},
+        )
+        assert planner.configmap_plan(observed, self.DATA, self.B, "keyless").action == "update"
+
+
+class TestRelease:
+    def test_only_what_keyless_created_and_no_one_else_wrote_is_deleted(self):
+        created = sa_state(dict(CREATED), {k: MINE for k in CREATED})
+        assert planner.release_action(created, "keyless") == "delete"
+        shared = sa_state(dict(CREATED), {k: MINE for k in CREATED}, managers=("keyless", "helm"))
+        assert planner.release_action(shared, "keyless") == "release"
+
+    def test_kubectl_create_sa_after_keyless_took_its_only_field_is_released_not_deleted(self):
+        assert planner.release_action(sa_state({CID: "cid"}, {CID: MINE}), "keyless") == "release"
+
+    def test_nothing_of_ours_is_left_alone(self):
+        assert planner.release_action(None, "keyless") == "absent"
+        assert planner.release_action(sa_state({}, managers=("helm",)), "keyless") == "leave"
+
+
+def test_a_config_map_shared_by_another_role_binding_stays():
+    a = Binding.create(CLUSTER, "ns", "sa", ACCOUNT)
+    b = Binding.create(CLUSTER, "ns", "sa", ACCOUNT, role="a001fd3d-188f-4b5d-821b-7da978bf7442",
+                       allowlist=(ROLE, "a001fd3d-188f-4b5d-821b-7da978bf7442"))  # fmt: skip
+    assert a.configmap_name == b.configmap_name and a.key != b.key
+    assert planner.configmap_still_used(a, [a, b])
+    assert not planner.configmap_still_used(a, [a])
 
 
 def test_workload_still_bound_by_other_binding_of_same_service_account():
