@@ -54,8 +54,15 @@ class RunCommandAdapter:
         payload: dict[str, Any] = {"command": command}
         if files:
             payload["context"] = command_context(files)
-        if cluster.aad_enabled and cluster.local_accounts_disabled:
+        if cluster.aad_enabled and (cluster.local_accounts_disabled or not self._settings.allow_local_accounts):
+            # Always Keyless's own Entra token where Entra can be used: without one, AKS runs the command
+            # pod with the cluster's admin credential, past Keyless's Kubernetes RBAC.
             payload["clusterToken"] = self._credential.get_token(self._settings.aks_server_scope).token
+        elif not self._settings.allow_local_accounts:
+            raise PermanentError(
+                "the cluster has no Entra ID integration, so a run command would act as the cluster's admin; "
+                "Keyless does not use local accounts unless KEYLESS_ALLOW_LOCAL_ACCOUNTS=true"
+            )
         ops = self._clients.containerservice(cluster_id.subscription_id).managed_clusters
         wait = self._settings.run_command_wait_seconds
         try:
