@@ -9,10 +9,11 @@ from typing import Any
 import azure.functions as func
 
 from handlers._http import ApiError, field_error
-from shared import access, runtime
-from shared.binding import Binding
-from shared.errors import KeylessError, PermanentError
-from shared.principal import HEADER, Caller, PrincipalError, dev_caller, parse_principal
+from shared.app import composition
+from shared.domain import access
+from shared.domain.binding import Binding
+from shared.domain.errors import KeylessError, PermanentError
+from shared.domain.principal import HEADER, Caller, PrincipalError, dev_caller, parse_principal
 
 log = logging.getLogger("keyless.api")
 
@@ -25,7 +26,7 @@ def signed_in_caller(req: func.HttpRequest) -> Caller:
     The principal header is trusted because App Service Authentication strips a client's own and
     sets it; without that module in front (WEBSITE_AUTH_ENABLED) anyone could send one, so inside
     Azure every call is refused until it is on."""
-    settings = runtime.service().settings
+    settings = composition.service().settings
     if settings.in_azure and not settings.app_service_auth:
         log.error("refused an API call: App Service Authentication is off (WEBSITE_AUTH_ENABLED), so %s "
                   "cannot be trusted", HEADER)  # fmt: skip
@@ -46,10 +47,10 @@ def signed_in_caller(req: func.HttpRequest) -> Caller:
 
 
 def authorize(caller: Caller, binding: Binding, action: str) -> access.Grant:
-    """The grant allowing `action` on `binding` (shared.access, the one door the worker asks too);
+    """The grant allowing `action` on `binding` (shared.domain.access, the one door the worker asks too);
     403 naming the missing grant (logged for audit)."""
     try:
-        return runtime.service().grant_for(binding, caller)  # type: ignore[no-any-return]
+        return composition.service().grant_for(binding, caller)  # type: ignore[no-any-return]
     except access.Refused as exc:
         raise denied(caller, action, exc) from None
 
@@ -62,7 +63,7 @@ def denied(caller: Caller, action: str, exc: access.Refused) -> ApiError:
 
 def record_binding(record: Any) -> Binding | None:
     try:
-        return record.binding(runtime.service().settings.role_allowlist) if record.account else None
+        return record.binding(composition.service().settings.role_allowlist) if record.account else None
     except PermanentError:
         return None
 
@@ -71,7 +72,7 @@ def covers(caller: Caller, record: Any) -> bool:
     if caller.object_id and record.requested_by_object_id() == caller.object_id:
         return True
     binding = record_binding(record)
-    return binding is not None and runtime.policy().covers(caller, binding)
+    return binding is not None and composition.policy().covers(caller, binding)
 
 
 def authorize_record(caller: Caller, record: Any, action: str) -> None:

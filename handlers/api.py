@@ -18,9 +18,10 @@ from handlers._auth import (
 )
 from handlers._http import ApiError, field_error, flag, json_body, json_response
 from handlers.openapi import OPENAPI
-from shared import access, runtime
-from shared.binding import Binding
-from shared.errors import PermanentError
+from shared.app import composition
+from shared.domain import access
+from shared.domain.binding import Binding
+from shared.domain.errors import PermanentError
 
 bp = func.Blueprint()
 log = logging.getLogger("keyless.api")
@@ -56,7 +57,7 @@ def onboardings_create(req: func.HttpRequest) -> func.HttpResponse:
         caller = signed_in_caller(req)
         dry_run = flag(req, "dryRun")
         body = json_body(req)
-        svc = runtime.service()
+        svc = composition.service()
         binding = _binding_from(body, svc.settings.role_allowlist, svc.settings.default_role)
         grant = authorize(caller, binding, "onboarding")
         log.info("caller %s allowed by %s to onboard %s", caller.object_id, grant.by, binding.key)
@@ -93,7 +94,7 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
         if namespace is not None and len(namespace) > 63:
             raise ApiError(400, "InvalidParameter", "namespace is too long", "namespace")
         try:
-            records, token = runtime.service().ledger.query(
+            records, token = composition.service().ledger.query(
                 cluster=cluster,
                 namespace=namespace,
                 page_size=page_size,
@@ -114,7 +115,7 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
 def onboardings_get(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
         caller = signed_in_caller(req)
-        record = runtime.service().ledger.get(onboarding_key(req))
+        record = composition.service().ledger.get(onboarding_key(req))
         if record is None:
             raise ApiError(404, "NotFound", "no onboarding with this id", "id")
         authorize_record(caller, record, "read")
@@ -129,11 +130,11 @@ def onboardings_delete(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
         caller = signed_in_caller(req)
         key = onboarding_key(req)
-        existing = runtime.service().ledger.get(key)
+        existing = composition.service().ledger.get(key)
         if existing is None:
             raise ApiError(404, "NotFound", "no onboarding with this id", "id")
         authorize_record(caller, existing, "offboarding")
-        record = runtime.service().request_offboarding(key)
+        record = composition.service().request_offboarding(key)
         if record is None:
             raise ApiError(404, "NotFound", "no onboarding with this id", "id")
         log.info("caller %s asked to offboard %s", caller.object_id, key)
@@ -152,7 +153,7 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        svc = runtime.service()
+        svc = composition.service()
         svc.ledger.ping()
         svc.queue.ping()
     except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises

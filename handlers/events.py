@@ -11,8 +11,8 @@ from typing import Any
 
 import azure.functions as func
 
-from shared import runtime
-from shared.events import MalformedEvent, parse_event
+from shared.app import composition
+from shared.domain.resource_events import MalformedEvent, parse_event
 
 bp = func.Blueprint()
 log = logging.getLogger("keyless.events")
@@ -44,7 +44,7 @@ def handle(raw: dict[str, Any]) -> str:
     if parsed is None:
         log.debug("ignored event id=%r type=%r", raw.get("id"), raw.get("eventType", raw.get("type")))
         return "ignored"
-    runtime.service().handle_event(parsed)
+    composition.service().handle_event(parsed)
     log.info("event %s: %s %s %s queued", parsed.id, parsed.kind, parsed.change, parsed.resource)
     return "queued"
 

@@ -10,9 +10,9 @@ import logging
 
 import azure.functions as func
 
-from shared import runtime
-from shared.service import BadMessage
-from shared.settings import WORK_QUEUE
+from shared.app import composition
+from shared.app.service import BadMessage
+from shared.domain.settings import WORK_QUEUE
 
 bp = func.Blueprint()
 log = logging.getLogger("keyless.worker")
@@ -27,6 +27,6 @@ def reconcile_worker(msg: func.QueueMessage) -> None:
         log.error("dropped message %s: body is not UTF-8", msg.id)
         return
     try:
-        runtime.service().process(body)
+        composition.service().process(body)
     except BadMessage as exc:
         log.error("dropped message %s: %s", msg.id, exc)

@@ -10,9 +10,9 @@ import dataclasses
 
 import pytest
 
-from shared.binding import Binding
-from shared.reconcile import Engine
-from shared.settings import Settings
+from shared.domain.binding import Binding
+from shared.domain.settings import Settings
+from shared.engine.reconcile import Engine
 from tests.emulators.arm import ARM_SCOPE, ArmEmulator
 from tests.emulators.common import TestCA
 from tests.emulators.credential import StaticCredential

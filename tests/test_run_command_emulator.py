@@ -21,7 +21,7 @@ import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.containerservice import ContainerServiceClient
 
-from shared.ids import parse_resource_id
+from shared.domain.ids import parse_resource_id
 from tests.conftest import CLUSTER_ID, NAMESPACE, SUB
 from tests.emulators.arm import ARM_SCOPE
 from tests.emulators.common import token_for_scope

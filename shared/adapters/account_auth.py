@@ -10,8 +10,8 @@ from __future__ import annotations
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.arm import ARM_ERRORS, ArmClients, raise_translated
-from shared.errors import NotFoundError
-from shared.ids import ResourceId
+from shared.domain.errors import NotFoundError
+from shared.domain.ids import ResourceId
 
 
 class AccountAuthAdapter:

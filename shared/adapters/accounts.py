@@ -12,9 +12,9 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.arm import ARM_ERRORS, ArmClients, raise_translated
 from shared.adapters.readcache import ReadCache, version_of
-from shared.errors import NotFoundError
-from shared.ids import ResourceId
-from shared.observed import AccountState
+from shared.domain.errors import NotFoundError
+from shared.domain.ids import ResourceId
+from shared.domain.observed import AccountState
 
 
 class AccountAdapter:

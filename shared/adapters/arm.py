@@ -17,8 +17,8 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from shared.adapters.counting import record
 from shared.adapters.pacing import Pacer, PacingPolicy
-from shared.errors import KeylessError, PermanentError, TemporaryError
-from shared.settings import Settings
+from shared.domain.errors import KeylessError, PermanentError, TemporaryError
+from shared.domain.settings import Settings
 
 
 class _CountingPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]

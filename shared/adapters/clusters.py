@@ -16,9 +16,9 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.arm import ARM_ERRORS, ArmClients, raise_translated
 from shared.adapters.readcache import ReadCache, version_of
-from shared.errors import NotFoundError, PermanentError, TemporaryError
-from shared.ids import CLUSTER_TYPE, ResourceId, parse_resource_id
-from shared.observed import ClusterState
+from shared.domain.errors import NotFoundError, PermanentError, TemporaryError
+from shared.domain.ids import CLUSTER_TYPE, ResourceId, parse_resource_id
+from shared.domain.observed import ClusterState
 
 
 @dataclasses.dataclass(frozen=True)

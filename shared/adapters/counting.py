@@ -11,7 +11,7 @@ import contextvars
 from collections.abc import Iterator
 from typing import Literal
 
-from shared.outcomes import RequestCounts
+from shared.domain.results import RequestCounts
 
 _current: contextvars.ContextVar[RequestCounts | None] = contextvars.ContextVar("keyless_counts", default=None)
 

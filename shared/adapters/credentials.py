@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.settings import Settings
+from shared.domain.settings import Settings
 
 
 def default_credential(settings: Settings) -> Any:

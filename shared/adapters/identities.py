@@ -7,9 +7,9 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.arm import ARM_ERRORS, ArmClients, error_code, raise_translated, retry_after, status_of
-from shared.errors import PermanentError, TemporaryError
-from shared.observed import CredentialState, IdentityState
-from shared.planner import AUDIENCE
+from shared.domain.errors import PermanentError, TemporaryError
+from shared.domain.observed import CredentialState, IdentityState
+from shared.domain.planner import AUDIENCE
 
 CONCURRENT_WRITES = "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"
 # A credential written right after its identity can miss the identity (replication).

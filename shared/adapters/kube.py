@@ -12,14 +12,14 @@ import threading
 import time
 from typing import Any
 
-from shared import manifests
 from shared.adapters.clusters import ClusterAdapter
 from shared.adapters.counting import record
-from shared.errors import PermanentError, TemporaryError
-from shared.ids import ResourceId
-from shared.observed import KubeObjectState
-from shared.settings import Settings
-from shared.workloads import DeploymentState, FieldOwner, fields_v1_paths
+from shared.domain import manifests
+from shared.domain.errors import PermanentError, TemporaryError
+from shared.domain.ids import ResourceId
+from shared.domain.observed import KubeObjectState
+from shared.domain.settings import Settings
+from shared.domain.workloads import DeploymentState, FieldOwner, fields_v1_paths
 
 APPLY = "application/apply-patch+yaml"
 

@@ -3,7 +3,7 @@
 One entity per binding (PartitionKey "binding", RowKey = binding key). Writes are
 conditional on the ETag read, so two workers never overwrite each other's outcome blindly.
 
-Quotas (shared.access.Grant) are counted in an index of their own: one partition per quota
+Quotas (shared.domain.access.Grant) are counted in an index of their own: one partition per quota
 (PartitionKey "quota-<hash>", RowKey = binding key), so counting a quota reads at most its limit
 of rows, never the whole ledger.
 
@@ -25,9 +25,9 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.errors import TemporaryError
-from shared.naming import short_hash
-from shared.records import BindingRecord
+from shared.domain.errors import TemporaryError
+from shared.domain.naming import short_hash
+from shared.domain.records import BindingRecord
 
 PARTITION = "binding"
 LEASES = "lease"

@@ -30,7 +30,7 @@ from typing import Any
 
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from shared.errors import TemporaryError
+from shared.domain.errors import TemporaryError
 
 
 @dataclasses.dataclass(frozen=True)

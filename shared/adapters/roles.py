@@ -7,8 +7,8 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.arm import ARM_ERRORS, ArmClients, error_code, raise_translated
-from shared.errors import PermanentError, TemporaryError
-from shared.observed import RoleAssignmentState
+from shared.domain.errors import PermanentError, TemporaryError
+from shared.domain.observed import RoleAssignmentState
 
 ROLE_ASSIGNMENT_EXISTS = "RoleAssignmentExists"
 PRINCIPAL_NOT_FOUND = "PrincipalNotFound"

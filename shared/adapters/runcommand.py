@@ -1,6 +1,6 @@
 """The AKS run-command API (`managedClusters/runCommand`), and Kubernetes access through it.
 
-For private clusters whose API server Keyless cannot reach (see shared.kubectl for why and how).
+For private clusters whose API server Keyless cannot reach (see shared.domain.kubectl for why and how).
 `RunCommandKube` answers the same calls as `KubeAdapter`, each by one command run in the cluster,
 so the engine's steps and their decisions do not change; only slower (a command takes seconds
 to a minute). The ServiceAccount and ConfigMap of a binding are read once per run (one command),
@@ -19,14 +19,14 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared import kubectl, manifests
 from shared.adapters.arm import ARM_ERRORS, ArmClients, raise_translated
 from shared.adapters.kube import _deployment_state, _state_from_dict
-from shared.errors import NotFoundError, PermanentError, TemporaryError
-from shared.ids import ResourceId
-from shared.observed import ClusterState, KubeObjectState
-from shared.settings import Settings
-from shared.workloads import DeploymentState
+from shared.domain import kubectl, manifests
+from shared.domain.errors import NotFoundError, PermanentError, TemporaryError
+from shared.domain.ids import ResourceId
+from shared.domain.observed import ClusterState, KubeObjectState
+from shared.domain.settings import Settings
+from shared.domain.workloads import DeploymentState
 
 
 def command_context(files: dict[str, str]) -> str:

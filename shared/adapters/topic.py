@@ -1,4 +1,4 @@
-"""The Event Grid topic Keyless publishes outcome events to (shared.announcements says what).
+"""The Event Grid topic Keyless publishes outcome events to (shared.domain.outcome_events says what).
 
 Authenticated with Microsoft Entra ID (the app's identity needs "EventGrid Data Sender" on the
 topic, see infra/roles): no access key is ever configured. The SDK is imported on first use, so
@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from shared.announcements import DATA_VERSION, OutcomeEvent
-from shared.settings import Settings
+from shared.domain.outcome_events import DATA_VERSION, OutcomeEvent
+from shared.domain.settings import Settings
 
 
 class OutcomeTopic:

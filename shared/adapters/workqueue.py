@@ -1,4 +1,4 @@
-"""The work queue (Azure Storage queue): one message = one work item (see shared.service).
+"""The work queue (Azure Storage queue): one message = one work item (see shared.app.service).
 
 The Functions queue trigger expects base64 message bodies by default (host.json keeps
 `messageEncoding: base64`), so the producer encodes with TextBase64EncodePolicy. A delay
@@ -12,7 +12,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.settings import WORK_QUEUE
+from shared.domain.settings import WORK_QUEUE
 
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 

@@ -15,8 +15,8 @@ import hashlib
 
 import pytest
 
-from shared import naming, planner
-from shared.binding import Binding
+from shared.domain import naming, planner
+from shared.domain.binding import Binding
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT, SUB
 from tests.e2e.test_private_clusters import make_private
 

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from shared.binding import Binding
+from shared.domain.binding import Binding
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.e2e.test_workloads import AI, SECRET_LITERAL, ai_service, pods, with_workloads
 

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from shared.binding import Binding
-from shared.workloads import BINDING_LABEL, IDENTITY_ANNOTATION, USE_LABEL
+from shared.domain.binding import Binding
+from shared.domain.workloads import BINDING_LABEL, IDENTITY_ANNOTATION, USE_LABEL
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 
 

@@ -14,8 +14,8 @@ from shared.adapters.arm import ArmClients
 from shared.adapters.ledger import Ledger
 from shared.adapters.pacing import Pacer, buckets_for
 from shared.adapters.readcache import ReadCache, version_of
-from shared.errors import TemporaryError
-from shared.settings import Settings
+from shared.domain.errors import TemporaryError
+from shared.domain.settings import Settings
 from tests.azurite import Azurite, connection_string_from_env
 from tests.conftest import SUB
 from tests.emulators.arm import ARM_SCOPE, ArmEmulator, Bucket, Limits

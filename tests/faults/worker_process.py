@@ -20,7 +20,7 @@ def main() -> None:
     from azure.functions.queue import QueueMessage
     from azure.storage.queue import QueueClient
 
-    from shared.settings import WORK_QUEUE
+    from shared.domain.settings import WORK_QUEUE
     from tests.functions.conftest import app_functions
 
     visibility = int(os.environ.get("KEYLESS_TEST_VISIBILITY", "2"))

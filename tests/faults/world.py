@@ -36,9 +36,10 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import LinearRetry, QueueClient
 
-from shared import naming, runtime
-from shared.binding import Binding
-from shared.settings import WORK_QUEUE
+from shared.app import composition
+from shared.domain import naming
+from shared.domain.binding import Binding
+from shared.domain.settings import WORK_QUEUE
 from tests.emulators.arm import ARM_SCOPE, ArmEmulator
 from tests.emulators.common import TestCA
 from tests.emulators.identity_endpoint import IdentityEndpoint
@@ -327,7 +328,7 @@ class World:
         for key in ("KEYLESS_DEV_PRINCIPAL", "WEBSITE_SITE_NAME", "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "MSI_ENDPOINT"):
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ.pop(key, None)
-        runtime.reset()
+        composition.reset()
         self.functions = app_functions()
         self.driver = Driver(
             self.storage, self.functions["reconcile_worker"], self.workers, self.visibility, self.delay_scale
@@ -338,7 +339,7 @@ class World:
     def __exit__(self, *exc: object) -> None:
         if self.driver is not None:
             self.driver.close()
-        runtime.reset()
+        composition.reset()
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -350,7 +351,7 @@ class World:
 
     @property
     def service(self) -> Any:
-        return runtime.service()
+        return composition.service()
 
     # --- what callers do ------------------------------------------------------------------
 
@@ -414,7 +415,7 @@ class World:
         self.arm.set_tags(cluster_id(cluster), tags)
 
     def consent(self, account: int, cluster: int) -> None:
-        """The account's owner lets the cluster's tags ask for bindings on it (shared.access)."""
+        """The account's owner lets the cluster's tags ask for bindings on it (shared.domain.access)."""
         tags = dict((self.arm.cognitive_account(account_id(account)) or {}).get("tags") or {})
         # A tag value holds 256 characters, about one cluster id: one tag per cluster.
         tags[f"keyless-allowed-clusters-{cluster}"] = cluster_id(cluster)

@@ -23,8 +23,8 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 
-from shared import runtime
-from shared.settings import WORK_QUEUE
+from shared.app import composition
+from shared.domain.settings import WORK_QUEUE
 from tests.azurite import Azurite, connection_string_from_env
 from tests.emulators.arm import ARM_SCOPE
 from tests.emulators.eventgrid import EventGridTopicEmulator
@@ -220,9 +220,9 @@ def app_env(monkeypatch, storage, identity_endpoint, arm, ca) -> collections.abc
         "MSI_ENDPOINT",
     ):
         monkeypatch.delenv(key, raising=False)
-    runtime.reset()
+    composition.reset()
     yield env
-    runtime.reset()
+    composition.reset()
 
 
 @pytest.fixture
@@ -230,7 +230,7 @@ def topic(ca, monkeypatch, app_env) -> collections.abc.Iterator[EventGridTopicEm
     """An Event Grid topic for outcome events (KEYLESS_OUTCOME_TOPIC_ENDPOINT)."""
     emulator = EventGridTopicEmulator(ca).start()
     monkeypatch.setenv("KEYLESS_OUTCOME_TOPIC_ENDPOINT", emulator.endpoint)
-    runtime.reset()
+    composition.reset()
     yield emulator
     emulator.stop()
 

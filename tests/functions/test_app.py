@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import runtime
+from shared.app import composition
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT, SUB
 
 REFERENCE = Path(
@@ -71,7 +71,7 @@ def tag_cluster(arm, workloads=f"{NAMESPACE}/{SERVICE_ACCOUNT}", account=ACCOUNT
 
 
 def records(cluster=CLUSTER_ID):
-    return list(runtime.service().ledger.all(cluster=cluster))
+    return list(composition.service().ledger.all(cluster=cluster))
 
 
 # --- HTTP API -------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def test_health_reports_unreachable_storage(monkeypatch, app_env):
         "AccountKey=" + base64.b64encode(b"k" * 32).decode() + ";"
         "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;TableEndpoint=http://127.0.0.1:9/devstoreaccount1",
     )
-    runtime.reset()
+    composition.reset()
     health = app_functions()["health"]
     import azure.functions as func
 
@@ -410,7 +410,7 @@ def test_drift_sweep_repairs_a_deleted_role_assignment(host, arm, kube):
     host.http("onboardings_create", "POST", "/", REQUEST)
     host.drain()
     ra = arm.role_assignments(ACCOUNT_ID)[0]
-    runtime.service().engine.roles.delete(SUB, ACCOUNT_ID, ra["name"])
+    composition.service().engine.roles.delete(SUB, ACCOUNT_ID, ra["name"])
     host.timer()
     host.drain()
     assert len(arm.role_assignments(ACCOUNT_ID)) == 1
@@ -428,7 +428,7 @@ def test_bad_queue_messages_are_dropped(host):
 
 def test_a_record_that_no_longer_validates_is_recorded_failed(host, arm, kube):
     host.http("onboardings_create", "POST", "/", REQUEST)
-    svc = runtime.service()
+    svc = composition.service()
     (record,) = records()
     record.role_definition_id = "not-a-guid"
     svc.ledger.save(record)

@@ -13,9 +13,9 @@ import json
 
 import pytest
 
-from shared import runtime
-from shared.binding import Binding
-from shared.records import BindingRecord
+from shared.app import composition
+from shared.domain.binding import Binding
+from shared.domain.records import BindingRecord
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT, SUB
 from tests.functions.conftest import OTHER_GROUP, TEAM_GROUP, TEAM_OID, access_policy, principal_header
 from tests.functions.test_app import REQUEST, arm_event, cluster_event, tag_cluster
@@ -41,7 +41,7 @@ def victim(arm):
 
 
 def records(cluster=CLUSTER_ID):
-    return list(runtime.service().ledger.all(cluster=cluster))
+    return list(composition.service().ledger.all(cluster=cluster))
 
 
 def consent(arm, account=ACCOUNT_ID, value=CLUSTER_ID, **extra):
@@ -63,7 +63,7 @@ def sweep(host):
 def reconfigure(monkeypatch, **env):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    runtime.reset()
+    composition.reset()
 
 
 def get(host, key, principal=None):
@@ -156,12 +156,12 @@ def test_a_queued_message_is_no_proof_of_permission(host, arm, kube):
     binding = Binding.create(CLUSTER_ID, "other-team", "intruder", ACCOUNT_ID)
     record = BindingRecord.for_binding(binding, requested_by=TEAM_OID, source="api")
     record.principal = {"objectId": TEAM_OID, "groups": [TEAM_GROUP], "roles": []}
-    runtime.service().ledger.create(record)
+    composition.service().ledger.create(record)
     host.queue.send_message(
         base64.b64encode(json.dumps({"kind": "binding", "key": record.key}).encode()).decode()
     )
     host.drain()
-    got = runtime.service().ledger.get(record.key)
+    got = composition.service().ledger.get(record.key)
     assert got.status == "refused", got.as_api()
     assert arm.identities() == [] and arm.role_assignments(ACCOUNT_ID) == []
 
@@ -185,7 +185,7 @@ def test_withdrawn_account_consent_revokes_then_offboards(host, arm, kube, monke
     assert "keyless-allowed-clusters" in record.reason
     assert record.revoked_at and record.as_api()["offboardAt"]
     # someone deletes the role assignment: the sweep used to repair it; a revoked binding is not repaired
-    runtime.service().engine.roles.delete(SUB, ACCOUNT_ID, assignment["name"])
+    composition.service().engine.roles.delete(SUB, ACCOUNT_ID, assignment["name"])
     arm.log.clear()
     sweep(host)
     assert records()[0].status == "revoked" and arm.log.writes() == []
@@ -214,9 +214,9 @@ def test_a_removed_policy_rule_stops_the_repairs_and_the_owner_may_still_delete(
     reconfigure(monkeypatch, KEYLESS_ACCESS_POLICY=json.dumps(policy))
     (assignment,) = arm.role_assignments(ACCOUNT_ID)
     # drift the sweep used to repair: someone deletes the assignment (a real ARM DELETE)
-    runtime.service().engine.roles.delete(SUB, ACCOUNT_ID, assignment["name"])
+    composition.service().engine.roles.delete(SUB, ACCOUNT_ID, assignment["name"])
     sweep(host)
-    record = runtime.service().ledger.get(key)
+    record = composition.service().ledger.get(key)
     assert record.status == "revoked", record.as_api()
     assert "team-a" in record.reason or "no access-policy rule" in record.reason
     assert arm.role_assignments(ACCOUNT_ID) == [], "revoked: the sweep repairs nothing"
@@ -224,7 +224,7 @@ def test_a_removed_policy_rule_stops_the_repairs_and_the_owner_may_still_delete(
     status, body, _ = host.http("onboardings_delete", "DELETE", "/", route_params={"id": key})
     assert status == 202, body
     host.drain()
-    assert runtime.service().ledger.get(key).status == "removed"
+    assert composition.service().ledger.get(key).status == "removed"
     assert arm.identities() == []
 
 

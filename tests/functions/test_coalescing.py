@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from shared import runtime
+from shared.app import composition
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.functions.test_app import cluster_event, records, tag_cluster
 
@@ -18,7 +18,7 @@ from tests.functions.test_app import cluster_event, records, tag_cluster
 @pytest.fixture
 def fast_retries(monkeypatch, app_env):
     monkeypatch.setenv("KEYLESS_RETRY_DELAY_SCALE", "0.02")
-    runtime.reset()
+    composition.reset()
 
 
 REQUEST = {
@@ -63,7 +63,7 @@ def test_a_binding_another_worker_is_reconciling_waits_its_turn(host, arm, kube,
     tag_cluster(arm)
     host.event(cluster_event())
     host.drain()  # the re-read queues the binding
-    svc = runtime.service()
+    svc = composition.service()
     if not records():
         host.drain()
     (record,) = records()
@@ -98,10 +98,10 @@ def test_a_run_longer_than_its_lease_keeps_it(host, arm, kube, monkeypatch, app_
     at no request of the run could another worker have taken the binding over."""
     monkeypatch.setenv("KEYLESS_RETRY_DELAY_SCALE", "0.02")
     monkeypatch.setenv("KEYLESS_RUN_COMMAND_FALLBACK", "false")
-    runtime.reset()
+    composition.reset()
     status, created, _ = host.http("onboardings_create", "POST", "/api/onboardings", REQUEST)
     assert status == 202
-    svc = runtime.service()
+    svc = composition.service()
     lease = f"run|{created['id']}"
     held: list[float] = []
     arm.request_hooks.append(lambda _request: held.append(svc.ledger.holds(lease)))

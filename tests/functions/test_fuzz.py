@@ -15,7 +15,7 @@ from collections import Counter
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from shared import runtime
+from shared.app import composition
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.functions.conftest import principal_header
 
@@ -123,7 +123,7 @@ def assert_queue_allowed(host) -> None:
     """Any queued work names a binding the test policy grants the team (namespace team-a/b or ns-*)."""
     for raw in host.raw_messages():
         msg = json.loads(base64.b64decode(raw))
-        record = runtime.service().ledger.get(msg["key"])
+        record = composition.service().ledger.get(msg["key"])
         assert record is not None
         assert record.namespace in ("team-a", "team-b") or record.namespace.startswith("ns-")
 
@@ -286,7 +286,7 @@ def test_cluster_tags_never_grant_without_the_accounts_consent(host, arm, kube, 
     STATS["tag cases"] += 1
     assert host.failures == []
     assert arm.identities() == [] and arm.role_assignments() == [], "a binding was granted without consent"
-    for record in runtime.service().ledger.all():
+    for record in composition.service().ledger.all():
         assert record.status in ("pending", "refused", "failed", "removed"), record.as_api()
         STATS[f"tag records {record.status}"] += 1
 

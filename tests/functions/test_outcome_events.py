@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from shared import runtime
+from shared.app import composition
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.emulators.eventgrid import EVENT_GRID, EventGridTopicEmulator
 
@@ -84,16 +84,16 @@ def test_a_binding_that_breaks_is_announced_not_ready_then_ready_again(host, arm
     host.drain()
     assert [e["type"] for e in topic.events][-1] == "Keyless.Onboarding.Ready"
     assert topic.events[-1]["data"]["previousStatus"] == "not-ready"
-    assert runtime.service().ledger.get(key).announced_status == "ready"
+    assert composition.service().ledger.get(key).announced_status == "ready"
 
 
 def test_a_topic_that_is_down_delays_the_event_never_the_binding(host, arm, kube, topic, caplog, monkeypatch):
     monkeypatch.setenv("KEYLESS_RETRY_DELAY_SCALE", "0.02")  # "in a minute" becomes 1.2 s
-    runtime.reset()
+    composition.reset()
     caplog.set_level(logging.WARNING)
     topic.inject_fault(503, times=3)  # the SDK tries 3 times: this publish fails
     key = onboard(host)
-    record = runtime.service().ledger.get(key)
+    record = composition.service().ledger.get(key)
     assert record.status in ("ready", "verified") and record.announced_status == ""
     assert topic.events == []
     assert "not published: ServiceUnavailableError" in caplog.text or "not published: HttpResponseError" in caplog.text
@@ -103,7 +103,7 @@ def test_a_topic_that_is_down_delays_the_event_never_the_binding(host, arm, kube
         host.drain()
         time.sleep(0.1)
     assert [e["data"]["status"] for e in topic.events] == [record.status]
-    assert runtime.service().ledger.get(key).announced_status == record.status
+    assert composition.service().ledger.get(key).announced_status == record.status
 
 
 def test_an_event_grid_schema_topic_gets_event_grid_events(host, arm, kube, ca, monkeypatch, app_env):
@@ -111,7 +111,7 @@ def test_an_event_grid_schema_topic_gets_event_grid_events(host, arm, kube, ca, 
     try:
         monkeypatch.setenv("KEYLESS_OUTCOME_TOPIC_ENDPOINT", emulator.endpoint)
         monkeypatch.setenv("KEYLESS_OUTCOME_EVENT_SCHEMA", "eventgrid")
-        runtime.reset()
+        composition.reset()
         onboard(host)
         (event,) = emulator.events
         assert event["eventType"] == "Keyless.Onboarding.Ready" and event["dataVersion"] == "1.0"
@@ -122,7 +122,7 @@ def test_an_event_grid_schema_topic_gets_event_grid_events(host, arm, kube, ca, 
 
 def test_without_a_topic_nothing_is_published(host, arm, kube):
     onboard(host)
-    assert runtime.service().topic is None
+    assert composition.service().topic is None
 
 
 def test_switching_an_account_keyless_is_announced(host, arm, kube, topic):

@@ -8,7 +8,7 @@ import logging
 
 from azure.data.tables import TableClient
 
-from shared import runtime
+from shared.app import composition
 from tests.azurite import DEV_KEY
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.emulators.common import TEST_TOKEN_PREFIX
@@ -69,4 +69,4 @@ def test_no_secret_in_logs_ledger_responses_or_messages(host, arm, kube, app_env
         for where, items in (("logs", logs), ("ledger/responses/messages", seen)):
             leaks = [i for i in items if secret in i]
             assert not leaks, f"{what} found in {where}: {leaks[0][:300]}"
-    assert runtime.service().settings.storage_connection_string not in repr(runtime.service().settings)
+    assert composition.service().settings.storage_connection_string not in repr(composition.service().settings)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from shared import runtime
+from shared.app import composition
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT, SUB
 from tests.functions.conftest import OTHER_GROUP, TEAM_OID, principal_header
 
@@ -52,7 +52,7 @@ def test_escalation_attempts_are_refused(host, change, status, field):
     assert code == status, err
     assert err["error"]["field"] == field
     assert host.raw_messages() == []
-    assert list(runtime.service().ledger.all()) == []
+    assert list(composition.service().ledger.all()) == []
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_another_teams_binding_cannot_be_read_deleted_or_listed(host):
     assert code == 403
     code, err, _ = host.http("onboardings_delete", "DELETE", "/", route_params={"id": key})
     assert code == 403
-    (record,) = runtime.service().ledger.all()
+    (record,) = composition.service().ledger.all()
     assert record.live
     _, listed, _ = host.http("onboardings_list", "GET", "/")
     assert listed["value"] == []
@@ -102,7 +102,7 @@ def test_dev_principal_only_when_set(host, monkeypatch):
     monkeypatch.setenv(
         "KEYLESS_DEV_PRINCIPAL", json.dumps({"oid": TEAM_OID, "groups": ["bbbbbbbb-0000-4000-8000-000000000002"]})
     )
-    runtime.reset()
+    composition.reset()
     code, body, _ = post(host, REQUEST, principal=None)
     assert code == 202, body
 
@@ -110,7 +110,7 @@ def test_dev_principal_only_when_set(host, monkeypatch):
 def test_dev_principal_cannot_be_enabled_inside_azure(host, monkeypatch):
     monkeypatch.setenv("KEYLESS_DEV_PRINCIPAL", TEAM_OID)
     monkeypatch.setenv("WEBSITE_SITE_NAME", "keyless-prod")
-    runtime.reset()
+    composition.reset()
     code, err, _ = post(host, REQUEST, principal=None)
     assert code == 503 and "KEYLESS_DEV_PRINCIPAL" in err["error"]["message"]
     assert host.raw_messages() == []
@@ -118,7 +118,7 @@ def test_dev_principal_cannot_be_enabled_inside_azure(host, monkeypatch):
 
 def test_subscription_allowlist(host, monkeypatch):
     monkeypatch.setenv("KEYLESS_ALLOWED_SUBSCRIPTIONS", "99999999-0000-0000-0000-000000000000")
-    runtime.reset()
+    composition.reset()
     code, err, _ = post(host, REQUEST)
     assert code == 403 and err["error"]["field"] == "cluster"
 

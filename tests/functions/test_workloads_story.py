@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from shared import runtime
+from shared.app import composition
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.e2e.test_workloads import AI, SECRET_LITERAL, ai_service, env, pods
 
@@ -73,7 +73,7 @@ def test_the_seed_story_ends_keyless(host, arm, kube):
     assert arm.cognitive_account(ACCOUNT_ID)["properties"]["disableLocalAuth"] is True
     assert report["keylessAccount"]["localAuthEnabled"] in (True, False)  # read may predate the switch
 
-    everything = json.dumps([record, report, plan, [r.__dict__ for r in runtime.service().ledger.all()]])
+    everything = json.dumps([record, report, plan, [r.__dict__ for r in composition.service().ledger.all()]])
     assert SECRET_LITERAL not in everything
 
     # A second pass (the drift sweep) writes nothing: not to the cluster, not to the account.

@@ -1,4 +1,4 @@
-"""The one door (shared.access), with plain values: who may ask for what, and with whose consent."""
+"""The one door (shared.domain.access), with plain values: who may ask for what, and with whose consent."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from shared import access
-from shared.binding import Binding
-from shared.policy import AccessPolicy, PolicyError
-from shared.principal import Caller
-from shared.settings import DEFAULT_SYSTEM_NAMESPACES
+from shared.domain import access
+from shared.domain.binding import Binding
+from shared.domain.policy import AccessPolicy, PolicyError
+from shared.domain.principal import Caller
+from shared.domain.settings import DEFAULT_SYSTEM_NAMESPACES
 
 SUB = "11111111-2222-3333-4444-555555555555"
 OTHER = "99999999-8888-4777-8666-555555555555"

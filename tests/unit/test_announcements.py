@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.announcements import outcome_event
-from shared.records import BindingRecord
-from shared.settings import Settings, SettingsError
+from shared.domain.outcome_events import outcome_event
+from shared.domain.records import BindingRecord
+from shared.domain.settings import Settings, SettingsError
 
 CLUSTER = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1"
 

@@ -1,8 +1,8 @@
 import pytest
 
-from shared.binding import OPENAI_USER_ROLE_ID, Binding, resolve_role
-from shared.errors import PermanentError
-from shared.settings import Settings, SettingsError
+from shared.domain.binding import OPENAI_USER_ROLE_ID, Binding, resolve_role
+from shared.domain.errors import PermanentError
+from shared.domain.settings import Settings, SettingsError
 
 SUB = "00000000-0000-0000-0000-000000000001"
 CLUSTER = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1"
@@ -79,7 +79,7 @@ def test_every_setting_is_documented_in_the_sample():
 
     root = Path(__file__).resolve().parents[2]
     sample = json.loads((root / "local.settings.sample.json").read_text())["Values"]
-    source = (root / "shared" / "settings.py").read_text()
+    source = (root / "shared" / "domain" / "settings.py").read_text()
     keys = set(re.findall(r'"(KEYLESS_[A-Z_]+)"', source))
     assert keys, "no settings found"
     assert keys <= set(sample), f"undocumented settings: {sorted(keys - set(sample))}"

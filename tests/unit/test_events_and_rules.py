@@ -1,10 +1,10 @@
 import pytest
 
-from shared.errors import PermanentError
-from shared.events import MalformedEvent, parse_event
-from shared.ids import CLUSTER_TYPE, parse_resource_id
-from shared.observed import AccountState, ClusterState
-from shared.rules import choose_account, read_tags
+from shared.domain.cluster_tags import choose_account, read_tags
+from shared.domain.errors import PermanentError
+from shared.domain.ids import CLUSTER_TYPE, parse_resource_id
+from shared.domain.observed import AccountState, ClusterState
+from shared.domain.resource_events import MalformedEvent, parse_event
 
 SUB = "00000000-0000-0000-0000-000000000001"
 CLUSTER = f"/subscriptions/{SUB}/resourcegroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1"

@@ -1,7 +1,7 @@
 import pytest
 
-from shared.errors import PermanentError
-from shared.ids import ACCOUNT_TYPE, CLUSTER_TYPE, parse_resource_id, same_resource
+from shared.domain.errors import PermanentError
+from shared.domain.ids import ACCOUNT_TYPE, CLUSTER_TYPE, parse_resource_id, same_resource
 
 SUB = "00000000-0000-0000-0000-000000000001"
 CLUSTER = f"/subscriptions/{SUB}/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/aks1"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from shared.binding import OPENAI_USER_ROLE_ID
+from shared.domain.binding import OPENAI_USER_ROLE_ID
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 ROLES = {p.stem: json.loads(p.read_text()) for p in (INFRA / "roles").glob("*.json")}

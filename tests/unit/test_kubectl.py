@@ -9,8 +9,8 @@ import zipfile
 
 import yaml
 
-from shared import kubectl
 from shared.adapters.runcommand import command_context
+from shared.domain import kubectl
 
 
 def test_commands_quote_every_argument_and_keep_manifests_in_files():

@@ -1,8 +1,8 @@
 import re
 import uuid
 
-from shared import naming
-from shared.binding import Binding
+from shared.domain import naming
+from shared.domain.binding import Binding
 
 SUB = "00000000-0000-0000-0000-000000000001"
 CLUSTER = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1"

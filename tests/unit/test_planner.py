@@ -2,10 +2,10 @@
 
 import pytest
 
-from shared import planner
-from shared.binding import Binding
-from shared.errors import PermanentError, TemporaryError
-from shared.observed import (
+from shared.domain import planner
+from shared.domain.binding import Binding
+from shared.domain.errors import PermanentError, TemporaryError
+from shared.domain.observed import (
     AccountState,
     ClusterState,
     CredentialState,

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from shared.binding import Binding
-from shared.policy import AccessPolicy, Denied, PolicyError, check_subscriptions
-from shared.principal import PrincipalError, dev_caller, parse_principal
-from shared.settings import DEFAULT_SYSTEM_NAMESPACES, Settings, SettingsError
+from shared.domain.binding import Binding
+from shared.domain.policy import AccessPolicy, Denied, PolicyError, check_subscriptions
+from shared.domain.principal import PrincipalError, dev_caller, parse_principal
+from shared.domain.settings import DEFAULT_SYSTEM_NAMESPACES, Settings, SettingsError
 
 SUB = "00000000-0000-0000-0000-000000000001"
 RG = f"/subscriptions/{SUB}/resourceGroups/rg"

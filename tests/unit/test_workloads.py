@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from shared.errors import PermanentError
-from shared.observed import CredentialState, IdentityState, KubeObjectState
-from shared.verification import check_credential, check_pod, check_pods, check_service_account
-from shared.workloads import (
+from shared.domain.errors import PermanentError
+from shared.domain.observed import CredentialState, IdentityState, KubeObjectState
+from shared.domain.verification import check_credential, check_pod, check_pods, check_service_account
+from shared.domain.workloads import (
     BINDING_LABEL,
     IDENTITY_ANNOTATION,
     USE_LABEL,

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import re
 
-from shared.errors import PermanentError
+from shared.domain.errors import PermanentError
 
 HEADER = "X-MS-CLIENT-PRINCIPAL"
 MAX_HEADER_BYTES = 16 * 1024

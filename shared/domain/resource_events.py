@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from shared.errors import PermanentError
-from shared.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
+from shared.domain.errors import PermanentError
+from shared.domain.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
 
 WRITE = "Microsoft.Resources.ResourceWriteSuccess"
 DELETE = "Microsoft.Resources.ResourceDeleteSuccess"

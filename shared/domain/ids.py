@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from shared.errors import PermanentError
+from shared.domain.errors import PermanentError
 
 SUBSCRIPTION_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,259}$")

@@ -11,9 +11,9 @@ import os
 import urllib.parse
 from collections.abc import Mapping
 
-from shared.binding import OPENAI_USER_ROLE_ID, resolve_role
-from shared.errors import PermanentError
-from shared.ids import SUBSCRIPTION_ID
+from shared.domain.binding import OPENAI_USER_ROLE_ID, resolve_role
+from shared.domain.errors import PermanentError
+from shared.domain.ids import SUBSCRIPTION_ID
 
 AKS_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
 """The Entra application of every AKS API server (the audience of kubelogin tokens)."""

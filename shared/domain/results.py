@@ -10,7 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from shared.verification import VerificationReport
+    from shared.domain.verification import VerificationReport
 
 Outcome = Literal["created", "updated", "unchanged", "deleted", "absent", "not-yet", "failed", "skipped"]
 Status = Literal["ready", "not-ready", "failed", "removed"]

@@ -37,15 +37,16 @@ import logging
 import time
 from typing import Any
 
-from shared import access, announcements, assurance, naming, rules
-from shared.binding import Binding
-from shared.errors import KeylessError, NotFoundError, PermanentError, TemporaryError
-from shared.events import ResourceEvent
-from shared.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
-from shared.outcomes import ReconcileResult
-from shared.principal import Caller
-from shared.records import BindingRecord, utcnow
-from shared.settings import Settings
+from shared.app import after_ready
+from shared.domain import access, cluster_tags, naming, outcome_events
+from shared.domain.binding import Binding
+from shared.domain.errors import KeylessError, NotFoundError, PermanentError, TemporaryError
+from shared.domain.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
+from shared.domain.principal import Caller
+from shared.domain.records import BindingRecord, utcnow
+from shared.domain.resource_events import ResourceEvent
+from shared.domain.results import ReconcileResult
+from shared.domain.settings import Settings
 
 log = logging.getLogger("keyless.service")
 
@@ -91,16 +92,16 @@ class Keyless:
     settings: Settings
     ledger: Any  # shared.adapters.ledger.Ledger
     queue: Any  # shared.adapters.workqueue.WorkQueue
-    engine: Any  # shared.reconcile.Engine
+    engine: Any  # shared.engine.reconcile.Engine
     topic: Any = None  # shared.adapters.topic.OutcomeTopic, or None: no outcome events
-    policy: Any = None  # shared.policy.AccessPolicy (None: deny every caller; cluster tags need consent)
+    policy: Any = None  # shared.domain.policy.AccessPolicy (None: deny every caller; cluster tags need consent)
 
-    # --- the one door (shared.access) -------------------------------------------------------
+    # --- the one door (shared.domain.access) -------------------------------------------------------
 
     def grant_for(self, binding: Binding, requester: access.Requester) -> access.Grant:
-        """shared.access.authorise with this deployment's policy and settings; for cluster tags the
+        """shared.domain.access.authorise with this deployment's policy and settings; for cluster tags the
         account's current tags (its consent) are read. Refused naming what is missing."""
-        from shared.policy import AccessPolicy
+        from shared.domain.policy import AccessPolicy
 
         account_tags = None
         if isinstance(requester, access.ClusterTags):
@@ -129,7 +130,7 @@ class Keyless:
     def request_onboarding(
         self, binding: Binding, caller: Caller, grant: access.Grant
     ) -> tuple[BindingRecord, bool]:
-        """Record the binding the caller was granted (shared.access) and queue it. (record, True) if new,
+        """Record the binding the caller was granted (shared.domain.access) and queue it. (record, True) if new,
         revived or changed, (record, False) if it is live as asked. QuotaExceeded when the grant's
         quota is used up by other live bindings."""
         counted, count = self.ledger.claim_quota(grant.quota_key, binding.key, grant.quota_limit)
@@ -295,7 +296,7 @@ class Keyless:
             raise
         except KeylessError:
             return True
-        tag_rules = rules.read_tags(cluster, binding.cluster, self.settings.system_namespaces)
+        tag_rules = cluster_tags.read_tags(cluster, binding.cluster, self.settings.system_namespaces)
         if (binding.namespace, binding.service_account) not in tag_rules.workloads:
             return False
         return tag_rules.account is None or tag_rules.account.key == binding.account.key
@@ -385,7 +386,7 @@ class Keyless:
         try:
             if record.live:
                 result = self.engine.reconcile(binding, on_step=keeper)
-                result.verification = assurance.verify_after(self.engine, binding, result)  # `verified`?
+                result.verification = after_ready.verify_after(self.engine, binding, result)  # `verified`?
             else:
                 others = [r.binding(self.settings.role_allowlist) for r in self._same_workload(record)]
                 result = self.engine.offboard(binding, others=others, on_step=keeper)
@@ -396,7 +397,7 @@ class Keyless:
             self.ledger.save(record)
             raise
         record = self._record(record, result)
-        assurance.after_run(self, record, result)  # re-check a rollout; the account may go keyless
+        after_ready.after_run(self, record, result)  # re-check a rollout; the account may go keyless
         return record
 
     def _record(self, record: BindingRecord, result: ReconcileResult) -> BindingRecord:
@@ -424,7 +425,7 @@ class Keyless:
         self._announce(record)
         return record
 
-    def publish(self, event: announcements.OutcomeEvent) -> bool:
+    def publish(self, event: outcome_events.OutcomeEvent) -> bool:
         """Send one outcome event to the topic, if there is one; False (logged) when it could not."""
         if self.topic is None:
             return False
@@ -438,12 +439,12 @@ class Keyless:
         return True
 
     def _announce(self, record: BindingRecord) -> None:
-        """Publish the record's new settled status (shared.announcements), at least once: when the
+        """Publish the record's new settled status (shared.domain.outcome_events), at least once: when the
         topic cannot take it, the binding is queued again in a minute and the next run retries. An
         outcome event never fails a binding."""
         from shared.adapters.ledger import LedgerConflict
 
-        event = announcements.outcome_event(record)
+        event = outcome_events.outcome_event(record)
         if event is None or self.topic is None:
             return
         if not self.publish(event):
@@ -479,7 +480,7 @@ class Keyless:
         if deleted:
             log.info("cluster %s: a delete event, but ARM has the cluster (re-created?): syncing it", cluster_id)
         version = {"clusterVersion": self.engine.clusters.version(cluster)}
-        tag_rules = rules.read_tags(cluster, cluster_id, self.settings.system_namespaces)
+        tag_rules = cluster_tags.read_tags(cluster, cluster_id, self.settings.system_namespaces)
         for error in tag_rules.errors:
             log.warning("cluster %s: %s", cluster_id, error)
         wanted = self._bindings_from_tags(cluster_id, tag_rules)
@@ -520,7 +521,7 @@ class Keyless:
                 touched.append(record.key)
         return touched
 
-    def _bindings_from_tags(self, cluster_id: ResourceId, tag_rules: rules.TagRules) -> list[Any]:
+    def _bindings_from_tags(self, cluster_id: ResourceId, tag_rules: cluster_tags.TagRules) -> list[Any]:
         if not tag_rules.workloads:
             return []
         account_id: str | None = str(tag_rules.account) if tag_rules.account else None
@@ -528,7 +529,7 @@ class Keyless:
         if account_id is None:
             try:
                 candidates = self.engine.accounts.list_in_group(cluster_id.subscription_id, cluster_id.resource_group)
-                account_id = rules.choose_account(candidates)
+                account_id = cluster_tags.choose_account(candidates)
             except KeylessError as exc:
                 if isinstance(exc, TemporaryError):
                     raise
@@ -590,7 +591,7 @@ class Keyless:
         if not deleted:
             for cluster in self.engine.clusters.list_in_group(account_id.subscription_id, account_id.resource_group):
                 cluster_id = parse_resource_id(cluster.id, CLUSTER_TYPE, "id")
-                tag_rules = rules.read_tags(cluster, cluster_id, self.settings.system_namespaces)
+                tag_rules = cluster_tags.read_tags(cluster, cluster_id, self.settings.system_namespaces)
                 if tag_rules.workloads and tag_rules.account is None:
                     self._queue_resync("cluster", cluster_id, "write")
         return touched

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from shared import naming
-from shared.binding import Binding
-from shared.errors import PermanentError, TemporaryError
-from shared.observed import (
+from shared.domain import naming
+from shared.domain.binding import Binding
+from shared.domain.errors import PermanentError, TemporaryError
+from shared.domain.observed import (
     AccountState,
     ClusterState,
     CredentialState,
@@ -20,7 +20,7 @@ from shared.observed import (
     KubeObjectState,
     RoleAssignmentState,
 )
-from shared.workloads import BINDING_LABEL
+from shared.domain.workloads import BINDING_LABEL
 
 AUDIENCE = "api://AzureADTokenExchange"
 MAX_CREDENTIALS_PER_IDENTITY = 20

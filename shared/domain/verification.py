@@ -17,9 +17,9 @@ import dataclasses
 import datetime as dt
 from typing import Any, Literal
 
-from shared.observed import AccountState, CredentialState, IdentityState, KubeObjectState, RoleAssignmentState
-from shared.planner import AUDIENCE, CLIENT_ID_ANNOTATION, TENANT_ID_ANNOTATION
-from shared.workloads import USE_LABEL, WEBHOOK_VARIABLES, ApiKeyRules, DeploymentState
+from shared.domain.observed import AccountState, CredentialState, IdentityState, KubeObjectState, RoleAssignmentState
+from shared.domain.planner import AUDIENCE, CLIENT_ID_ANNOTATION, TENANT_ID_ANNOTATION
+from shared.domain.workloads import USE_LABEL, WEBHOOK_VARIABLES, ApiKeyRules, DeploymentState
 
 CheckStatus = Literal["pass", "fail", "pending"]
 TOKEN_VOLUME_PREFIX = "azure-workload-identity-reserved-"  # noqa: S105 - a volume name, not a secret

@@ -17,7 +17,7 @@ import dataclasses
 import uuid
 from typing import Any
 
-from shared.records import BindingRecord
+from shared.domain.records import BindingRecord
 
 ANNOUNCED = ("ready", "verified", "not-ready", "failed", "refused", "revoked", "removed")
 EVENT_TYPES = {

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from shared import naming
-from shared.errors import PermanentError
-from shared.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
-from shared.workloads import validate_workloads
+from shared.domain import naming
+from shared.domain.errors import PermanentError
+from shared.domain.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
+from shared.domain.workloads import validate_workloads
 
 OPENAI_USER_ROLE_ID = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 """Cognitive Services OpenAI User: inference only, no key listing, no deployment writes."""

@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from shared.binding import validate_namespace, validate_service_account
-from shared.errors import PermanentError
-from shared.ids import ACCOUNT_TYPE, ResourceId, parse_resource_id
-from shared.observed import AccountState, ClusterState
-from shared.settings import DEFAULT_SYSTEM_NAMESPACES
-from shared.workloads import validate_workloads
+from shared.domain.binding import validate_namespace, validate_service_account
+from shared.domain.errors import PermanentError
+from shared.domain.ids import ACCOUNT_TYPE, ResourceId, parse_resource_id
+from shared.domain.observed import AccountState, ClusterState
+from shared.domain.settings import DEFAULT_SYSTEM_NAMESPACES
+from shared.domain.workloads import validate_workloads
 
 WORKLOADS_TAG = "keyless-workloads"
 ACCOUNT_TAG = "keyless-openai-account"

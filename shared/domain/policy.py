@@ -10,7 +10,7 @@ Policy JSON (setting KEYLESS_ACCESS_POLICY, inline or a file path):
     {"rules": [{
         "name": "team-a",
         "principals": {"groups": ["<group oid>"], "roles": ["Keyless.Onboard"], "objectIds": ["<oid>"]},
-                                                            # or {"clusterTags": true}: see shared.access
+                                                            # or {"clusterTags": true}: see shared.domain.access
         "clusters": ["<cluster id>" | "/subscriptions/<sub>/resourceGroups/<rg>"],   # ids or RG prefixes
         "namespaces": ["team-a", "team-a-*"],                                        # fnmatch patterns
         "serviceAccounts": ["*"],                                                   # optional, default "*"
@@ -34,9 +34,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from shared.binding import Binding
-from shared.errors import PermanentError
-from shared.principal import Caller
+from shared.domain.binding import Binding
+from shared.domain.errors import PermanentError
+from shared.domain.principal import Caller
 
 
 class PolicyError(PermanentError):
@@ -67,7 +67,7 @@ class Rule:
     accounts: tuple[str, ...]
     roles: tuple[str, ...]
     workloads: tuple[str, ...] = ()
-    cluster_tags: bool = False  # the rule speaks for cluster tags (shared.access), not for a person
+    cluster_tags: bool = False  # the rule speaks for cluster tags (shared.domain.access), not for a person
     max_bindings: int | None = None  # None: the policy's default
 
     def applies_to(self, caller: Caller) -> bool:

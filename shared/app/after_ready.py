@@ -1,5 +1,5 @@
 """After `ready`: is the binding verified, and may its account go keyless? Use cases over the
-ledger and the engine, called by the worker (shared.service) and the verification endpoint.
+ledger and the engine, called by the worker (shared.app.service) and the verification endpoint.
 
 - The worker verifies a binding right after a run that ended `ready` (the record then says
   `verified` only if every check passed). A verification that is pending for a reason that
@@ -17,13 +17,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from shared import announcements
-from shared.binding import Binding
-from shared.errors import KeylessError
-from shared.ids import ACCOUNT_TYPE, parse_resource_id
-from shared.outcomes import ReconcileResult, StepOutcome
-from shared.records import BindingRecord, utcnow
-from shared.verification import VerificationReport
+from shared.domain import outcome_events
+from shared.domain.binding import Binding
+from shared.domain.errors import KeylessError
+from shared.domain.ids import ACCOUNT_TYPE, parse_resource_id
+from shared.domain.records import BindingRecord, utcnow
+from shared.domain.results import ReconcileResult, StepOutcome
+from shared.domain.verification import VerificationReport
 
 log = logging.getLogger("keyless.assurance")
 
@@ -104,7 +104,7 @@ def enforce_keyless_account(svc: Any, account: str) -> StepOutcome:
     log.info("account %s keyless: %s %s", account_id.name, outcome.outcome, outcome.reason)
     if outcome.outcome == "updated":
         verified = [r.key for r in svc.ledger.all(account=account, live_only=True) if r.status == "verified"]
-        svc.publish(announcements.keys_disabled_event(str(account_id), verified, utcnow()))
+        svc.publish(outcome_events.keys_disabled_event(str(account_id), verified, utcnow()))
     return outcome
 
 

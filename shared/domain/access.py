@@ -27,10 +27,10 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
-from shared.binding import Binding
-from shared.ids import ResourceId
-from shared.policy import AccessPolicy, Denied, check_subscriptions
-from shared.principal import Caller
+from shared.domain.binding import Binding
+from shared.domain.ids import ResourceId
+from shared.domain.policy import AccessPolicy, Denied, check_subscriptions
+from shared.domain.principal import Caller
 
 CONSENT_TAG = "keyless-allowed-clusters"
 TAGS_QUOTA_SETTING = "KEYLESS_MAX_TAG_BINDINGS_PER_CLUSTER"

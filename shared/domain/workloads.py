@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from shared.errors import PermanentError
+from shared.domain.errors import PermanentError
 
 USE_LABEL = "azure.workload.identity/use"
 BINDING_LABEL = "keyless.io/binding"

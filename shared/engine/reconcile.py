@@ -12,13 +12,13 @@ Steps, in order (validate everything that can be validated before the first writ
 Offboarding is the same engine with desired = absent, in reverse order (Deployments first: they
 must stop naming the ConfigMap and the service account before those go; when the cluster is gone,
 the federated credential goes first, for an identity holds at most 20).
-`verify` reads everything again and reports check by check (shared.verification); it writes nothing.
+`verify` reads everything again and reports check by check (shared.domain.verification); it writes nothing.
 A private cluster whose API server is unreachable is worked through the AKS run-command API
 (shared.adapters.runcommand) when KEYLESS_RUN_COMMAND_FALLBACK allows, with the same decisions.
 A step that raises TemporaryError ends the run `not-yet` (retry after its delay);
 PermanentError ends it `failed`. Later steps are reported `skipped`.
 
-Ownership (decided in shared.planner): an identity is used, and deleted, only when its
+Ownership (decided in shared.domain.planner): an identity is used, and deleted, only when its
 `keyless-workload` tag names this workload; a ServiceAccount annotation another field manager set
 to another value is never overwritten unless the object carries `keyless.io/adopt: "true"`; a
 ServiceAccount or ConfigMap is deleted only when Keyless created it (`keyless.io/created-by`),
@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shared import naming, planner, verification, workloads
 from shared.adapters.account_auth import AccountAuthAdapter
 from shared.adapters.accounts import AccountAdapter
 from shared.adapters.arm import ArmClients
@@ -45,12 +44,13 @@ from shared.adapters.identities import IdentityAdapter
 from shared.adapters.kube import KubeAdapter, KubeUnreachable
 from shared.adapters.roles import RoleAssignmentAdapter
 from shared.adapters.runcommand import RunCommandAdapter, RunCommandKube
-from shared.binding import Binding
-from shared.errors import KeylessError, NotFoundError, PermanentError, TemporaryError
-from shared.ids import ResourceId
-from shared.observed import AccountState, ClusterState, CredentialState, IdentityState
-from shared.outcomes import Outcome, ReconcileResult, StepOutcome
-from shared.settings import Settings
+from shared.domain import naming, planner, verification, workloads
+from shared.domain.binding import Binding
+from shared.domain.errors import KeylessError, NotFoundError, PermanentError, TemporaryError
+from shared.domain.ids import ResourceId
+from shared.domain.observed import AccountState, ClusterState, CredentialState, IdentityState
+from shared.domain.results import Outcome, ReconcileResult, StepOutcome
+from shared.domain.settings import Settings
 
 log = logging.getLogger("keyless.reconcile")
 

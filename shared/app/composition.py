@@ -9,14 +9,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from shared.settings import Settings
+from shared.domain.settings import Settings
 
 _lock = threading.Lock()
 _service: Any = None
 
 
 def service() -> Any:
-    """The process-wide `shared.service.Keyless`, built once from the environment."""
+    """The process-wide `shared.app.service.Keyless`, built once from the environment."""
     global _service
     with _lock:
         if _service is None:
@@ -25,7 +25,7 @@ def service() -> Any:
 
 
 def policy() -> Any:
-    """The process-wide `shared.policy.AccessPolicy`, parsed once from the settings (with the service:
+    """The process-wide `shared.domain.policy.AccessPolicy`, parsed once from the settings (with the service:
     the worker asks the same policy as the API)."""
     return service().policy
 
@@ -42,9 +42,9 @@ def _build(settings: Settings) -> Any:
     from shared.adapters.ledger import Ledger
     from shared.adapters.topic import OutcomeTopic
     from shared.adapters.workqueue import WorkQueue
-    from shared.policy import AccessPolicy
-    from shared.reconcile import Engine
-    from shared.service import Keyless
+    from shared.app.service import Keyless
+    from shared.domain.policy import AccessPolicy
+    from shared.engine.reconcile import Engine
 
     settings.require_storage()
     policy = AccessPolicy.parse(settings.access_policy, settings.system_namespaces, settings.default_role)

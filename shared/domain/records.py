@@ -10,14 +10,14 @@ import dataclasses
 import datetime as dt
 from typing import Any, Literal
 
-from shared.binding import Binding
-from shared.outcomes import ReconcileResult
-from shared.verification import VerificationReport
+from shared.domain.binding import Binding
+from shared.domain.results import ReconcileResult
+from shared.domain.verification import VerificationReport
 
 RecordStatus = Literal[
     "pending", "reconciling", "ready", "verified", "not-ready", "failed", "refused", "revoked", "offboarding", "removed"
 ]
-"""`refused`: the one door (shared.access) said no before anything was made; `revoked`: it said no
+"""`refused`: the one door (shared.domain.access) said no before anything was made; `revoked`: it said no
 after access had been granted: nothing is repaired, and the binding is offboarded at `offboard_at`
 unless the grant comes back."""
 Desired = Literal["present", "absent"]
@@ -53,9 +53,9 @@ class BindingRecord:
     next_attempt_at: str | None = None
     last_requests: dict[str, int] = dataclasses.field(default_factory=dict)
     verification: dict[str, Any] = dataclasses.field(default_factory=dict)
-    announced_status: str = ""  # the last status published as an outcome event (shared.announcements)
-    principal: dict[str, Any] = dataclasses.field(default_factory=dict)  # who asked (ids): shared.access
-    quota_key: str = ""  # the quota this binding is counted in (shared.access.Grant), "" while not granted
+    announced_status: str = ""  # the last status published as an outcome event (shared.domain.outcome_events)
+    principal: dict[str, Any] = dataclasses.field(default_factory=dict)  # who asked (ids): shared.domain.access
+    quota_key: str = ""  # the quota this binding is counted in (shared.domain.access.Grant), "" while not granted
     revoked_at: str | None = None
     offboard_at: str | None = None
     etag: str | None = None
