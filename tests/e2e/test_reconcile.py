@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from shared.domain.binding import Binding
-from shared.engine.reconcile import ONBOARD_STEPS
+from shared.engine.steps import ONBOARD_STEPS
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT, SUB
 
 CLIENT_ID = "azure.workload.identity/client-id"

@@ -1,0 +1,107 @@
+"""The step runner: the read → plan → write → record shape of every step, written once.
+
+A run (onboarding or offboarding one binding) is a list of named steps. Each step reads, asks the
+planner, writes only the difference, and records an outcome. A step that raises TemporaryError ends
+the run `not-yet` (retry after its delay), PermanentError ends it `failed`; the steps not reached are
+reported `skipped`. `on_step` sees every outcome as it is recorded (the worker renews its lease there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from shared.domain.binding import Binding
+from shared.domain.errors import PermanentError, TemporaryError
+from shared.domain.observed import ClusterState, CredentialState
+from shared.domain.results import Outcome, ReconcileResult, StepOutcome
+from shared.engine.cluster_access import ClusterConnection
+
+log = logging.getLogger("keyless.reconcile")
+
+ONBOARD_STEPS = (
+    "cluster",
+    "account",
+    "namespace",
+    "identity",
+    "federated-credential",
+    "role-assignment",
+    "service-account",
+    "configmap",
+)
+OFFBOARD_STEPS = ("configmap", "service-account", "role-assignment", "federated-credential", "identity")
+DEPLOYMENT_STEP = "deployment/"
+
+PAST: dict[str, Outcome] = {"create": "created", "update": "updated", "unchanged": "unchanged"}
+"""A planner's action as the outcome it becomes once carried out."""
+
+StepHook = Callable[[Binding, StepOutcome], None]
+
+
+def onboard_steps(binding: Binding) -> tuple[str, ...]:
+    return ONBOARD_STEPS + tuple(DEPLOYMENT_STEP + name for name in binding.workloads)
+
+
+def offboard_steps(binding: Binding) -> tuple[str, ...]:
+    return tuple(DEPLOYMENT_STEP + name for name in binding.workloads) + OFFBOARD_STEPS
+
+
+class Stop(Exception):
+    """A step ended the run (not-yet or failed); its outcome is recorded already."""
+
+
+@dataclasses.dataclass
+class Run:
+    """One run of one binding: its result so far, and what its steps learnt on the way."""
+
+    binding: Binding
+    result: ReconcileResult
+    on_step: StepHook | None
+    connection: ClusterConnection
+    dry_run: bool = False
+    cluster_gone: bool | None = None  # learnt while offboarding: None = not asked yet
+    cluster: ClusterState | None = None
+    other_credentials: list[CredentialState] | None = None  # offboarding: credentials that are not ours
+
+    @property
+    def kube(self) -> Any:
+        """The cluster as this run reaches it (the API server, or run command): shared.engine.cluster_access."""
+        return self.connection.api
+
+    def done(self, step: str) -> bool:
+        return any(s.step == step for s in self.result.steps)
+
+    def record(self, step: str, outcome: Outcome, reason: str = "", **details: Any) -> None:
+        entry = StepOutcome(step, outcome, reason, details={k: v for k, v in details.items() if v is not None})
+        self._append(entry)
+
+    def _append(self, entry: StepOutcome) -> None:
+        self.result.steps.append(entry)
+        log.info(
+            "binding %s step %s: %s%s",
+            self.result.binding_key,
+            entry.step,
+            entry.outcome,
+            f" ({entry.reason})" if entry.reason else "",
+        )
+        if self.on_step is not None:
+            self.on_step(self.binding, entry)
+
+    def run(self, step: str, fn: Callable[[], Any]) -> Any:
+        """Carry out one step; its TemporaryError / PermanentError becomes its outcome and stops the run."""
+        try:
+            return fn()
+        except TemporaryError as exc:
+            self._append(StepOutcome(step, "not-yet", exc.reason, delay_seconds=exc.delay_seconds))
+            raise Stop from exc
+        except PermanentError as exc:
+            self._append(StepOutcome(step, "failed", exc.reason))
+            raise Stop from exc
+
+    def skip_rest(self, steps: Sequence[str]) -> None:
+        done = {s.step for s in self.result.steps}
+        for step in steps:
+            if step not in done:
+                self.result.steps.append(StepOutcome(step, "skipped"))
