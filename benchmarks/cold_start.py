@@ -22,7 +22,7 @@ APP = "import function_app"
 EAGER = "; ".join(
     [
         APP,
-        "import shared.app.composition, shared.app.service, shared.engine.reconcile",
+        "import shared.app.composition, shared.app.keyless, shared.engine.reconcile",
         "import shared.adapters.arm, shared.adapters.clusters, shared.adapters.accounts",
         "import shared.adapters.identities, shared.adapters.roles, shared.adapters.kube",
         "import shared.adapters.ledger, shared.adapters.workqueue, shared.adapters.credentials",

@@ -11,7 +11,7 @@ import logging
 import azure.functions as func
 
 from shared.app import composition
-from shared.app.service import BadMessage
+from shared.app.messages import BadMessage
 from shared.domain.settings import WORK_QUEUE
 
 bp = func.Blueprint()

@@ -25,7 +25,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.domain.errors import TemporaryError
+from shared.domain.errors import LedgerConflict, TemporaryError
 from shared.domain.naming import short_hash
 from shared.domain.records import BindingRecord
 
@@ -48,10 +48,6 @@ _JSON_FIELDS = frozenset(
     for f in dataclasses.fields(BindingRecord)
     if f.default_factory in (list, dict)  # type: ignore[comparison-overlap]
 )
-
-
-class LedgerConflict(Exception):
-    """Someone else wrote the record since we read it: re-read and decide again."""
 
 
 def _lease_entity(name: str, owner: str, seconds: float) -> dict[str, Any]:
@@ -233,7 +229,7 @@ class Ledger:
             return False
         return self._replace_unchanged(_lease_entity(name, owner, seconds), held)
 
-    def holds(self, name: str) -> float:
+    def seconds_left(self, name: str) -> float:
         """Seconds left on the lease of `name` (0 if nobody holds it)."""
         self._ensure()
         try:

@@ -1,4 +1,4 @@
-"""The work queue (Azure Storage queue): one message = one work item (see shared.app.service).
+"""The work queue (Azure Storage queue): one message = one work item (see shared.app.messages).
 
 The Functions queue trigger expects base64 message bodies by default (host.json keeps
 `messageEncoding: base64`), so the producer encodes with TextBase64EncodePolicy. A delay

@@ -1,5 +1,5 @@
 """After `ready`: is the binding verified, and may its account go keyless? Use cases over the
-ledger and the engine, called by the worker (shared.app.service) and the verification endpoint.
+ledger and the engine, called by the worker (shared.app.worker) and the verification endpoint.
 
 - The worker verifies a binding right after a run that ended `ready` (the record then says
   `verified` only if every check passed). A verification that is pending for a reason that
@@ -52,7 +52,7 @@ def after_run(svc: Any, record: BindingRecord, result: ReconcileResult) -> StepO
         rechecks = int(record.verification.get("rechecks", 0))
         if rechecks < MAX_RECHECKS:
             delay = min(report.retry_after_seconds * 2**rechecks, MAX_RECHECK_DELAY)
-            svc._enqueue_binding(record.key, "verification pending: " + _first_open(report), delay)
+            svc.enqueue_binding(record.key, "verification pending: " + _first_open(report), delay)
         return None
     if record.status == "verified":
         return enforce_keyless_account(svc, record.account)
@@ -72,9 +72,7 @@ def blockers(svc: Any, account: str) -> list[str]:
     return visible_blockers(svc, account, None)[0]
 
 
-def visible_blockers(
-    svc: Any, account: str, visible: Callable[[BindingRecord], bool] | None
-) -> tuple[list[str], int]:
+def visible_blockers(svc: Any, account: str, visible: Callable[[BindingRecord], bool] | None) -> tuple[list[str], int]:
     """The blockers of bindings `visible` lets the asker see (all when None), and how many others
     there are: a team's report never names another team's namespaces, service accounts or pods."""
     out: list[str] = []

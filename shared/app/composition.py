@@ -16,7 +16,7 @@ _service: Any = None
 
 
 def service() -> Any:
-    """The process-wide `shared.app.service.Keyless`, built once from the environment."""
+    """The process-wide `shared.app.keyless.Keyless`, built once from the environment."""
     global _service
     with _lock:
         if _service is None:
@@ -42,7 +42,7 @@ def _build(settings: Settings) -> Any:
     from shared.adapters.ledger import Ledger
     from shared.adapters.topic import OutcomeTopic
     from shared.adapters.workqueue import WorkQueue
-    from shared.app.service import Keyless
+    from shared.app.keyless import Keyless
     from shared.domain.policy import AccessPolicy
     from shared.engine.reconcile import Engine
 

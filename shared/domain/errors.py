@@ -32,3 +32,7 @@ class PermanentError(KeylessError):
 
 class NotFoundError(PermanentError):
     """The resource does not exist. Callers that react to deletions tell it from a refusal (403)."""
+
+
+class LedgerConflict(Exception):
+    """Someone else wrote the ledger record since we read it: re-read and decide again."""

@@ -22,6 +22,9 @@ after access had been granted: nothing is repaired, and the binding is offboarde
 unless the grant comes back."""
 Desired = Literal["present", "absent"]
 
+SOURCE_API = "api"  # asked for through the API: the recorded caller's grant holds it
+SOURCE_TAGS = "cluster-tags"  # asked for by a cluster's tags: the account side's consent holds it
+
 
 def utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

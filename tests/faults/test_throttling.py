@@ -259,12 +259,12 @@ def table() -> collections.abc.Iterator[Ledger]:
 def test_a_lease_has_one_holder_until_released_or_expired(table):
     assert table.acquire("run|a", 30)
     assert not table.acquire("run|a", 30)
-    assert 29 < table.holds("run|a") <= 30
+    assert 29 < table.seconds_left("run|a") <= 30
     table.release("run|a")
-    assert table.holds("run|a") == 0
+    assert table.seconds_left("run|a") == 0
     assert table.acquire("run|a", 0.2)
     deadline = time.monotonic() + 5
-    while table.holds("run|a") > 0 and time.monotonic() < deadline:
+    while table.seconds_left("run|a") > 0 and time.monotonic() < deadline:
         time.sleep(0.05)  # waiting for the lease to run out: the point of this test
     assert table.acquire("run|a", 30), "an expired lease is taken over"
     table.release("run|a")
@@ -272,23 +272,23 @@ def test_a_lease_has_one_holder_until_released_or_expired(table):
 
 def test_a_held_lease_is_renewed_and_a_lost_one_is_not_touched(table):
     assert table.acquire("run|b", 5)
-    assert table.renew("run|b", 60) and 59 < table.holds("run|b") <= 60
+    assert table.renew("run|b", 60) and 59 < table.seconds_left("run|b") <= 60
     other = Ledger(table._table)  # another worker process: its own owner tokens
     assert not other.renew("run|b", 600), "only the holder renews"
     other.release("run|b", only_own=True)
-    assert table.holds("run|b") > 59, "a release of a lease one does not hold frees nothing"
+    assert table.seconds_left("run|b") > 59, "a release of a lease one does not hold frees nothing"
     table.release("run|b", only_own=True)
-    assert table.holds("run|b") == 0
+    assert table.seconds_left("run|b") == 0
     assert not table.renew("run|b", 60), "a released lease is not renewed back into existence"
     # Ours ran out and another worker took it over: neither renewing nor releasing touches theirs.
     assert table.acquire("run|c", 0.2)
     deadline = time.monotonic() + 5
-    while table.holds("run|c") > 0 and time.monotonic() < deadline:
+    while table.seconds_left("run|c") > 0 and time.monotonic() < deadline:
         time.sleep(0.05)  # waiting for the lease to run out: the point of this test
     assert other.acquire("run|c", 60)
     assert not table.renew("run|c", 60)
     table.release("run|c", only_own=True)
-    assert other.holds("run|c") > 59
+    assert other.seconds_left("run|c") > 59
     other.release("run|c")
 
 

@@ -104,11 +104,11 @@ def test_a_run_longer_than_its_lease_keeps_it(host, arm, kube, monkeypatch, app_
     svc = composition.service()
     lease = f"run|{created['id']}"
     held: list[float] = []
-    arm.request_hooks.append(lambda _request: held.append(svc.ledger.holds(lease)))
+    arm.request_hooks.append(lambda _request: held.append(svc.ledger.seconds_left(lease)))
     arm.inject_latency("GET", "/", seconds=0.6, times=20)  # slow reads: the run takes several seconds
     started = time.monotonic()
     host.drain()
     assert time.monotonic() - started > 2.4 + 0.5, "the run outlasted its first lease"
     assert held and min(held) > 0, f"the lease lapsed during the run: {held}"
     assert records()[0].status in ("ready", "verified")
-    assert svc.ledger.holds(lease) == 0, "released when the run ended"
+    assert svc.ledger.seconds_left(lease) == 0, "released when the run ended"

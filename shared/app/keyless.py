@@ -1,0 +1,185 @@
+"""Keyless, the application: its collaborators (settings, ledger, queue, engine, topic, policy),
+the few primitives every use case shares (queue a binding or a re-read, publish an outcome event,
+ask the one door), and the use cases as methods, each carried out by its own module:
+
+    shared.app.self_service   requests from the API           shared.app.worker      the queue worker
+    shared.app.event_intake   ARM events -> re-reads           shared.app.admission   the worker's door
+    shared.app.tag_bindings   cluster tags -> bindings         shared.app.sweep       the drift sweep
+    shared.app.after_ready    verification, keyless accounts
+
+Three rules keep a scaled-out worker fast and exact under Event Grid's at-least-once, unordered
+delivery: one queued re-read per cluster or account (a "resync" lease, given back before the
+worker reads ARM); the event's change is a hint (ARM has the last word); one run per binding at a
+time (a "run" lease). "Not yet" delays and leases are multiplied by KEYLESS_RETRY_DELAY_SCALE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING
+
+from shared.app import event_intake, self_service, sweep, tag_bindings, worker
+from shared.app.messages import message
+from shared.app.ports import Ledger, LedgerConflict, OutcomeTopic, WorkQueue
+from shared.domain import access, outcome_events
+from shared.domain.binding import Binding
+from shared.domain.errors import KeylessError, TemporaryError
+from shared.domain.ids import ResourceId
+from shared.domain.policy import AccessPolicy
+from shared.domain.principal import Caller
+from shared.domain.records import BindingRecord
+from shared.domain.resource_events import ResourceEvent
+from shared.domain.results import ReconcileResult
+from shared.domain.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.engine.reconcile import Engine
+
+log = logging.getLogger("keyless.service")
+
+RESYNC_HOLD_SECONDS = 300.0
+"""How long a queued re-read stands for later events. Also how long a lost one (the enqueue failed
+after the lease was taken) delays the next: Event Grid redelivers for 24 h, and so gets through."""
+MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600.0 - 60
+"""Azure queues hide a message for at most 7 days."""
+
+
+@dataclasses.dataclass
+class Keyless:
+    settings: Settings
+    ledger: Ledger
+    queue: WorkQueue
+    engine: Engine
+    topic: OutcomeTopic | None = None  # None: no outcome events
+    policy: AccessPolicy | None = None  # None: deny every caller; cluster tags need the account's consent
+
+    # --- use cases ------------------------------------------------------------------------
+
+    def request_onboarding(self, binding: Binding, caller: Caller, grant: access.Grant) -> tuple[BindingRecord, bool]:
+        return self_service.request_onboarding(self, binding, caller, grant)
+
+    def request_offboarding(self, key: str) -> BindingRecord | None:
+        return self_service.request_offboarding(self, key)
+
+    def plan(self, binding: Binding) -> ReconcileResult:
+        return self_service.plan(self, binding)
+
+    def handle_event(self, event: ResourceEvent) -> None:
+        event_intake.handle_event(self, event)
+
+    def process(self, body: str) -> None:
+        worker.process(self, body)
+
+    def process_binding(self, key: str, msg: dict[str, str] | None = None) -> BindingRecord | None:
+        return worker.process_binding(self, key, msg)
+
+    def sync_cluster(self, cluster_id: ResourceId, deleted: bool = False) -> list[str]:
+        return tag_bindings.sync_cluster(self, cluster_id, deleted)
+
+    def sync_account(self, account_id: ResourceId, deleted: bool = False) -> list[str]:
+        return tag_bindings.sync_account(self, account_id, deleted)
+
+    def sweep(self) -> int:
+        return sweep.sweep(self)
+
+    # --- what the use cases share ---------------------------------------------------------
+
+    def grant_for(self, binding: Binding, requester: access.Requester) -> access.Grant:
+        """shared.domain.access.authorise with this deployment's policy and settings; for cluster tags the
+        account's current tags (its consent) are read. Refused naming what is missing."""
+        account_tags = None
+        if isinstance(requester, access.ClusterTags):
+            try:
+                account_tags = self.engine.accounts.get(binding.account).tags
+            except TemporaryError:
+                raise
+            except KeylessError as exc:
+                log.warning("binding %s: cannot read account %s for its consent: %s", binding.key,
+                            binding.account.name, exc.reason)  # fmt: skip
+        s = self.settings
+        policy = self.policy or AccessPolicy.parse(None, s.system_namespaces, s.default_role)
+        return access.authorise(
+            binding,
+            requester,
+            policy,
+            s.allowed_subscriptions,
+            s.default_max_bindings,
+            s.max_tag_bindings_per_cluster,
+            account_tags,
+            s.role_allowlist,
+        )
+
+    def enqueue_binding(
+        self,
+        key: str,
+        reason: str,
+        delay: float = 0,
+        versions: dict[str, str] | None = None,
+        real_time: bool = False,
+    ) -> None:
+        """Queue a run of the binding, after `delay` seconds (times KEYLESS_RETRY_DELAY_SCALE, unless
+        `real_time`: a deadline someone set, such as a revocation's grace period)."""
+        fields = {k: v for k, v in (versions or {}).items() if k in ("clusterVersion", "accountVersion")}
+        body = message("binding", key=key, reason=reason[:200], **fields)
+        seconds = delay if real_time else delay * self.settings.retry_delay_scale
+        self.queue.enqueue_raw(body, min(seconds, MAX_QUEUE_DELAY_SECONDS))
+
+    def queue_resync(self, kind: str, resource: ResourceId, change: str, delay: float = 0) -> bool:
+        """Queue a re-read unless one is queued, after `delay` seconds (times KEYLESS_RETRY_DELAY_SCALE);
+        True if this call queued it."""
+        lease = f"resync|{kind}|{resource.key}"
+        delay *= self.settings.retry_delay_scale
+        if not self.ledger.acquire(lease, RESYNC_HOLD_SECONDS * self.settings.retry_delay_scale + delay):
+            log.debug("%s %s: a re-read is queued already", kind, resource)
+            return False
+        try:
+            self.queue.enqueue_raw(message(kind, id=str(resource), change=change), delay)
+        except Exception:
+            self.release_quietly(lease)  # so that the sender's redelivery queues it
+            raise
+        return True
+
+    def release_quietly(self, lease: str, only_own: bool = False) -> None:
+        try:
+            self.ledger.release(lease, only_own=only_own)
+        except Exception:  # noqa: BLE001 - storage is failing already; the lease expires by itself
+            log.warning("could not release lease %s; it expires by itself", lease)
+
+    def publish(self, event: outcome_events.OutcomeEvent) -> bool:
+        """Send one outcome event to the topic, if there is one; False (logged) when it could not."""
+        if self.topic is None:
+            return False
+        try:
+            self.topic.publish(event)
+        except Exception as exc:  # noqa: BLE001 - a notification: log it and go on
+            log.warning("outcome event %s (%s, %s) not published: %s", event.id, event.type, event.subject,
+                        type(exc).__name__)  # fmt: skip
+            return False
+        log.info("published %s (%s) for %s", event.type, event.id, event.subject)
+        return True
+
+    def announce(self, record: BindingRecord) -> None:
+        """Publish the record's new settled status (shared.domain.outcome_events), at least once: when the
+        topic cannot take it, the binding is queued again in a minute and the next run retries. An
+        outcome event never fails a binding."""
+        event = outcome_events.outcome_event(record)
+        if event is None or self.topic is None:
+            return
+        if not self.publish(event):
+            self.enqueue_binding(record.key, "outcome event not published", 60)
+            return
+        record.announced_status = record.status
+        try:
+            self.ledger.save(record)
+        except LedgerConflict:
+            pass  # another run moved the record on; it announces its own status
+
+    def save_settled(self, record: BindingRecord) -> None:
+        """Save a status the worker settled without a run, and announce it."""
+        try:
+            self.ledger.save(record)
+        except LedgerConflict:
+            self.enqueue_binding(record.key, "record changed while checking access")
+            return
+        self.announce(record)

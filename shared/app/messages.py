@@ -1,0 +1,36 @@
+"""The work queue's messages: small JSON, one work item each.
+
+    {"kind": "binding", "key": "<binding key>"}              reconcile or offboard one binding
+    {"kind": "cluster", "id": "<cluster id>", "change": "write"|"delete"}   re-read the cluster
+    {"kind": "account", "id": "<account id>", "change": "write"|"delete"}   re-read the account
+
+A binding message may carry the versions of the cluster/account state it was made from
+(`clusterVersion`, `accountVersion`), so that an instance whose read cache is older reads again.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class BadMessage(ValueError):
+    """A queue message we cannot act on: logged and dropped, never retried."""
+
+
+def message(kind: str, **fields: str) -> str:
+    return json.dumps({"kind": kind, **fields})
+
+
+def parse_message(body: str) -> dict[str, str]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadMessage("message body is not JSON") from None
+    if not isinstance(data, dict) or data.get("kind") not in ("binding", "cluster", "account"):
+        raise BadMessage("message kind must be binding, cluster or account")
+    field = "key" if data["kind"] == "binding" else "id"
+    if not isinstance(data.get(field), str) or not data[field]:
+        raise BadMessage(f"message has no {field}")
+    if data["kind"] != "binding" and data.get("change") not in ("write", "delete"):
+        raise BadMessage("message change must be write or delete")
+    return {k: str(v) for k, v in data.items()}

@@ -1,0 +1,76 @@
+"""Self-service: a team asks for (or takes away) a binding it was granted, or plans one.
+
+The grant comes from the one door (shared.domain.access) in the HTTP handler; here the request is
+recorded (with the caller's claims, so the worker can ask the policy again), counted in its quota,
+and queued.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shared.app.admission import quota_exceeded
+from shared.domain import access
+from shared.domain.binding import Binding
+from shared.domain.principal import Caller
+from shared.domain.records import SOURCE_API, BindingRecord, utcnow
+from shared.domain.results import ReconcileResult
+
+if TYPE_CHECKING:
+    from shared.app.keyless import Keyless
+
+
+def request_onboarding(
+    app: Keyless, binding: Binding, caller: Caller, grant: access.Grant
+) -> tuple[BindingRecord, bool]:
+    """Record the binding the caller was granted (shared.domain.access) and queue it. (record, True) if new,
+    revived or changed, (record, False) if it is live as asked. QuotaExceeded when the grant's
+    quota is used up by other live bindings."""
+    counted, count = app.ledger.claim_quota(grant.quota_key, binding.key, grant.quota_limit)
+    record = BindingRecord.for_binding(binding, requested_by=caller.audit, source=SOURCE_API)
+    record.principal = access.recorded_principal(caller)
+    record.quota_key = grant.quota_key if counted else ""
+    if counted and app.ledger.create(record):
+        app.enqueue_binding(record.key, "onboarding requested")
+        return record, True
+    existing = app.ledger.get(record.key)
+    if existing is None:
+        if not counted:
+            raise quota_exceeded(grant, count)
+        return request_onboarding(app, binding, caller, grant)  # deleted between the two calls
+    if not existing.live and not counted:
+        raise quota_exceeded(grant, count)
+    settled = existing.status not in ("refused", "revoked")
+    if existing.live and settled and list(existing.workloads or ()) == list(binding.workloads):
+        return existing, False
+    why = "workloads changed" if existing.live and settled else "onboarding requested again"
+    existing.desired = "present"
+    existing.workloads = list(binding.workloads)
+    existing.status = "pending"
+    existing.requested_by = caller.audit
+    existing.principal = record.principal
+    existing.source = SOURCE_API  # the caller's grant holds it now, not a cluster's tags
+    existing.quota_key = record.quota_key or existing.quota_key
+    existing.updated_at = utcnow()
+    app.ledger.save(existing)
+    app.enqueue_binding(existing.key, why)
+    return existing, True
+
+
+def request_offboarding(app: Keyless, key: str) -> BindingRecord | None:
+    record = app.ledger.get(key)
+    if record is None:
+        return None
+    if record.desired == "absent" and record.status == "removed":
+        return record
+    record.desired = "absent"
+    record.status = "offboarding"
+    record.updated_at = utcnow()
+    app.ledger.save(record)
+    app.enqueue_binding(record.key, "offboarding requested")
+    return record
+
+
+def plan(app: Keyless, binding: Binding) -> ReconcileResult:
+    """Dry run: every step and what it would do, with reads only."""
+    return app.engine.reconcile(binding, dry_run=True)

@@ -1,0 +1,195 @@
+"""The reconcile worker's use case: one queue message, converged and recorded.
+
+Every outcome lands in the ledger before the message is settled. One run per binding at a time: a
+run holds the binding's "run" lease (renewed after its steps); a second message for it meanwhile is
+put back with a short delay, never dropped, so no two workers write the same identity at once. A
+worker that dies leaves the lease to expire, and the redelivered message runs then. Fan-out
+messages carry the version of the cluster/account state they were made from, so that an instance
+whose read cache holds an older state reads again (shared.adapters.readcache).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from shared.app import after_ready
+from shared.app.admission import admit
+from shared.app.messages import parse_message
+from shared.app.ports import LedgerConflict
+from shared.domain.binding import Binding
+from shared.domain.errors import PermanentError, TemporaryError
+from shared.domain.ids import ACCOUNT_TYPE, CLUSTER_TYPE, parse_resource_id
+from shared.domain.records import BindingRecord, utcnow
+from shared.domain.results import ReconcileResult
+
+if TYPE_CHECKING:
+    from shared.app.keyless import Keyless
+
+log = logging.getLogger("keyless.service")
+
+RUN_LEASE_SECONDS = 120.0
+"""How long a binding's run may take before another worker may take over (plus the cluster wait)."""
+BUSY_RETRY_SECONDS = 15.0
+"""Delay for a message whose binding is being reconciled by another worker."""
+
+
+def process(app: Keyless, body: str) -> None:
+    """Handle one queue message. Raises only for conditions the queue should retry."""
+    msg = parse_message(body)
+    if msg["kind"] == "binding":
+        app.process_binding(msg["key"], msg)
+        return
+    kind = msg["kind"]
+    resource = parse_resource_id(msg["id"], CLUSTER_TYPE if kind == "cluster" else ACCOUNT_TYPE, "id")
+    # Give the lease back before reading: an event from now on queues a new re-read.
+    app.ledger.release(f"resync|{kind}|{resource.key}")
+    try:
+        if kind == "cluster":
+            app.sync_cluster(resource, msg["change"] == "delete")
+        else:
+            app.sync_account(resource, msg["change"] == "delete")
+    except TemporaryError as exc:
+        log.info("%s %s: not yet (%s); re-read queued", kind, resource, exc.reason)
+        app.queue_resync(kind, resource, msg["change"], exc.delay_seconds)
+
+
+def process_binding(app: Keyless, key: str, msg: dict[str, str] | None = None) -> BindingRecord | None:
+    record = app.ledger.get(key)
+    if record is None:
+        log.warning("binding %s: no ledger record; message dropped", key)
+        return None
+    if record.status == "removed" and not record.live:
+        app.announce(record)  # a "removed" event that could not be published before
+        return record
+    if record.live and not record.account:
+        return record  # recorded failure (e.g. ambiguous account): nothing to reconcile
+    try:
+        binding = record.binding(app.settings.role_allowlist)
+    except PermanentError as exc:
+        record.status, record.reason, record.last_error = "failed", exc.reason, exc.reason
+        app.ledger.save(record)
+        return record
+    lease = f"run|{key}"
+    scale = app.settings.retry_delay_scale
+    if not app.ledger.acquire(lease, _run_lease_seconds(app)):
+        # Another worker is on it: come back when its lease ends (at most BUSY_RETRY_SECONDS from
+        # now), never drop the message: that run may have read the world before our cause.
+        left = app.ledger.seconds_left(lease) / scale  # in production seconds, as enqueue_binding takes
+        delay = min(max(left, 1.0), BUSY_RETRY_SECONDS)
+        app.enqueue_binding(key, "another worker is reconciling this binding", delay, msg)
+        return record
+    try:
+        _expect_versions(app, binding, msg or {})
+        if record.live:
+            record, admitted = admit(app, record, binding)
+            if not admitted:
+                return record
+        return _run(app, record, binding, _LeaseKeeper(app.ledger, lease, _run_lease_seconds(app), scale))
+    finally:
+        app.release_quietly(lease, only_own=True)
+
+
+def _run_lease_seconds(app: Keyless) -> float:
+    """A run's lease: renewed after its steps (_LeaseKeeper), so it bounds one step, not the run;
+    short, so that a worker that died frees its binding soon."""
+    return RUN_LEASE_SECONDS * app.settings.retry_delay_scale + app.settings.cluster_update_wait_seconds
+
+
+def _expect_versions(app: Keyless, binding: Binding, msg: dict[str, str]) -> None:
+    """Don't reconcile from a cached cluster/account older than what the sender saw."""
+    if "clusterVersion" in msg:
+        app.engine.clusters.expect(binding.cluster, msg["clusterVersion"])
+    if "accountVersion" in msg:
+        app.engine.accounts.expect(binding.account, msg["accountVersion"])
+
+
+def _run(app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = None) -> BindingRecord:
+    record.status = "reconciling" if record.live else "offboarding"
+    record.updated_at = utcnow()
+    try:
+        app.ledger.save(record)
+    except LedgerConflict:
+        fresh = app.ledger.get(record.key)  # e.g. the desired state changed since we read it
+        if fresh is None:
+            return record
+        record = fresh
+        binding = record.binding(app.settings.role_allowlist)
+        record.status = "reconciling" if record.live else "offboarding"
+        app.ledger.save(record)
+    try:
+        if record.live:
+            result = app.engine.reconcile(binding, on_step=keeper)
+            result.verification = after_ready.verify_after(app.engine, binding, result)  # `verified`?
+        else:
+            others = [r.binding(app.settings.role_allowlist) for r in _same_workload(app, record)]
+            result = app.engine.offboard(binding, others=others, on_step=keeper)
+    except Exception as exc:
+        # Unexpected: record it (never leave "reconciling" unrecorded) and let the queue retry.
+        record.status = "not-ready"
+        record.last_error = record.reason = f"internal error: {type(exc).__name__}"
+        app.ledger.save(record)
+        raise
+    record = _record(app, record, result)
+    after_ready.after_run(app, record, result)  # re-check a rollout; the account may go keyless
+    return record
+
+
+def _record(app: Keyless, record: BindingRecord, result: ReconcileResult) -> BindingRecord:
+    for _ in range(3):
+        desired = record.desired
+        record.record_result(result)
+        try:
+            app.ledger.save(record)
+            break
+        except LedgerConflict:
+            fresh = app.ledger.get(record.key)
+            if fresh is None:
+                return record
+            if fresh.desired != desired:
+                # Someone flipped the desired state while we worked: run again for theirs.
+                app.enqueue_binding(record.key, "desired state changed during reconcile")
+                return fresh
+            record = fresh
+    if record.status == "not-ready":
+        app.enqueue_binding(record.key, result.reason, result.retry_after_seconds or 30)
+    if record.status == "removed":
+        app.ledger.release_quota(record.quota_key, record.key)
+    app.announce(record)
+    return record
+
+
+def _same_workload(app: Keyless, record: BindingRecord) -> list[BindingRecord]:
+    return [
+        r
+        for r in app.ledger.all(cluster=record.cluster, namespace=record.namespace, live_only=True)
+        if r.service_account == record.service_account and r.key != record.key and r.account
+    ]
+
+
+class _LeaseKeeper:
+    """A run's step hook that keeps its lease: renewed after a step once a quarter of
+    RUN_LEASE_SECONDS has passed since the last renewal, so a long run (run commands on a private
+    cluster take seconds each) is not taken over by another worker while it still writes, as long
+    as each step takes less than three quarters of it (90 s; a step makes at most two run commands)."""
+
+    def __init__(self, ledger: Any, lease: str, seconds: float, scale: float) -> None:
+        self._ledger, self._lease, self._seconds = ledger, lease, seconds
+        self._every = RUN_LEASE_SECONDS * scale / 4
+        self._last = time.monotonic()
+        self.renewals = 0
+
+    def __call__(self, binding: Binding, step: Any) -> None:
+        if time.monotonic() - self._last < self._every:
+            return
+        self._last = time.monotonic()
+        try:
+            kept = self._ledger.renew(self._lease, self._seconds)
+        except Exception:  # noqa: BLE001 - storage trouble: the lease may still last; the run goes on
+            log.warning("binding %s: could not renew its run lease", binding.key)
+            return
+        if kept:
+            self.renewals += 1
+        else:
+            log.warning("binding %s: its run lease ran out and was taken over; this run goes on", binding.key)
