@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from collections.abc import Callable
 
 import azure.functions as func
 
@@ -12,8 +12,9 @@ from handlers._http import ApiError, field_error
 from shared.app import composition
 from shared.domain import access
 from shared.domain.binding import Binding
-from shared.domain.errors import KeylessError, PermanentError
+from shared.domain.errors import KeylessError
 from shared.domain.principal import HEADER, Caller, PrincipalError, dev_caller, parse_principal
+from shared.domain.records import BindingRecord
 
 log = logging.getLogger("keyless.api")
 
@@ -50,7 +51,7 @@ def authorize(caller: Caller, binding: Binding, action: str) -> access.Grant:
     """The grant allowing `action` on `binding` (shared.domain.access, the one door the worker asks too);
     403 naming the missing grant (logged for audit)."""
     try:
-        return composition.service().grant_for(binding, caller)  # type: ignore[no-any-return]
+        return composition.service().grant_for(binding, caller)
     except access.Refused as exc:
         raise denied(caller, action, exc) from None
 
@@ -61,30 +62,13 @@ def denied(caller: Caller, action: str, exc: access.Refused) -> ApiError:
     return field_error(exc.reason, 403, "QuotaExceeded" if isinstance(exc, access.QuotaExceeded) else "Forbidden")
 
 
-def record_binding(record: Any) -> Binding | None:
+def authorize_record(caller: Caller, record: BindingRecord, action: str) -> None:
+    """403 unless the caller may read or take away this binding (they asked for it, or their policy
+    covers it): the rule is the use case's (shared.app.self_service.check_may_act)."""
     try:
-        return record.binding(composition.service().settings.role_allowlist) if record.account else None
-    except PermanentError:
-        return None
-
-
-def covers(caller: Caller, record: Any) -> bool:
-    if caller.object_id and record.requested_by_object_id() == caller.object_id:
-        return True
-    binding = record_binding(record)
-    return binding is not None and composition.policy().covers(caller, binding)
-
-
-def authorize_record(caller: Caller, record: Any, action: str) -> None:
-    """The caller's policy covers the record's binding, or the caller asked for it: whoever asked may
-    always read and take away their own binding, even after the policy stopped granting it."""
-    if caller.object_id and record.requested_by_object_id() == caller.object_id:
-        return
-    binding = record_binding(record)
-    if binding is None:
-        log.warning("denied %s of %s for caller %s: no checkable binding", action, record.key, caller.object_id)
-        raise ApiError(403, "Forbidden", "this onboarding has no binding your policy could cover", "id")
-    authorize(caller, binding, action)
+        composition.service().check_may_act(caller, record)
+    except access.Refused as exc:
+        raise denied(caller, f"{action} of {record.key}", exc) from None
 
 
 def onboarding_key(req: func.HttpRequest) -> str:
@@ -94,7 +78,7 @@ def onboarding_key(req: func.HttpRequest) -> str:
     return key
 
 
-def handle_errors(fn: Any, req: func.HttpRequest) -> func.HttpResponse:
+def handle_errors(fn: Callable[[func.HttpRequest], func.HttpResponse], req: func.HttpRequest) -> func.HttpResponse:
     try:
         return fn(req)
     except ApiError as exc:

@@ -7,15 +7,7 @@ from typing import Any
 
 import azure.functions as func
 
-from handlers._auth import (
-    authorize,
-    authorize_record,
-    covers,
-    denied,
-    handle_errors,
-    onboarding_key,
-    signed_in_caller,
-)
+from handlers._auth import authorize, authorize_record, denied, handle_errors, onboarding_key, signed_in_caller
 from handlers._http import ApiError, field_error, flag, json_body, json_response
 from handlers.openapi import OPENAPI
 from shared.app import composition
@@ -94,15 +86,12 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
         if namespace is not None and len(namespace) > 63:
             raise ApiError(400, "InvalidParameter", "namespace is too long", "namespace")
         try:
-            records, token = composition.service().ledger.query(
-                cluster=cluster,
-                namespace=namespace,
-                page_size=page_size,
-                continuation=req.params.get("continuationToken") or None,
+            records, token = composition.service().onboardings(
+                caller, cluster, namespace, page_size, req.params.get("continuationToken") or None
             )
         except ValueError as exc:
             raise ApiError(400, "InvalidParameter", str(exc), "continuationToken") from None
-        body: dict[str, Any] = {"value": [r.as_api() for r in records if covers(caller, r)]}
+        body: dict[str, Any] = {"value": [r.as_api() for r in records]}
         if token:
             body["continuationToken"] = token
         return json_response(body)
@@ -115,7 +104,7 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
 def onboardings_get(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
         caller = signed_in_caller(req)
-        record = composition.service().ledger.get(onboarding_key(req))
+        record = composition.service().onboarding(onboarding_key(req))
         if record is None:
             raise ApiError(404, "NotFound", "no onboarding with this id", "id")
         authorize_record(caller, record, "read")
@@ -130,7 +119,7 @@ def onboardings_delete(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
         caller = signed_in_caller(req)
         key = onboarding_key(req)
-        existing = composition.service().ledger.get(key)
+        existing = composition.service().onboarding(key)
         if existing is None:
             raise ApiError(404, "NotFound", "no onboarding with this id", "id")
         authorize_record(caller, existing, "offboarding")
@@ -153,9 +142,7 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        svc = composition.service()
-        svc.ledger.ping()
-        svc.queue.ping()
+        composition.service().health()
     except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
         log.warning("health check failed: %s", type(exc).__name__)
         return json_response({"status": "unhealthy", "storage": type(exc).__name__}, 503)

@@ -12,9 +12,9 @@ import logging
 
 import azure.functions as func
 
-from handlers._auth import authorize_record, covers, handle_errors, onboarding_key, signed_in_caller
+from handlers._auth import authorize_record, handle_errors, onboarding_key, signed_in_caller
 from handlers._http import ApiError, json_response
-from shared.app import after_ready, composition
+from shared.app import composition
 
 bp = func.Blueprint()
 log = logging.getLogger("keyless.verification")
@@ -26,13 +26,13 @@ def onboardings_verification(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
         caller = signed_in_caller(req)
         svc = composition.service()
-        record = svc.ledger.get(onboarding_key(req))
+        record = svc.onboarding(onboarding_key(req))
         if record is None:
             raise ApiError(404, "NotFound", "no onboarding with this id", "id")
         authorize_record(caller, record, "read")
         if not record.live or not record.account:
             raise ApiError(409, "NotLive", f"this onboarding is {record.status}: nothing to verify", "id")
-        report = after_ready.verification_for(svc, record, visible=lambda other: covers(caller, other))
+        report = svc.verification(caller, record)
         body = report.as_dict()
         body["onboardingStatus"] = record.status
         return json_response(body)

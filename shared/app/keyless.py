@@ -32,6 +32,7 @@ from shared.domain.records import BindingRecord
 from shared.domain.resource_events import ResourceEvent
 from shared.domain.results import ReconcileResult
 from shared.domain.settings import Settings
+from shared.domain.verification import VerificationReport
 
 if TYPE_CHECKING:
     from shared.engine.reconcile import Engine
@@ -64,6 +65,26 @@ class Keyless:
 
     def plan(self, binding: Binding) -> ReconcileResult:
         return self_service.plan(self, binding)
+
+    def onboarding(self, key: str) -> BindingRecord | None:
+        return self.ledger.get(key)
+
+    def onboardings(
+        self, caller: Caller, cluster: str | None, namespace: str | None, page_size: int, continuation: str | None
+    ) -> tuple[list[BindingRecord], str | None]:
+        return self_service.onboardings(self, caller, cluster, namespace, page_size, continuation)
+
+    def may_see(self, caller: Caller, record: BindingRecord) -> bool:
+        return self_service.may_see(self, caller, record)
+
+    def check_may_act(self, caller: Caller, record: BindingRecord) -> None:
+        self_service.check_may_act(self, caller, record)
+
+    def verification(self, caller: Caller, record: BindingRecord) -> VerificationReport:
+        return self_service.verification(self, caller, record)
+
+    def health(self) -> None:
+        self_service.health(self)
 
     def handle_event(self, event: ResourceEvent) -> None:
         event_intake.handle_event(self, event)

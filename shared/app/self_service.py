@@ -1,4 +1,5 @@
-"""Self-service: a team asks for (or takes away) a binding it was granted, or plans one.
+"""Self-service: a team asks for (or takes away) a binding it was granted, plans one, or looks at
+what it may see (its own bindings, and those its policy covers).
 
 The grant comes from the one door (shared.domain.access) in the HTTP handler; here the request is
 recorded (with the caller's claims, so the worker can ask the policy again), counted in its quota,
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shared.app import after_ready
 from shared.app.admission import quota_exceeded
 from shared.domain import access
 from shared.domain.binding import Binding
+from shared.domain.errors import PermanentError
 from shared.domain.principal import Caller
 from shared.domain.records import SOURCE_API, BindingRecord, utcnow
 from shared.domain.results import ReconcileResult
+from shared.domain.verification import VerificationReport
 
 if TYPE_CHECKING:
     from shared.app.keyless import Keyless
@@ -74,3 +78,53 @@ def request_offboarding(app: Keyless, key: str) -> BindingRecord | None:
 def plan(app: Keyless, binding: Binding) -> ReconcileResult:
     """Dry run: every step and what it would do, with reads only."""
     return app.engine.reconcile(binding, dry_run=True)
+
+
+# --- what the API shows, and to whom ----------------------------------------------------------
+
+
+def may_see(app: Keyless, caller: Caller, record: BindingRecord) -> bool:
+    """The caller asked for it, or their policy covers its binding."""
+    if caller.object_id and record.requested_by_object_id() == caller.object_id:
+        return True
+    binding = _binding_of(app, record)
+    return binding is not None and app.policy is not None and app.policy.covers(caller, binding)
+
+
+def check_may_act(app: Keyless, caller: Caller, record: BindingRecord) -> None:
+    """May the caller read or take away this binding? Whoever asked for it always may, even after the
+    policy stopped granting it; anyone else needs a grant for it. access.Refused otherwise."""
+    if caller.object_id and record.requested_by_object_id() == caller.object_id:
+        return
+    binding = _binding_of(app, record)
+    if binding is None:
+        raise access.Refused("id: this onboarding has no binding your policy could cover")
+    app.grant_for(binding, caller)
+
+
+def onboardings(
+    app: Keyless, caller: Caller, cluster: str | None, namespace: str | None, page_size: int, continuation: str | None
+) -> tuple[list[BindingRecord], str | None]:
+    """One page of the onboardings the caller may see (ValueError for a bad continuation token)."""
+    records, token = app.ledger.query(
+        cluster=cluster, namespace=namespace, page_size=page_size, continuation=continuation
+    )
+    return [r for r in records if may_see(app, caller, r)], token
+
+
+def verification(app: Keyless, caller: Caller, record: BindingRecord) -> VerificationReport:
+    """A live verification of the binding, with the account's blockers the caller may see."""
+    return after_ready.verification_for(app, record, visible=lambda other: may_see(app, caller, other))
+
+
+def health(app: Keyless) -> None:
+    """Raises when the ledger or the work queue cannot be reached."""
+    app.ledger.ping()
+    app.queue.ping()
+
+
+def _binding_of(app: Keyless, record: BindingRecord) -> Binding | None:
+    try:
+        return record.binding(app.settings.role_allowlist) if record.account else None
+    except PermanentError:
+        return None
