@@ -7,27 +7,24 @@ functions, and that must not need settings, credentials or the network.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from shared.domain.settings import Settings
 
+if TYPE_CHECKING:  # imported on first use, not when the host indexes the functions
+    from shared.app.keyless import Keyless
+
 _lock = threading.Lock()
-_service: Any = None
+_service: Keyless | None = None
 
 
-def service() -> Any:
+def service() -> Keyless:
     """The process-wide `shared.app.keyless.Keyless`, built once from the environment."""
     global _service
     with _lock:
         if _service is None:
             _service = _build(Settings.from_env())
         return _service
-
-
-def policy() -> Any:
-    """The process-wide `shared.domain.policy.AccessPolicy`, parsed once from the settings (with the service:
-    the worker asks the same policy as the API)."""
-    return service().policy
 
 
 def reset() -> None:
@@ -37,7 +34,7 @@ def reset() -> None:
         _service = None
 
 
-def _build(settings: Settings) -> Any:
+def _build(settings: Settings) -> Keyless:
     from shared.adapters.credentials import default_credential
     from shared.adapters.ledger import Ledger
     from shared.adapters.topic import OutcomeTopic
