@@ -5,8 +5,14 @@
     └── PermanentError   "failed": a person must fix something; `reason` says what
         └── NotFoundError   the resource does not exist (ARM 404): a deletion, not a refusal
 
-Adapters translate SDK exceptions into these by HTTP status and error *code* (never message
-text) and chain the original as `__cause__`.
+Adapters translate SDK exceptions into these by HTTP status and error *code*, and chain the
+original as `__cause__`. ARM errors are never classified by message text (ARM has changed its
+messages without a version bump). Two places must read text, because nothing else tells: a failed
+JSON-patch `test` op, which the Kubernetes API reports as `Invalid` with "testing value" in its
+message (shared.adapters.kube), and kubectl's own error lines that come back from a run command as
+logs, with no status at all (shared.domain.kubectl.judge).
+
+    LedgerConflict (not a KeylessError): the ledger record changed since it was read; re-read it.
 """
 
 from __future__ import annotations
