@@ -2,9 +2,10 @@
 
 The endpoint, token scope and CA bundle come from settings: sovereign clouds in production,
 the local emulator in tests. Retries on 429/5xx and dropped connections belong to azure-core's
-retry policy (it honours Retry-After, and gives up after 3); once it gives up, the error
-becomes a TemporaryError for the queue. Before each attempt, `shared.adapters.pacing` waits for
-the request's slot under Azure's published limits (KEYLESS_ARM_PACING_SCALE; 0 turns it off).
+retry policy, configured by shared.domain.retry_policy.ARM (it honours Retry-After); once it gives
+up, the error becomes a TemporaryError for the queue. Every attempt, retries included, is counted
+(shared.adapters.counting). Before each attempt, `shared.adapters.pacing` waits for the request's
+slot under Azure's published limits (KEYLESS_ARM_PACING_SCALE; 0 turns it off).
 """
 
 from __future__ import annotations
@@ -15,18 +16,19 @@ from typing import Any, NoReturn
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from shared.adapters.counting import record
+from shared.adapters.counting import pipeline_attempt
 from shared.adapters.pacing import Pacer, PacingPolicy
+from shared.domain import retry_policy
 from shared.domain.errors import KeylessError, PermanentError, TemporaryError
 from shared.domain.settings import Settings
 
 
 class _CountingPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
-    """Counts every HTTP attempt (retries included) against the current reconcile."""
+    """Counts every HTTP attempt (retries included) against the current reconcile: a per-retry
+    policy, so azure-core runs it once per attempt."""
 
     def on_request(self, request: Any) -> None:
-        http = request.http_request
-        record("arm", http.method, http.url)
+        pipeline_attempt("arm", request)
 
 
 def error_code(exc: Exception) -> str:
@@ -51,10 +53,12 @@ def status_of(exc: Exception) -> int | None:
 
 
 def retry_after(exc: Exception, default: float) -> float:
+    """The answer's Retry-After in seconds (at least RETRY_AFTER_MIN_SECONDS), or `default` when it
+    named none."""
     response: Any = getattr(exc, "response", None)
     headers = response.headers if response is not None else {}
     try:
-        return max(float(headers.get("Retry-After", default)), 1.0)
+        return max(float(headers.get("Retry-After", default)), retry_policy.RETRY_AFTER_MIN_SECONDS)
     except (TypeError, ValueError):
         return default
 
@@ -62,21 +66,27 @@ def retry_after(exc: Exception, default: float) -> float:
 def translate(exc: Exception, what: str) -> KeylessError:
     """Map an SDK exception to Temporary/Permanent by status and error code, never message text."""
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        return TemporaryError(f"{what}: could not reach ARM ({type(exc).__name__})", 15)
+        return TemporaryError(
+            f"{what}: could not reach ARM ({type(exc).__name__})", retry_policy.ARM_UNREACHABLE_SECONDS
+        )
     if not isinstance(exc, HttpResponseError):
         return PermanentError(f"{what}: unexpected {type(exc).__name__}")
     status = exc.status_code or 0
     code = error_code(exc)
     if status == 429:
-        return TemporaryError(f"{what}: throttled by ARM ({code or 'TooManyRequests'})", retry_after(exc, 30))
+        delay = retry_after(exc, retry_policy.ARM_THROTTLED_SECONDS)
+        return TemporaryError(f"{what}: throttled by ARM ({code or 'TooManyRequests'})", delay)
     if status >= 500 or status == 408:
-        return TemporaryError(f"{what}: ARM answered {status} {code}".rstrip(), retry_after(exc, 30))
+        return TemporaryError(
+            f"{what}: ARM answered {status} {code}".rstrip(), retry_after(exc, retry_policy.ARM_SERVER_ERROR_SECONDS)
+        )
     if status in (401, 403):
         return PermanentError(
             f"{what}: Keyless's identity is not allowed ({status} {code}); grant it the role in infra/"
         )
     if status == 409:
-        return TemporaryError(f"{what}: conflict ({code or 'Conflict'}); another operation is in progress", 30)
+        reason = f"{what}: conflict ({code or 'Conflict'}); another operation is in progress"
+        return TemporaryError(reason, retry_policy.ARM_CONFLICT_SECONDS)
     return PermanentError(f"{what}: ARM refused the request ({status} {code or 'no code'})")
 
 
@@ -108,12 +118,14 @@ class ArmClients:
         policies: list[Any] = [_CountingPolicy()]
         if self.pacer is not None:
             policies.append(PacingPolicy(self.pacer))
+        connect, read = retry_policy.ARM.timeouts(self._settings.request_timeout_seconds)
         kwargs: dict[str, Any] = {
             "base_url": self._settings.arm_endpoint,
             "credential_scopes": [self._settings.arm_scope],
             "per_retry_policies": policies,
-            "connection_timeout": self._settings.timeouts[0],
-            "read_timeout": self._settings.timeouts[1],
+            "connection_timeout": connect,
+            "read_timeout": read,
+            **retry_policy.ARM.retry.kwargs(),
         }
         if self._settings.ca_bundle:
             kwargs["connection_verify"] = self._settings.ca_bundle

@@ -16,6 +16,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.arm import ARM_ERRORS, ArmClients, raise_translated
 from shared.adapters.readcache import ReadCache, version_of
+from shared.domain import retry_policy
 from shared.domain.errors import NotFoundError, PermanentError, TemporaryError
 from shared.domain.ids import CLUSTER_TYPE, ResourceId, parse_resource_id
 from shared.domain.observed import ClusterState
@@ -137,7 +138,7 @@ class ClusterAdapter:
                 cluster_id.name,
                 body,
                 polling=wait_seconds > 0,
-                polling_interval=1,
+                polling_interval=retry_policy.CLUSTER_UPDATE_POLL_SECONDS,
             )
             if wait_seconds <= 0:
                 return None
@@ -163,7 +164,7 @@ class ClusterAdapter:
             raise_translated(exc, "fetching cluster credentials")
         kubeconfigs = creds.get("kubeconfigs") or []
         if not kubeconfigs:
-            raise TemporaryError("cluster returned no kubeconfig", 30)
+            raise TemporaryError("cluster returned no kubeconfig", retry_policy.NO_KUBECONFIG_SECONDS)
         raw = kubeconfigs[0].get("value")
         try:
             text = raw if isinstance(raw, bytes) else base64.b64decode(raw)

@@ -1,19 +1,43 @@
-"""Counting requests per reconcile without threading a counter through every call.
+"""Counting requests without threading a counter through every call: every HTTP attempt, retries
+included, of every client.
 
-The engine sets the current `RequestCounts` in a context variable; the ARM pipeline policy
-and the Kubernetes client seam add to whatever counter is current in that thread.
+Two tallies:
+
+- per run: the engine sets the current `RequestCounts` in a context variable; ARM and Kubernetes
+  attempts add to whatever counter is current in that thread (what a binding's record shows);
+- per process: `attempts()`, every client's attempts and how many of them were retries (Azure
+  Tables, the storage queue and Event Grid included, which no run counts).
+
+Each client is counted once per attempt, after its SDK's retry policy decided to send it: ARM by a
+per-retry pipeline policy (shared.adapters.arm), Azure Tables, the storage queue and Event Grid by
+the `raw_request_hook` their pipelines call before each attempt (`attempt_hook`), Kubernetes when the
+call starts and again each time urllib3's Retry grants a retry (shared.adapters.kube). A retry is
+also logged (method and path, never a query string or a header).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
-from collections.abc import Iterator
-from typing import Literal
+import functools
+import logging
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, cast
 
 from shared.domain.results import RequestCounts
 
+Target = Literal["arm", "kube"]
+Client = Literal["arm", "kube", "table", "queue", "eventgrid"]
+
+log = logging.getLogger("keyless.requests")
+
 _current: contextvars.ContextVar[RequestCounts | None] = contextvars.ContextVar("keyless_counts", default=None)
+
+_ATTEMPT = "keyless_attempt"
+"""Pipeline context key: the number of the attempt being sent (the context lives across retries)."""
 
 
 @contextlib.contextmanager
@@ -36,7 +60,54 @@ def is_write(method: str, path: str) -> bool:
     return True
 
 
-def record(target: Literal["arm", "kube"], method: str, path: str) -> None:
+class _Tally:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._attempts: collections.Counter[str] = collections.Counter()
+        self._retries: collections.Counter[str] = collections.Counter()
+
+    def add(self, client: str, retry: bool) -> None:
+        with self._lock:
+            self._attempts[client] += 1
+            if retry:
+                self._retries[client] += 1
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {c: {"attempts": n, "retries": self._retries[c]} for c, n in sorted(self._attempts.items())}
+
+
+_tally = _Tally()
+
+
+def attempts() -> dict[str, dict[str, int]]:
+    """Every client's HTTP attempts in this process so far, and how many of them were retries:
+    `{"arm": {"attempts": 12, "retries": 1}, ...}` (clients with none are absent)."""
+    return _tally.snapshot()
+
+
+def record(client: Client, method: str, path: str, retry: bool = False) -> None:
+    """One attempt of `client` (`retry`: not the call's first)."""
+    _tally.add(client, retry)
+    if retry:
+        log.info("retrying %s %s %s", client, method.upper(), urllib.parse.urlsplit(path).path)
     counts = _current.get()
-    if counts is not None:
-        counts.count(target, is_write(method, path))
+    if counts is not None and client in ("arm", "kube"):
+        counts.count(cast(Target, client), is_write(method, path))
+
+
+def pipeline_attempt(client: Client, request: Any) -> None:
+    """Count one attempt of an azure-core pipeline call, from a policy (or hook) placed after the
+    retry policy, which runs once per attempt. `request` is the PipelineRequest, or the attempt's
+    PipelineResponse (both carry the call's context and its HTTP request)."""
+    number = int(request.context.get(_ATTEMPT, 0)) + 1
+    request.context[_ATTEMPT] = number
+    http = request.http_request
+    record(client, http.method, http.url, retry=number > 1)
+
+
+def attempt_hook(client: Client) -> Callable[[Any], None]:
+    """A `raw_request_hook` for an azure-core client's constructor (its CustomHookPolicy, or the
+    storage queue's StorageRequestHook, runs it before every attempt). Given to the constructor, not
+    to a call: a call's hook runs on the first attempt only."""
+    return functools.partial(pipeline_attempt, client)

@@ -7,6 +7,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.arm import ARM_ERRORS, ArmClients, error_code, raise_translated, retry_after, status_of
+from shared.domain import retry_policy
 from shared.domain.errors import PermanentError, TemporaryError
 from shared.domain.observed import CredentialState, IdentityState
 from shared.domain.planner import AUDIENCE
@@ -97,11 +98,19 @@ class IdentityAdapter:
             code = error_code(exc)
             if code == CONCURRENT_WRITES:
                 # ref: bicep #10928 - writes under one identity must be serialised; retry soon.
-                raise TemporaryError("another federated credential write on this identity is in progress", 10) from exc
+                raise TemporaryError(
+                    "another federated credential write on this identity is in progress",
+                    retry_policy.CREDENTIAL_WRITE_BUSY_SECONDS,
+                ) from exc
             if status_of(exc) == 404 or code.lower() in PARENT_NOT_FOUND:
-                raise TemporaryError("identity not yet visible to the credential API (replication)", 10) from exc
+                raise TemporaryError(
+                    "identity not yet visible to the credential API (replication)",
+                    retry_policy.IDENTITY_NOT_REPLICATED_SECONDS,
+                ) from exc
             if status_of(exc) == 429:
-                raise TemporaryError("federated credential writes throttled", retry_after(exc, 30)) from exc
+                raise TemporaryError(
+                    "federated credential writes throttled", retry_after(exc, retry_policy.ARM_THROTTLED_SECONDS)
+                ) from exc
             raise_translated(exc, "writing the federated credential")
         return CredentialState(
             name=cred.name, issuer=cred.issuer, subject=cred.subject, audiences=tuple(cred.audiences)
@@ -119,6 +128,9 @@ class IdentityAdapter:
             return False
         except ARM_ERRORS as exc:
             if error_code(exc) == CONCURRENT_WRITES:
-                raise TemporaryError("another federated credential write on this identity is in progress", 10) from exc
+                raise TemporaryError(
+                    "another federated credential write on this identity is in progress",
+                    retry_policy.CREDENTIAL_WRITE_BUSY_SECONDS,
+                ) from exc
             raise_translated(exc, "deleting the federated credential")
         return status != 204

@@ -4,17 +4,22 @@ the Deployments Keyless enforces and the pods verification looks at.
 Connects as Azure does for Entra-enabled AKS: server and CA from listClusterUserCredential,
 a bearer token for the AKS server application from the same Azure credential. Writes are
 server-side applies under our own field manager, so fields other tools own stay theirs.
+
+Retries and timeouts are shared.domain.retry_policy.KUBERNETES, set on the client's Configuration
+(left unset, urllib3 would retry three times inside each call, silently); every attempt is counted.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Self
+
+from urllib3.util.retry import Retry
 
 from shared.adapters.clusters import ClusterAdapter
 from shared.adapters.counting import record
-from shared.domain import manifests
+from shared.domain import manifests, retry_policy
 from shared.domain.errors import PermanentError, TemporaryError
 from shared.domain.ids import ResourceId
 from shared.domain.observed import KubeObjectState
@@ -32,6 +37,22 @@ class KubeUnreachable(TemporaryError):
 JSON_PATCH = "application/json-patch+json"
 
 
+class _CountedRetry(Retry):
+    """urllib3's Retry, counting each retry it grants as one more request of the current run
+    (the call's first attempt is counted when the call starts). urllib3 derives each next Retry
+    with `type(self)(...)`, so the counting carries through."""
+
+    def increment(self, method: str | None = None, url: str | None = None, *args: Any, **kwargs: Any) -> Self:
+        granted = super().increment(method, url, *args, **kwargs)  # raises when the retries are spent
+        record("kube", method or "", url or "", retry=True)
+        return granted
+
+
+def kube_retries() -> Retry:
+    """The Kubernetes client's `Configuration.retries`: retry_policy.KUBERNETES, counted."""
+    return _CountedRetry(**retry_policy.KUBERNETES.retry.kwargs())
+
+
 def _translate(exc: Exception, what: str) -> Exception:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
@@ -39,18 +60,20 @@ def _translate(exc: Exception, what: str) -> Exception:
     if isinstance(exc, ApiException):
         status = exc.status or 0
         if status == 409:
-            return TemporaryError(f"{what}: conflict on the Kubernetes API", 5)
+            return TemporaryError(f"{what}: conflict on the Kubernetes API", retry_policy.KUBE_CONFLICT_SECONDS)
         if status == 422 and _is_failed_test(exc):
-            return TemporaryError(f"{what}: the object changed while we patched it", 5)
+            return TemporaryError(f"{what}: the object changed while we patched it", retry_policy.KUBE_CONFLICT_SECONDS)
         if status == 429 or status >= 500:
-            return TemporaryError(f"{what}: Kubernetes API answered {status}", 15)
+            return TemporaryError(f"{what}: Kubernetes API answered {status}", retry_policy.KUBE_SERVER_ERROR_SECONDS)
         if status in (401, 403):
             return PermanentError(
                 f"{what}: Keyless is not allowed on the cluster ({status}); grant it the Kubernetes role in infra/"
             )
         return PermanentError(f"{what}: Kubernetes API refused the request ({status} {exc.reason or ''})".strip())
     if isinstance(exc, HTTPError):
-        return KubeUnreachable(f"{what}: Kubernetes API unreachable ({type(exc).__name__})", 30)
+        return KubeUnreachable(
+            f"{what}: Kubernetes API unreachable ({type(exc).__name__})", retry_policy.KUBE_UNREACHABLE_SECONDS
+        )
     return exc
 
 
@@ -160,7 +183,8 @@ class KubeAdapter:
             cfg.api_key["authorization"] = ""
             cfg.refresh_api_key_hook = refresh  # type: ignore[assignment]
 
-        timeouts = self._settings.timeouts
+        cfg.retries = kube_retries()
+        timeouts = retry_policy.KUBERNETES.timeouts(self._settings.request_timeout_seconds)
 
         class _CountingApiClient(client.ApiClient):  # type: ignore[misc]
             def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:

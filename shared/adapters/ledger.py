@@ -25,22 +25,28 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
+from shared.adapters.counting import attempt_hook
+from shared.domain import retry_policy
 from shared.domain.errors import LedgerConflict, TemporaryError
 from shared.domain.naming import short_hash
 from shared.domain.records import BindingRecord
 
 PARTITION = "binding"
 LEASES = "lease"
-# Storage retries inside a worker: a few quick ones (azure-core's default for tables), then the
-# queue's own redelivery. Not the storage SDK's 15 s+ exponential waits.
-# Short tries: a worker or an HTTP caller should not hang on a storage outage (azure-core's default
-# timeouts are 300 s); the queue and the callers retry.
-STORAGE_RETRIES: dict[str, Any] = {
-    "retry_total": 3,
-    "retry_backoff_factor": 0.5,
-    "connection_timeout": 10,
-    "read_timeout": 30,
-}
+
+
+def _client_options() -> dict[str, Any]:
+    """Retries and timeouts from shared.domain.retry_policy.TABLES (a few quick tries: a worker or an
+    HTTP caller should not hang on a storage outage), every attempt counted."""
+    connect, read = retry_policy.TABLES.timeouts()
+    return {
+        **retry_policy.TABLES.retry.kwargs(),
+        "connection_timeout": connect,
+        "read_timeout": read,
+        "raw_request_hook": attempt_hook("table"),
+    }
+
+
 # Lists and dicts are stored as JSON text (Table properties are scalars): every record field
 # whose default is an empty list or dict, so that a new such field needs no change here.
 _JSON_FIELDS = frozenset(
@@ -98,9 +104,9 @@ class Ledger:
         from azure.data.tables import TableClient
 
         if connection_string:
-            return cls(TableClient.from_connection_string(connection_string, table_name, **STORAGE_RETRIES))
+            return cls(TableClient.from_connection_string(connection_string, table_name, **_client_options()))
         url = f"https://{account_name}.table.core.windows.net"
-        return cls(TableClient(url, table_name, credential=credential, **STORAGE_RETRIES))
+        return cls(TableClient(url, table_name, credential=credential, **_client_options()))
 
     def _ensure(self) -> None:
         if self._ready:
@@ -153,7 +159,9 @@ class Ledger:
         except HttpResponseError as exc:
             if exc.status_code == 412:
                 raise LedgerConflict(record.key) from exc
-            raise TemporaryError(f"ledger write failed ({exc.status_code})", 15) from exc
+            raise TemporaryError(
+                f"ledger write failed ({exc.status_code})", retry_policy.LEDGER_WRITE_FAILED_SECONDS
+            ) from exc
         record.etag = meta.get("etag")
 
     # --- leases ---------------------------------------------------------------------------
@@ -168,7 +176,7 @@ class Ledger:
         row = short_hash(name, length=40)
         owner = uuid.uuid4().hex
         entity = _lease_entity(name, owner, seconds)
-        for _ in range(3):
+        for _ in range(retry_policy.LEASE_ACQUIRE_ROUNDS):
             try:
                 self._table.create_entity(entity)
                 self._own(name, owner)

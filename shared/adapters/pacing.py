@@ -6,10 +6,11 @@ then gives up. Under a burst (a cluster tagged with a hundred workloads, a scale
 the time would go to refusals, and refusals that outlast the retries become queue round trips.
 Sending each request at its slot costs the same wall time as the limit allows, without them.
 
-The limits are Azure's published ones (docs/AZURE-FACTS.md): per subscription, ARM reads 250
-refilled 25/s, writes and deletes 200 refilled 10/s; the managed identity RP (identities and their
-federated credentials) create/update 2/s, get 10/s, list 5/s, delete 2/s, and 0.25/s of
-create/update for one identity. Each is a GCRA schedule (the virtual-time form of a token
+The limits (the team's AZURE-FACTS notes, beside this repository): per subscription, ARM reads
+250 refilled 25/s, writes and deletes 200 refilled 10/s (published); the managed identity RP
+(identities and their federated credentials) create/update 2/s, get 10/s, list 5/s, delete 2/s,
+and 0.25/s of create/update for one identity (figures with no primary source found: the scale
+work replaces them with the published identity-creation rate). Each is a GCRA schedule (the virtual-time form of a token
 bucket): a request takes the earliest slot every bucket it counts against allows, reserves it,
 and waits until then. Slots are handed out in arrival order, so waiting threads are served fairly.
 
@@ -30,6 +31,7 @@ from typing import Any
 
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
+from shared.domain import retry_policy
 from shared.domain.errors import TemporaryError
 
 
@@ -55,10 +57,10 @@ AZURE_RATES: dict[str, Rate] = {
 }
 
 # How long a request may wait for its slot (Azure seconds) before the run is handed back to the
-# queue instead. Waiting is right when the slot is a turn in a busy subscription; a second write
-# to one identity within 4 s is usually a redundant one (another run wrote it): give up at once.
-MAX_WAIT: dict[str, float] = {"msi-identity-writes": 1.0}
-DEFAULT_MAX_WAIT = 20.0
+# queue instead: declared in shared.domain.retry_policy (PACING_MAX_WAIT_SECONDS and, shorter for
+# some buckets, PACING_MAX_WAIT_BY_BUCKET).
+MAX_WAIT: dict[str, float] = retry_policy.PACING_MAX_WAIT_BY_BUCKET
+DEFAULT_MAX_WAIT = retry_policy.PACING_MAX_WAIT_SECONDS
 
 _SUBSCRIPTION = re.compile(r"^/subscriptions/([^/]+)", re.I)
 _IDENTITY = re.compile(r"/userassignedidentities/[^/]+$")

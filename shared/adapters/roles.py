@@ -7,6 +7,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.arm import ARM_ERRORS, ArmClients, error_code, raise_translated
+from shared.domain import retry_policy
 from shared.domain.errors import PermanentError, TemporaryError
 from shared.domain.observed import RoleAssignmentState
 
@@ -64,7 +65,9 @@ class RoleAssignmentAdapter:
             if code == ROLE_ASSIGNMENT_EXISTS:
                 return None
             if code == PRINCIPAL_NOT_FOUND:
-                raise TemporaryError("the new identity's principal is not replicated yet", 20) from exc
+                raise TemporaryError(
+                    "the new identity's principal is not replicated yet", retry_policy.PRINCIPAL_NOT_REPLICATED_SECONDS
+                ) from exc
             if code == UPDATE_NOT_PERMITTED:
                 raise PermanentError(
                     f"role assignment {name} exists with other properties; delete it and retry"

@@ -21,7 +21,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.arm import ARM_ERRORS, ArmClients, raise_translated
 from shared.adapters.kube import _deployment_state, _state_from_dict
-from shared.domain import kubectl, manifests
+from shared.domain import kubectl, manifests, retry_policy
 from shared.domain.errors import NotFoundError, PermanentError, TemporaryError
 from shared.domain.ids import ResourceId
 from shared.domain.observed import ClusterState, KubeObjectState
@@ -66,10 +66,17 @@ class RunCommandAdapter:
         ops = self._clients.containerservice(cluster_id.subscription_id).managed_clusters
         wait = self._settings.run_command_wait_seconds
         try:
-            poller = ops.begin_run_command(cluster_id.resource_group, cluster_id.name, payload, polling_interval=2)
+            poller = ops.begin_run_command(
+                cluster_id.resource_group,
+                cluster_id.name,
+                payload,
+                polling_interval=retry_policy.RUN_COMMAND_POLL_SECONDS,
+            )
             poller.wait(timeout=wait)
             if not poller.done():
-                raise TemporaryError("the run command is still running in the cluster", 30)
+                raise TemporaryError(
+                    "the run command is still running in the cluster", retry_policy.RUN_COMMAND_RUNNING_SECONDS
+                )
             result = poller.result()
         except ResourceNotFoundError as exc:
             raise NotFoundError(f"cluster {cluster_id} not found") from exc

@@ -2,7 +2,12 @@
 
 Authenticated with Microsoft Entra ID (the app's identity needs "EventGrid Data Sender" on the
 topic, see infra/roles): no access key is ever configured. The SDK is imported on first use, so
-a cold start without a topic pays nothing.
+a cold start without a topic pays nothing. Retries and timeouts: shared.domain.retry_policy.EVENT_GRID.
+
+Every attempt is counted (shared.adapters.counting). The basic-topic publisher drops its
+constructor's keywords, so no request hook can be set on it; the call's response hook, which azure-core
+runs after every attempt that got an answer, counts instead, and an attempt that got none ends the
+call (azure-core never retries a POST without an answer) and is counted when it raises.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from shared.adapters.counting import pipeline_attempt, record
+from shared.domain import retry_policy
 from shared.domain.outcome_events import DATA_VERSION, OutcomeEvent
 from shared.domain.settings import Settings
 
@@ -29,10 +36,28 @@ class OutcomeTopic:
 
     def publish(self, event: OutcomeEvent) -> None:
         """Send one event (raises azure.core errors when the topic refuses it or cannot be reached)."""
-        kwargs: dict[str, Any] = {"retry_total": 2, "connection_timeout": 5, "read_timeout": 10}
+        connect, read = retry_policy.EVENT_GRID.timeouts()
+        kwargs: dict[str, Any] = {
+            **retry_policy.EVENT_GRID.retry.kwargs(),
+            "connection_timeout": connect,
+            "read_timeout": read,
+        }
         if self._settings.ca_bundle:
             kwargs["connection_verify"] = self._settings.ca_bundle
-        self._publisher().send([self._shape(event)], **kwargs)
+        from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+        answered = 0
+
+        def count(response: Any) -> None:
+            nonlocal answered
+            answered += 1
+            pipeline_attempt("eventgrid", response)
+
+        try:
+            self._publisher().send([self._shape(event)], raw_response_hook=count, **kwargs)
+        except (ServiceRequestError, ServiceResponseError):
+            record("eventgrid", "POST", self._settings.outcome_topic_endpoint, retry=answered > 0)
+            raise
 
     def _shape(self, event: OutcomeEvent) -> Any:
         if self._settings.outcome_event_schema == "eventgrid":

@@ -12,9 +12,11 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 
+from shared.adapters.counting import attempt_hook
+from shared.domain import retry_policy
 from shared.domain.settings import WORK_QUEUE
 
-MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
+MAX_VISIBILITY_SECONDS = retry_policy.QUEUE_MAX_VISIBILITY_SECONDS
 
 
 class WorkQueue:
@@ -26,17 +28,18 @@ class WorkQueue:
         credential: Any = None,
     ) -> None:
         """From a connection string (Azurite), or an account name + Entra credential (Azure)."""
-        from azure.storage.queue import ExponentialRetry, QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+        from azure.storage.queue import LinearRetry, QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
         self.name = queue_name
+        connect, read = retry_policy.QUEUE.timeouts()
         policies: dict[str, Any] = {
             "message_encode_policy": TextBase64EncodePolicy(),
             "message_decode_policy": TextBase64DecodePolicy(),
-            # A few quick retries (about 1, 3, 5 s), not the SDK's 15 s+ exponential waits: a worker
-            # or an HTTP caller should not hang on a storage outage; the queue and callers retry.
-            "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1),
-            "connection_timeout": 10,  # azure-core's defaults are 300 s
-            "read_timeout": 30,
+            # A few quick retries, not the SDK's 15 s+ exponential waits: see retry_policy.QUEUE.
+            "retry_policy": LinearRetry(**retry_policy.QUEUE.retry.kwargs()),
+            "connection_timeout": connect,
+            "read_timeout": read,
+            "raw_request_hook": attempt_hook("queue"),  # every attempt counted
         }
         if connection_string:
             self._queue = QueueClient.from_connection_string(connection_string, queue_name, **policies)

@@ -11,6 +11,7 @@ import os
 import urllib.parse
 from collections.abc import Mapping
 
+from shared.domain import retry_policy
 from shared.domain.binding import OPENAI_USER_ROLE_ID, resolve_role
 from shared.domain.errors import PermanentError
 from shared.domain.ids import SUBSCRIPTION_ID
@@ -174,9 +175,9 @@ class Settings:
 
     @property
     def timeouts(self) -> tuple[float, float]:
-        """(connect, read) seconds for one call: a silent server or a black-holed address (a private
-        cluster's API server seen from outside its network) never holds a worker for long."""
-        return min(10.0, self.request_timeout_seconds), self.request_timeout_seconds
+        """(connect, read) seconds for one ARM or Kubernetes call (shared.domain.retry_policy.call_timeouts):
+        a silent server or a black-holed address never holds a worker for long."""
+        return retry_policy.call_timeouts(self.request_timeout_seconds)
 
     @property
     def aks_server_scope(self) -> str:
