@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from shared.domain import outcome_events
+from shared.domain import outcome_events, retry_policy
 from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError
 from shared.domain.ids import ACCOUNT_TYPE, parse_resource_id
@@ -27,8 +27,6 @@ from shared.domain.verification import VerificationReport
 
 log = logging.getLogger("keyless.assurance")
 
-MAX_RECHECKS = 6
-MAX_RECHECK_DELAY = 600.0
 
 
 def verify_after(engine: Any, binding: Binding, result: ReconcileResult) -> VerificationReport | None:
@@ -50,8 +48,8 @@ def after_run(svc: Any, record: BindingRecord, result: ReconcileResult) -> StepO
         return None
     if record.status == "ready" and report.retry_after_seconds is not None:
         rechecks = int(record.verification.get("rechecks", 0))
-        if rechecks < MAX_RECHECKS:
-            delay = min(report.retry_after_seconds * 2**rechecks, MAX_RECHECK_DELAY)
+        if rechecks < retry_policy.VERIFICATION_MAX_RECHECKS:
+            delay = min(report.retry_after_seconds * 2**rechecks, retry_policy.VERIFICATION_MAX_RECHECK_SECONDS)
             svc.enqueue_binding(record.key, "verification pending: " + _first_open(report), delay)
         return None
     if record.status == "verified":

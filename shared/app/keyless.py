@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from shared.app import event_intake, self_service, sweep, tag_bindings, worker
 from shared.app.messages import message
 from shared.app.ports import Ledger, LedgerConflict, OutcomeTopic, WorkQueue
-from shared.domain import access, outcome_events
+from shared.domain import access, outcome_events, retry_policy
 from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError, TemporaryError
 from shared.domain.ids import ResourceId
@@ -39,11 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keyless.service")
 
-RESYNC_HOLD_SECONDS = 300.0
-"""How long a queued re-read stands for later events. Also how long a lost one (the enqueue failed
-after the lease was taken) delays the next: Event Grid redelivers for 24 h, and so gets through."""
-MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600.0 - 60
-"""Azure queues hide a message for at most 7 days."""
+MAX_QUEUE_DELAY_SECONDS = retry_policy.QUEUE_MAX_VISIBILITY_SECONDS - 60
 
 
 @dataclasses.dataclass
@@ -151,7 +147,7 @@ class Keyless:
         True if this call queued it."""
         lease = f"resync|{kind}|{resource.key}"
         delay *= self.settings.retry_delay_scale
-        if not self.ledger.acquire(lease, RESYNC_HOLD_SECONDS * self.settings.retry_delay_scale + delay):
+        if not self.ledger.acquire(lease, retry_policy.RESYNC_HOLD_SECONDS * self.settings.retry_delay_scale + delay):
             log.debug("%s %s: a re-read is queued already", kind, resource)
             return False
         try:
@@ -188,7 +184,7 @@ class Keyless:
         if event is None or self.topic is None:
             return
         if not self.publish(event):
-            self.enqueue_binding(record.key, "outcome event not published", 60)
+            self.enqueue_binding(record.key, "outcome event not published", retry_policy.OUTCOME_EVENT_RETRY_SECONDS)
             return
         record.announced_status = record.status
         try:

@@ -18,6 +18,7 @@ from shared.app import after_ready
 from shared.app.admission import admit
 from shared.app.messages import parse_message
 from shared.app.ports import LedgerConflict
+from shared.domain import retry_policy
 from shared.domain.binding import Binding
 from shared.domain.errors import PermanentError, TemporaryError
 from shared.domain.ids import ACCOUNT_TYPE, CLUSTER_TYPE, parse_resource_id
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keyless.service")
 
-RUN_LEASE_SECONDS = 120.0
-"""How long a binding's run may take before another worker may take over (plus the cluster wait)."""
-BUSY_RETRY_SECONDS = 15.0
-"""Delay for a message whose binding is being reconciled by another worker."""
 
 
 def process(app: Keyless, body: str) -> None:
@@ -74,10 +71,10 @@ def process_binding(app: Keyless, key: str, msg: dict[str, str] | None = None) -
     lease = f"run|{key}"
     scale = app.settings.retry_delay_scale
     if not app.ledger.acquire(lease, _run_lease_seconds(app)):
-        # Another worker is on it: come back when its lease ends (at most BUSY_RETRY_SECONDS from
+        # Another worker is on it: come back when its lease ends (at most retry_policy.BUSY_BINDING_SECONDS from
         # now), never drop the message: that run may have read the world before our cause.
         left = app.ledger.seconds_left(lease) / scale  # in production seconds, as enqueue_binding takes
-        delay = min(max(left, 1.0), BUSY_RETRY_SECONDS)
+        delay = min(max(left, 1.0), retry_policy.BUSY_BINDING_SECONDS)
         app.enqueue_binding(key, "another worker is reconciling this binding", delay, msg)
         return record
     try:
@@ -94,7 +91,7 @@ def process_binding(app: Keyless, key: str, msg: dict[str, str] | None = None) -
 def _run_lease_seconds(app: Keyless) -> float:
     """A run's lease: renewed after its steps (_LeaseKeeper), so it bounds one step, not the run;
     short, so that a worker that died frees its binding soon."""
-    return RUN_LEASE_SECONDS * app.settings.retry_delay_scale + app.settings.cluster_update_wait_seconds
+    return retry_policy.RUN_LEASE_SECONDS * app.settings.retry_delay_scale + app.settings.cluster_update_wait_seconds
 
 
 def _expect_versions(app: Keyless, binding: Binding, msg: dict[str, str]) -> None:
@@ -137,9 +134,10 @@ def _run(app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = No
 
 
 def _record(app: Keyless, record: BindingRecord, result: ReconcileResult) -> BindingRecord:
+    delay: float | None = None
     for _ in range(3):
         desired = record.desired
-        record.record_result(result)
+        delay = record.record_result(result)
         try:
             app.ledger.save(record)
             break
@@ -152,8 +150,8 @@ def _record(app: Keyless, record: BindingRecord, result: ReconcileResult) -> Bin
                 app.enqueue_binding(record.key, "desired state changed during reconcile")
                 return fresh
             record = fresh
-    if record.status == "not-ready":
-        app.enqueue_binding(record.key, result.reason, result.retry_after_seconds or 30)
+    if record.status == "not-ready":  # again after the step's delay, growing while it stays not ready
+        app.enqueue_binding(record.key, result.reason, delay or retry_policy.NOT_YET_DEFAULT_SECONDS)
     if record.status == "removed":
         app.ledger.release_quota(record.quota_key, record.key)
     app.announce(record)
@@ -170,13 +168,13 @@ def _same_workload(app: Keyless, record: BindingRecord) -> list[BindingRecord]:
 
 class _LeaseKeeper:
     """A run's step hook that keeps its lease: renewed after a step once a quarter of
-    RUN_LEASE_SECONDS has passed since the last renewal, so a long run (run commands on a private
+    retry_policy.RUN_LEASE_SECONDS has passed since the last renewal, so a long run (run commands on a private
     cluster take seconds each) is not taken over by another worker while it still writes, as long
     as each step takes less than three quarters of it (90 s; a step makes at most two run commands)."""
 
     def __init__(self, ledger: Any, lease: str, seconds: float, scale: float) -> None:
         self._ledger, self._lease, self._seconds = ledger, lease, seconds
-        self._every = RUN_LEASE_SECONDS * scale / 4
+        self._every = retry_policy.RUN_LEASE_SECONDS * scale / 4
         self._last = time.monotonic()
         self.renewals = 0
 

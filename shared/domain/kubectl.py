@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from shared.domain import retry_policy
+
 MANIFEST = "keyless.yaml"
 PATCH = "patch.json"
 
@@ -135,13 +137,17 @@ def judge(state: str, exit_code: int | None, reason: str, logs: str) -> CommandF
     logs = "\n".join(error_lines(logs))
     tail = " | ".join(logs.splitlines()[-3:])[:500]
     if failed_state and exit_code in (None, 0):  # the command's pod never ran (image pull, scheduling)
-        return CommandFailure(f"the run command's pod did not run ({reason or 'no reason given'})", True, 60)
+        return CommandFailure(
+            f"the run command's pod did not run ({reason or 'no reason given'})",
+            True,
+            retry_policy.RUN_COMMAND_POD_NOT_RUN_SECONDS,
+        )
     message = f"the run command failed (exit {exit_code}): {tail or reason or 'no output'}"
     if any(marker in logs for marker in _DENIED):
         hint = "; Keyless's identity needs the Kubernetes role in infra/ on the cluster (Azure RBAC for Kubernetes)"
         return CommandFailure(message + hint, False)
     if any(marker in logs for marker in _TRANSIENT):
-        return CommandFailure(message, True, 15)
+        return CommandFailure(message, True, retry_policy.RUN_COMMAND_TRANSIENT_SECONDS)
     return CommandFailure(message, False)
 
 

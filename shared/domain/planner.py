@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from shared.domain import naming
+from shared.domain import naming, retry_policy
 from shared.domain.binding import Binding
 from shared.domain.errors import PermanentError, TemporaryError
 from shared.domain.observed import (
@@ -49,7 +49,10 @@ def cluster_action(cluster: ClusterState, enable_allowed: bool) -> ClusterAction
     """`ready` when OIDC + workload identity are on and the issuer is known; `enable` to turn them on."""
     state = cluster.provisioning_state.lower()
     if state in _CLUSTER_BUSY:
-        raise TemporaryError(f"cluster is {cluster.provisioning_state}; waiting for the operation to finish", 60)
+        raise TemporaryError(
+            f"cluster is {cluster.provisioning_state}; waiting for the operation to finish",
+            retry_policy.CLUSTER_BUSY_SECONDS,
+        )
     if state == "failed":
         raise PermanentError("cluster is in the Failed provisioning state; repair it (az aks update) first")
     if cluster.oidc_issuer_enabled and cluster.workload_identity_enabled and cluster.issuer_url:
@@ -81,7 +84,7 @@ def check_account(account: AccountState) -> None:
         )
     state = account.provisioning_state.lower()
     if state in ("creating", "updating", "accepted", "resolvingdns", "moving", "deleting"):
-        raise TemporaryError(f"account is {account.provisioning_state}", 30)
+        raise TemporaryError(f"account is {account.provisioning_state}", retry_policy.ACCOUNT_BUSY_SECONDS)
     if state == "failed":
         raise PermanentError("account is in the Failed provisioning state")
 

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 from typing import Any, Literal
 
+from shared.domain import retry_policy
 from shared.domain.binding import Binding
 from shared.domain.results import ReconcileResult
 from shared.domain.verification import VerificationReport
@@ -60,6 +61,7 @@ class BindingRecord:
     principal: dict[str, Any] = dataclasses.field(default_factory=dict)  # who asked (ids): shared.domain.access
     quota_key: str = ""  # the quota this binding is counted in (shared.domain.access.Grant), "" while not granted
     revoked_at: str | None = None
+    not_yet_streak: int = 0  # consecutive runs that ended not-ready: the next delay grows with it
     offboard_at: str | None = None
     etag: str | None = None
 
@@ -104,8 +106,9 @@ class BindingRecord:
             return oid.lower()
         return "" if self.source != "api" else self.requested_by.split(" ", 1)[0].lower()
 
-    def record_result(self, result: ReconcileResult) -> None:
-        """Fold one reconcile's outcome (and the verification run after it was ready) into the record."""
+    def record_result(self, result: ReconcileResult) -> float | None:
+        """Fold one reconcile's outcome (and the verification run after it was ready) into the record.
+        Returns the delay before the next run of a not-ready binding (production seconds)."""
         now = dt.datetime.now(dt.UTC)
         self.attempts += 1
         self.steps = [s.as_dict() for s in result.steps]
@@ -127,13 +130,23 @@ class BindingRecord:
             self.verification = {}
         if status in ("failed", "not-ready"):
             self.last_error = result.reason
-        delay = result.retry_after_seconds
+        self.not_yet_streak = self.not_yet_streak + 1 if status == "not-ready" else 0
+        delay = self.next_delay(result)
         self.next_attempt_at = (
             (now + dt.timedelta(seconds=delay)).isoformat(timespec="seconds").replace("+00:00", "Z")
-            if status == "not-ready" and delay is not None
+            if delay is not None
             else None
         )
         self.updated_at = utcnow()
+        return delay
+
+    def next_delay(self, result: ReconcileResult) -> float | None:
+        """When a not-ready binding runs again (production seconds): its step's delay, doubled per
+        consecutive not-yet with jitter, capped (shared.domain.retry_policy.not_yet_delay)."""
+        if self.status != "not-ready":
+            return None
+        base = result.retry_after_seconds or retry_policy.NOT_YET_DEFAULT_SECONDS
+        return retry_policy.not_yet_delay(base, self.not_yet_streak)
 
     def _record_verification(self, report: VerificationReport) -> None:
         """`verified` only when every check passed; count re-checks of a pending verification."""

@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 from typing import Any, Literal
 
+from shared.domain import retry_policy
 from shared.domain.observed import AccountState, CredentialState, IdentityState, KubeObjectState, RoleAssignmentState
 from shared.domain.planner import AUDIENCE, CLIENT_ID_ANNOTATION, TENANT_ID_ANNOTATION
 from shared.domain.workloads import USE_LABEL, WEBHOOK_VARIABLES, ApiKeyRules, DeploymentState
@@ -24,7 +25,7 @@ from shared.domain.workloads import USE_LABEL, WEBHOOK_VARIABLES, ApiKeyRules, D
 CheckStatus = Literal["pass", "fail", "pending"]
 TOKEN_VOLUME_PREFIX = "azure-workload-identity-reserved-"  # noqa: S105 - a volume name, not a secret
 SKIP_CONTAINERS_ANNOTATION = "azure.workload.identity/skip-containers"
-RECHECK_SECONDS = 30.0
+RECHECK_SECONDS = retry_policy.VERIFICATION_RECHECK_SECONDS
 
 
 @dataclasses.dataclass

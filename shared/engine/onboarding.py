@@ -11,7 +11,7 @@ value is never overwritten unless the object is handed over (`keyless.io/adopt`)
 
 from __future__ import annotations
 
-from shared.domain import naming, planner
+from shared.domain import naming, planner, retry_policy
 from shared.domain.errors import PermanentError, TemporaryError
 from shared.domain.observed import AccountState, ClusterState, IdentityState
 from shared.engine.steps import PAST, Run, Stop
@@ -55,9 +55,14 @@ class Onboarding:
             raise Stop
         updated = w.clusters.enable_workload_identity(b.cluster, w.settings.cluster_update_wait_seconds)
         if updated is None:
-            raise TemporaryError("enabling OIDC issuer and workload identity; the cluster update is running", 60)
+            raise TemporaryError(
+                "enabling OIDC issuer and workload identity; the cluster update is running",
+                retry_policy.CLUSTER_UPDATE_RUNNING_SECONDS,
+            )
         if planner.cluster_action(updated, enable_allowed=False) != "ready":
-            raise TemporaryError("cluster updated but the OIDC issuer is not published yet", 30)
+            raise TemporaryError(
+                "cluster updated but the OIDC issuer is not published yet", retry_policy.ISSUER_NOT_PUBLISHED_SECONDS
+            )
         w.kube.forget(b.cluster)  # enabling OIDC restarts the API server
         run.record("cluster", "updated", "enabled OIDC issuer and workload identity", issuer=updated.issuer_url)
         return updated

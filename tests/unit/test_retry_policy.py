@@ -112,3 +112,22 @@ def test_kubernetes_reads_are_retried_once_and_nothing_else_is():
     assert kwargs["total"] == 1 and kwargs["read"] == 1 and kwargs["allowed_methods"] == frozenset({"GET"})
     assert kwargs["connect"] == kwargs["status"] == kwargs["other"] == kwargs["redirect"] == 0
     assert kwargs["respect_retry_after_header"] is False
+
+
+def test_a_binding_that_stays_not_ready_waits_longer_each_run_and_starts_over_when_ready():
+    from shared.domain.records import BindingRecord
+    from shared.domain.results import ReconcileResult, StepOutcome
+
+    record = BindingRecord("k" * 32, "c", "ns", "sa", "a", "r")
+
+    def run(outcome: str) -> float | None:
+        step = StepOutcome("role-assignment", outcome, "principal not replicated", delay_seconds=20)  # type: ignore[arg-type]
+        return record.record_result(ReconcileResult("k" * 32, "present", steps=[step]))
+
+    delays = [run("not-yet") for _ in range(5)]
+    assert delays[0] == 20, "the first not-yet honours the step's own delay"
+    assert all(d is not None for d in delays)
+    assert [d for d in delays if d is not None] == sorted(d for d in delays if d is not None)
+    assert delays[-1] is not None and delays[-1] >= 20 * 2**4 / 2, "doubled per consecutive not-yet (equal jitter)"
+    assert record.not_yet_streak == 5 and record.next_attempt_at
+    assert run("unchanged") is None and record.not_yet_streak == 0 and record.next_attempt_at is None
