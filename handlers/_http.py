@@ -8,6 +8,7 @@ from typing import Any
 import azure.functions as func
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_PAGE_SIZE = 200  # onboardings per listed page
 MAX_JSON_DEPTH = 20
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import azure.functions as func
 
 from handlers._auth import authorize, authorize_record, denied, handle_errors, onboarding_key, signed_in_caller
-from handlers._http import ApiError, field_error, flag, json_body, json_response
-from handlers.openapi import OPENAPI
+from handlers._http import MAX_PAGE_SIZE, ApiError, field_error, flag, json_body, json_response
+from handlers.openapi import document as openapi_document
 from shared.app import composition
 from shared.domain import access
 from shared.domain.binding import Binding
@@ -19,13 +19,14 @@ bp = func.Blueprint()
 log = logging.getLogger("keyless.api")
 
 ALLOWED_FIELDS = {"cluster", "namespace", "serviceAccount", "openAIAccount", "role", "workloads"}
-MAX_PAGE_SIZE = 200
 
 
 def _binding_from(body: dict[str, Any], allowlist: tuple[str, ...], default_role: str) -> Binding:
     unknown = sorted(set(body) - ALLOWED_FIELDS)
     if unknown:
         raise ApiError(400, "UnknownField", f"unknown field; allowed: {sorted(ALLOWED_FIELDS)}", unknown[0])
+    if body.get("role") is not None and not isinstance(body.get("role"), str):
+        raise ApiError(400, "InvalidField", "must be a role definition id or name", "role")  # [] is no default
     if body.get("openAIAccount") in (None, ""):
         raise ApiError(400, "InvalidField", "required: the Azure OpenAI account resource id", "openAIAccount")
     try:
@@ -135,7 +136,7 @@ def onboardings_delete(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("openapi")
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response(OPENAPI)
+    return json_response(openapi_document())
 
 
 @bp.function_name("health")

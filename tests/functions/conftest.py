@@ -22,6 +22,9 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
+from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 from shared.app import composition
 from shared.domain.settings import WORK_QUEUE
@@ -108,6 +111,101 @@ def app_functions() -> dict[str, Any]:
     return _FUNCTIONS
 
 
+# --- conformance: every HTTP answer the tests see is one the OpenAPI document allows -------------
+
+ROUTES = {
+    "onboardings_create": ("/onboardings", "post"),
+    "onboardings_list": ("/onboardings", "get"),
+    "onboardings_get": ("/onboardings/{id}", "get"),
+    "onboardings_delete": ("/onboardings/{id}", "delete"),
+    "onboardings_verification": ("/onboardings/{id}/verification", "get"),
+    "openapi": ("/openapi.json", "get"),
+    "health": ("/health", "get"),
+}
+"""HTTP function name -> (path, method) in the document (the function, not the URL a test passes, decides)."""
+
+
+def _pointer(*parts: str) -> str:
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+class OpenApiConformance:
+    """Checks answers (and accepted requests) against /api/openapi.json, as the `openapi` function serves it.
+
+    The document's schemas are JSON Schema 2020-12 (OpenAPI 3.1), so jsonschema applies them as they are,
+    `$ref`s and formats (date-time) included; the objects are closed, so an undocumented field fails."""
+
+    URI = "urn:keyless:openapi"
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.seen: collections.Counter[tuple[str, int]] = collections.Counter()  # (function, status) that passed
+        self.registry = Registry().with_resource(self.URI, DRAFT202012.create_resource(document))
+
+    @classmethod
+    def served_by(cls, functions: dict[str, Any]) -> OpenApiConformance:
+        req = func.HttpRequest(method="GET", url="/api/openapi.json", headers={}, params={}, body=b"")
+        return cls(json.loads(functions["openapi"](req).get_body()))
+
+    def _at(self, pointer: str) -> Any:
+        node: Any = self.document
+        for part in pointer.lstrip("/").split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        return node
+
+    def _errors(self, pointer: str, instance: Any) -> list[str]:
+        validator = Draft202012Validator(
+            {"$ref": self.URI + "#" + pointer},
+            registry=self.registry,
+            format_checker=Draft202012Validator.FORMAT_CHECKER,
+        )
+        errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+        return [f"{e.json_path}: {e.message[:300]}" for e in errors[:5]]
+
+    def check(self, name: str, status: int, body: Any, resp: func.HttpResponse, request: bytes) -> None:
+        """AssertionError unless the document lists `status` for the function's route and method, and the
+        body, content type and required headers are what it says (and, for a 2xx, the request too)."""
+        self._check(name, status, body, resp, request)
+        self.seen[name, status] += 1
+
+    def _check(self, name: str, status: int, body: Any, resp: func.HttpResponse, request: bytes) -> None:
+        path, method = ROUTES[name]
+        where = f"{name} ({method.upper()} {path}) answered {status}"
+        responses = _pointer("paths", path, method, "responses")
+        documented = self._at(responses)
+        assert str(status) in documented, f"{where}, a status the document does not list ({sorted(documented)})"
+        pointer = responses + _pointer(str(status))
+        while "$ref" in (response := self._at(pointer)):
+            pointer = response["$ref"].removeprefix("#")
+        for header, spec in (response.get("headers") or {}).items():
+            assert not spec.get("required") or header in resp.headers, f"{where} without its {header} header"
+        content = response.get("content") or {}
+        if not content:
+            assert body is None, f"{where} with a body the document does not describe"
+            return
+        assert resp.mimetype in content, f"{where} as {resp.mimetype}, not {sorted(content)}"
+        errors = self._errors(pointer + _pointer("content", resp.mimetype, "schema"), body)
+        assert not errors, f"{where} with a body the document does not allow:\n" + "\n".join(errors)
+        if 200 <= status < 300 and "requestBody" in self._at(_pointer("paths", path, method)):
+            self.check_accepted_request(name, request)
+
+    def check_accepted_request(self, name: str, request: bytes) -> None:
+        """What the API took is what the document says it takes (the document may not be stricter)."""
+        path, method = ROUTES[name]
+        pointer = _pointer("paths", path, method, "requestBody", "content", "application/json", "schema")
+        errors = self._errors(pointer, json.loads(request))
+        assert not errors, f"{name} accepted a body the document refuses:\n" + "\n".join(errors)
+
+
+_CONFORMANCE: list[OpenApiConformance] = []
+
+
+def conformance() -> OpenApiConformance:
+    if not _CONFORMANCE:
+        _CONFORMANCE.append(OpenApiConformance.served_by(app_functions()))
+    return _CONFORMANCE[0]
+
+
 class Host:
     def __init__(self, storage: str) -> None:
         self.functions = app_functions()
@@ -139,6 +237,8 @@ class Host:
         raw: bytes | None = None,
         principal: Any = _DEFAULT,
     ) -> tuple[int, Any, func.HttpResponse]:
+        """Call the HTTP function `name` (`method` and `url` only go into the request); the answer must be
+        one the OpenAPI document allows for that function's route, method and status (OpenApiConformance)."""
         hdrs = {"Content-Type": "application/json"} if body is not None or raw is not None else {}
         if principal is _DEFAULT:
             principal = principal_header()
@@ -151,7 +251,9 @@ class Host:
         )
         resp = self.functions[name](req)
         text = resp.get_body().decode()
-        return resp.status_code, (json.loads(text) if text else None), resp
+        answer = json.loads(text) if text else None
+        conformance().check(name, resp.status_code, answer, resp, data)
+        return resp.status_code, answer, resp
 
     # --- Event Grid -----------------------------------------------------------------------
 
