@@ -95,6 +95,12 @@ def _scopes(value: Any, where: str) -> tuple[str, ...]:
     return items
 
 
+_RULE_KEYS = frozenset(
+    {"name", "principals", "clusters", "namespaces", "serviceAccounts", "accounts", "roles", "workloads", "maxBindings"}
+)
+_PRINCIPAL_KEYS = frozenset({"groups", "roles", "objectIds", "clusterTags"})
+
+
 def _max_bindings(value: Any, where: str) -> int | None:
     if value is None:
         return None
@@ -146,10 +152,25 @@ class AccessPolicy:
         for i, raw in enumerate(doc["rules"]):
             if not isinstance(raw, dict):
                 raise PolicyError(f"KEYLESS_ACCESS_POLICY: rules[{i}] is not an object")
-            name = str(raw["name"]) if isinstance(raw.get("name"), str) else f"rules[{i}]"
+            if "name" in raw and not (isinstance(raw["name"], str) and raw["name"]):
+                raise PolicyError(f"KEYLESS_ACCESS_POLICY: rules[{i}].name must be a non-empty string")
+            name = str(raw["name"]) if "name" in raw else f"rules[{i}]"
+            # A misspelt key must not widen a rule: `serviceAccount` for `serviceAccounts` would
+            # otherwise leave the default, every service account.
+            unknown = sorted(set(raw) - _RULE_KEYS)
+            if unknown:
+                raise PolicyError(
+                    f"KEYLESS_ACCESS_POLICY: {name}: unknown key {unknown[0]!r}; keys are {sorted(_RULE_KEYS)}"
+                )
             principals = raw.get("principals") or {}
             if not isinstance(principals, dict):
                 raise PolicyError(f"KEYLESS_ACCESS_POLICY: {name}.principals is not an object")
+            unknown = sorted(set(principals) - _PRINCIPAL_KEYS)
+            if unknown:
+                raise PolicyError(
+                    f"KEYLESS_ACCESS_POLICY: {name}.principals: unknown key {unknown[0]!r}; "
+                    f"keys are {sorted(_PRINCIPAL_KEYS)}"
+                )
             rule = Rule(
                 name=name,
                 group_ids=frozenset(g.lower() for g in _strings(principals.get("groups"), f"{name}.principals.groups")),

@@ -137,6 +137,9 @@ class TestClusterTags:
         ({"maxBindings": -1}, "maxBindings"),
         ({"maxBindings": "5"}, "maxBindings"),
         ({"principals": {"clusterTags": "yes"}}, "clusterTags"),
+        ({"serviceAccount": ["chat"]}, "serviceAccount"),  # misspelt: it would leave the default, every SA
+        ({"principals": {"group": [GROUP]}}, "group"),
+        ({"name": 7}, "name"),
     ],
 )
 def test_policy_scopes_and_quotas_are_whole_or_refused(rule, message):
