@@ -19,7 +19,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from shared.adapters.counting import pipeline_attempt
 from shared.adapters.pacing import Pacer, PacingPolicy
 from shared.domain import retry_policy
-from shared.domain.errors import KeylessError, PermanentError, TemporaryError
+from shared.domain.errors import KeylessError, PermanentError, TemporaryError, Throttled
 from shared.domain.settings import Settings
 
 
@@ -75,7 +75,7 @@ def translate(exc: Exception, what: str) -> KeylessError:
     code = error_code(exc)
     if status == 429:
         delay = retry_after(exc, retry_policy.ARM_THROTTLED_SECONDS)
-        return TemporaryError(f"{what}: throttled by ARM ({code or 'TooManyRequests'})", delay)
+        return Throttled(f"{what}: throttled by ARM ({code or 'TooManyRequests'})", delay)
     if status >= 500 or status == 408:
         return TemporaryError(
             f"{what}: ARM answered {status} {code}".rstrip(), retry_after(exc, retry_policy.ARM_SERVER_ERROR_SECONDS)

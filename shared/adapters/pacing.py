@@ -32,7 +32,7 @@ from typing import Any
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from shared.domain import retry_policy
-from shared.domain.errors import TemporaryError
+from shared.domain.errors import Throttled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +123,7 @@ class Pacer:
     def acquire(self, keys: list[tuple[str, ...]]) -> None:
         """Reserve the earliest slot every bucket allows and wait for it.
 
-        Raises TemporaryError instead of waiting longer than `max_wait_seconds` (Azure time; less
+        Raises Throttled instead of waiting longer than `max_wait_seconds` (Azure time; less
         for some buckets, see MAX_WAIT): that is a job for the work queue, not for a worker thread."""
         keys = [k for k in keys if k[0] in self.rates]
         if not keys:
@@ -136,7 +136,7 @@ class Pacer:
             if wait > self.max_wait or any(
                 t - now > self._max_wait.get(k[0], self.max_wait) for k, t in earliest.items()
             ):
-                raise TemporaryError(
+                raise Throttled(
                     f"pacing ARM requests under Azure's limits: next slot in {wait:.0f} s", wait + 1 / self.scale
                 )
             for k in keys:
@@ -171,7 +171,7 @@ class PacingPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
     """Per-attempt pipeline policy: wait for the slot before sending; learn from 429s.
 
     A 429 whose Retry-After is longer than the pacer's `max_wait_seconds` ends the call with a
-    TemporaryError at once: azure-core would otherwise sleep that long in a worker thread, three
+    Throttled at once: azure-core would otherwise sleep that long in a worker thread, three
     times over; the work queue waits better."""
 
     def __init__(self, pacer: Pacer) -> None:
@@ -194,4 +194,4 @@ class PacingPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
         for key in [k for k in keys[1:] if k[0] != "msi-identity-writes"] or keys[:1]:
             self.pacer.hold(key, seconds)
         if seconds > self.pacer.max_wait:
-            raise TemporaryError(f"throttled by ARM for {seconds:.0f} s", seconds)
+            raise Throttled(f"throttled by ARM for {seconds:.0f} s", seconds)

@@ -10,6 +10,7 @@ whose read cache holds an older state reads again (shared.adapters.readcache).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,7 @@ def _expect_versions(app: Keyless, binding: Binding, msg: dict[str, str]) -> Non
 
 
 def _run(app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = None) -> BindingRecord:
+    before = dataclasses.replace(record)  # what the binding was, should the run end without a verdict
     record.status = "reconciling" if record.live else "offboarding"
     record.updated_at = utcnow()
     try:
@@ -112,6 +114,7 @@ def _run(app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = No
         if fresh is None:
             return record
         record = fresh
+        before = dataclasses.replace(record)
         binding = record.binding(app.settings.role_allowlist)
         record.status = "reconciling" if record.live else "offboarding"
         app.ledger.save(record)
@@ -128,9 +131,26 @@ def _run(app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = No
         record.last_error = record.reason = f"internal error: {type(exc).__name__}"
         app.ledger.save(record)
         raise
+    if record.live and result.throttled:
+        return _no_verdict(app, before, record, result)
     record = _record(app, record, result)
     after_ready.after_run(app, record, result)  # re-check a rollout; the account may go keyless
     return record
+
+
+def _no_verdict(app: Keyless, before: BindingRecord, record: BindingRecord, result: ReconcileResult) -> BindingRecord:
+    """Throttling is never a verdict: a run that Azure's limits stopped leaves the binding as it was
+    (status, reason, last verification; nothing announced) and runs again after the wait."""
+    kept = dataclasses.replace(before, etag=record.etag, last_requests=result.requests.as_dict())
+    try:
+        app.ledger.save(kept)
+    except LedgerConflict:
+        pass  # someone wrote since: theirs stands, and the message below runs it again anyway
+    log.info("binding %s: throttled (%s); status kept, again in %s s", record.key, result.reason,
+             result.retry_after_seconds)  # fmt: skip
+    delay = result.retry_after_seconds or retry_policy.NOT_YET_DEFAULT_SECONDS
+    app.enqueue_binding(record.key, f"throttled: {result.reason}", delay)
+    return kept
 
 
 def _record(app: Keyless, record: BindingRecord, result: ReconcileResult) -> BindingRecord:

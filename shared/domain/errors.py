@@ -2,6 +2,7 @@
 
     KeylessError
     ├── TemporaryError   "not yet": retry after `delay_seconds` (queue redelivery, never a sleep)
+    │   └── Throttled    Azure's limits, not the binding: no verdict, the status stays
     └── PermanentError   "failed": a person must fix something; `reason` says what
         └── NotFoundError   the resource does not exist (ARM 404): a deletion, not a refusal
 
@@ -30,6 +31,11 @@ class TemporaryError(KeylessError):
     def __init__(self, reason: str, delay_seconds: float = 30.0) -> None:
         super().__init__(reason)
         self.delay_seconds = delay_seconds
+
+
+class Throttled(TemporaryError):
+    """Azure said "slow down" (a 429, or a pacing wait too long for a worker): no verdict on the
+    binding. A run that ends on it keeps the binding's status and verification (shared.app.worker)."""
 
 
 class PermanentError(KeylessError):

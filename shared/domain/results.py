@@ -92,6 +92,12 @@ class ReconcileResult:
         return "removed" if self.desired == "absent" else "ready"
 
     @property
+    def throttled(self) -> bool:
+        """The run stopped only because Azure asked it to slow down: no verdict on the binding."""
+        stopped = [s for s in self.steps if s.outcome in ("failed", "not-yet")]
+        return bool(stopped) and all(s.outcome == "not-yet" and s.details.get("throttled") for s in stopped)
+
+    @property
     def retry_after_seconds(self) -> float | None:
         delays = [s.delay_seconds for s in self.steps if s.outcome == "not-yet" and s.delay_seconds is not None]
         return max(delays) if delays else None

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from shared.domain.binding import Binding
-from shared.domain.errors import PermanentError, TemporaryError
+from shared.domain.errors import PermanentError, TemporaryError, Throttled
 from shared.domain.observed import ClusterState, CredentialState
 from shared.domain.results import Outcome, ReconcileResult, StepOutcome
 from shared.engine.cluster_access import ClusterConnection
@@ -94,7 +94,8 @@ class Run:
         try:
             return fn()
         except TemporaryError as exc:
-            self._append(StepOutcome(step, "not-yet", exc.reason, delay_seconds=exc.delay_seconds))
+            details = {"throttled": True} if isinstance(exc, Throttled) else {}
+            self._append(StepOutcome(step, "not-yet", exc.reason, delay_seconds=exc.delay_seconds, details=details))
             raise Stop from exc
         except PermanentError as exc:
             self._append(StepOutcome(step, "failed", exc.reason))
