@@ -34,6 +34,7 @@ Server-side apply:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 import functools
@@ -463,6 +464,349 @@ def test_list_pods_with_label_and_field_selectors(core, kube):
     assert err.value.status == 400
 
 
+# --------------------------------------------------------------------------- lists: selectors, paging, 410
+# Checked against "Retrieving large results sets in chunks" (Kubernetes API concepts), the reference
+# OpenAPI's `limit`/`continue` parameters and ListMeta, and apimachinery's label selector parser.
+
+MANAGED = {"app.kubernetes.io/managed-by": "keyless"}
+
+
+def seed_sa(kube: KubeEmulator, name: str, namespace: str = "default", labels: dict | None = None, **annotations):
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        meta["labels"] = labels
+    if annotations:
+        meta["annotations"] = annotations
+    return kube.put_object({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta})
+
+
+def raw_get(kube: KubeEmulator, ca: TestCA, path: str, **query: str) -> tuple[int, dict]:
+    """A GET with exactly these query parameters (the client would refuse some of them itself)."""
+    http = urllib3.PoolManager(ca_certs=str(ca.ca_pem_path))
+    response = http.request("GET", kube.url + path, fields=query, headers={"Authorization": f"Bearer {TOKEN}"})
+    return response.status, json.loads(response.data)
+
+
+def page_through(list_call, limit: int, **kwargs) -> list:
+    """Every page of one paged list (the response objects), following `continue` to the end."""
+    pages, token = [], None
+    while True:
+        page = list_call(limit=limit, _continue=token, **kwargs)
+        pages.append(page)
+        token = page.metadata.var_continue
+        if not token:
+            return pages
+
+
+def names_of(pages) -> list[str]:
+    return [f"{i.metadata.namespace}/{i.metadata.name}" for page in pages for i in page.items]
+
+
+@pytest.fixture
+def labelled(kube: KubeEmulator) -> KubeEmulator:
+    """Namespaces a, a-b and b (key order: a-b/ before a/, '-' sorts before '/'), ServiceAccounts with
+    varied labels (plus each namespace's "default" one, unlabelled, from the controller)."""
+    for ns in ("a", "a-b", "b"):
+        kube.add_namespace(ns)
+    seed_sa(kube, "web", "a", {"app": "web", "tier": "front", "replicas": "3"})
+    seed_sa(kube, "api", "a", {"app": "api", "replicas": "10"})
+    seed_sa(kube, "db", "a-b", {"app": "db", "tier": ""})
+    seed_sa(kube, "job", "b", {"other": "x"})
+    seed_sa(kube, "web", "b", {"app": "web"})
+    return kube
+
+
+def sa_names(core, **kwargs) -> list[str]:
+    return names_of([core.list_service_account_for_all_namespaces(**kwargs)])
+
+
+def test_cluster_wide_lists_of_every_kind_come_in_key_order(core, apps, labelled):
+    assert sa_names(core, label_selector="app") == ["a-b/db", "a/api", "a/web", "b/web"]
+    assert [i.metadata.name for i in core.list_namespaced_service_account("a", label_selector="app").items] == [
+        "api",
+        "web",
+    ]
+    for ns in ("a", "b"):
+        core.create_namespaced_config_map(ns, {"metadata": {"name": "cm", "labels": MANAGED}})
+        apps.create_namespaced_deployment(ns, {**deployment(), "metadata": {"name": "web", "labels": MANAGED}})
+    seed_pod(labelled, "p", {"app": "web"}, "web", namespace="b")
+    selector = "app.kubernetes.io/managed-by=keyless"
+    assert names_of([core.list_config_map_for_all_namespaces(label_selector=selector)]) == ["a/cm", "b/cm"]
+    assert names_of([apps.list_deployment_for_all_namespaces(label_selector=selector)]) == ["a/web", "b/web"]
+    assert "b/p" in names_of([core.list_pod_for_all_namespaces(label_selector="app=web")])
+    cms = core.list_config_map_for_all_namespaces(label_selector=selector)
+    assert cms.metadata.resource_version == str(labelled._resource_version) and cms.metadata.var_continue is None
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("app=web", ["a/web", "b/web"]),
+        ("app==web", ["a/web", "b/web"]),
+        ("app = web", ["a/web", "b/web"]),
+        ("app!=web", ["a-b/db", "a-b/default", "a/api", "a/default", "b/default", "b/job", "default/default"]),
+        ("app in (web, api)", ["a/api", "a/web", "b/web"]),
+        ("app notin (web,api)", ["a-b/db", "a-b/default", "a/default", "b/default", "b/job", "default/default"]),
+        ("tier", ["a-b/db", "a/web"]),
+        ("!app", ["a-b/default", "a/default", "b/default", "b/job", "default/default"]),
+        ("tier=", ["a-b/db"]),
+        ("tier in (,front)", ["a-b/db", "a/web"]),
+        ("app,!tier", ["a/api", "b/web"]),
+        ("app=web,tier=front", ["a/web"]),
+        ("replicas>3", ["a/api"]),
+        ("replicas<4", ["a/web"]),
+        (
+            "",
+            ["a-b/db", "a-b/default", "a/api", "a/default", "a/web", "b/default", "b/job", "b/web", "default/default"],
+        ),
+    ],
+)
+def test_label_selector_grammar(core, labelled, selector, expected):
+    found = [n for n in sa_names(core, label_selector=selector) if not n.startswith("kube-system/")]
+    assert found == expected
+
+
+QUALIFIED = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+    "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is "
+    "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+)
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        ("app=(", "unable to parse requirement: found '(', expected: identifier"),
+        ("app in web", "unable to parse requirement: found 'web' expected: '('"),
+        ("app in (web", "unable to parse requirement: found '', expected: ',' or ')'"),
+        ("app web", "unable to parse requirement: found 'web', expected: in, notin, =, ==, !=, gt, lt"),
+        ("app=web tier", "found 'tier', expected: ',' or 'end of string'"),
+        ("app=web,", "found '', expected: identifier after ','"),
+        ("!app=web", "found '=', expected: ',' or 'end of string'"),
+        (",app", "found ',', expected: !, identifier, or 'end of string'"),
+        ("app:web", f'unable to parse requirement: <nil>: Invalid value: "app:web": {QUALIFIED}'),
+        (
+            "replicas>three",
+            'unable to parse requirement: values[0]: Invalid value: "three": '
+            "for 'Gt', 'Lt' operators, the value must be an integer",
+        ),
+        (
+            "app=web@1",
+            'unable to parse requirement: values[0][app]: Invalid value: "web@1": a valid label must be an empty '
+            "string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+            "alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is "
+            "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
+        ),
+    ],
+)
+def test_malformed_label_selector_is_400_with_the_parsers_message(core, kube, selector, message):
+    for call in (core.list_service_account_for_all_namespaces, functools.partial(core.list_namespaced_pod, "default")):
+        with pytest.raises(ApiException) as err:
+            call(label_selector=selector)
+        body = status_of(err.value)
+        assert (err.value.status, body["reason"], body["message"]) == (400, "BadRequest", message)
+    assert [r.status for r in kube.list_requests()] == [400, 400]
+
+
+def test_field_selectors_are_the_kinds_own(core, labelled, ca):
+    assert sa_names(core, field_selector="metadata.name=web") == ["a/web", "b/web"]
+    assert sa_names(core, field_selector="metadata.namespace=a,metadata.name!=default") == ["a/api", "a/web"]
+    assert sa_names(core, field_selector="metadata.namespace==a-b", label_selector="app") == ["a-b/db"]
+    cases = [
+        ("/api/v1/serviceaccounts", "spec.nodeName=x", '"spec.nodeName" is not a known field selector: only '
+         '"metadata.name", "metadata.namespace"'),
+        ("/apis/apps/v1/deployments", "status.replicas=1", '"status.replicas" is not a known field selector: '
+         'only "metadata.name", "metadata.namespace"'),
+        ("/api/v1/configmaps", "metadata.name = x", '"metadata.name " is not a known field selector: only '
+         '"metadata.name", "metadata.namespace"'),
+        ("/api/v1/pods", "spec.bogus=x", "field label not supported: spec.bogus"),
+        ("/api/v1/namespaces", "metadata.namespace=x", "field label not supported: metadata.namespace"),
+        ("/api/v1/serviceaccounts", "metadata.name", "invalid selector: 'metadata.name'; can't understand "
+         "'metadata.name'"),
+    ]  # fmt: skip
+    for path, selector, message in cases:
+        status, body = raw_get(labelled, ca, path, fieldSelector=selector)
+        assert (status, body["reason"], body["message"]) == (400, "BadRequest", message), path
+    seed_pod(labelled, "p1", {"app": "web"}, "web", namespace="a")
+    assert names_of([core.list_pod_for_all_namespaces(field_selector="spec.serviceAccountName=web")]) == ["a/p1"]
+    assert names_of([core.list_pod_for_all_namespaces(field_selector="spec.host=,status.phase=Running")]) == ["a/p1"]
+    namespaces = core.list_namespace(field_selector="status.phase=Active,metadata.name!=default").items
+    assert [n.metadata.name for n in namespaces] == ["a", "a-b", "b", "kube-system"]
+
+
+def test_paging_with_a_selector_returns_limit_items_a_page_then_no_continue(core, kube):
+    for n in range(3):
+        kube.add_namespace(f"ns-{n}")
+    for i in range(25):
+        seed_sa(kube, f"sa-{i:02d}", f"ns-{i % 3}", {**MANAGED, "keyless.io/binding": f"b{i}"})
+        seed_sa(kube, f"noise-{i:02d}", f"ns-{i % 3}")
+    kube.log.clear()
+    selector = "app.kubernetes.io/managed-by=keyless"
+    pages = page_through(core.list_service_account_for_all_namespaces, 10, label_selector=selector)
+    assert [len(p.items) for p in pages] == [10, 10, 5]
+    assert all(p.metadata.remaining_item_count is None for p in pages)  # unknown with a selector
+    assert len({p.metadata.resource_version for p in pages}) == 1
+    unpaged = core.list_service_account_for_all_namespaces(label_selector=selector)
+    assert names_of(pages) == names_of([unpaged]) and len(names_of(pages)) == 25
+    assert names_of(pages)[:3] == ["ns-0/sa-00", "ns-0/sa-03", "ns-0/sa-06"]
+    requests = kube.list_requests()
+    assert [(r.path, r.status) for r in requests] == [("/api/v1/serviceaccounts", 200)] * 4
+    assert "limit=10" in requests[0].query and "continue=" not in requests[0].query
+    assert all("continue=" in r.query for r in requests[1:3])
+
+
+def test_paging_without_a_selector_counts_the_remaining_items(core, kube):
+    for i in range(7):
+        seed_sa(kube, f"sa-{i}")
+    total = len(core.list_namespaced_service_account("default").items)  # 7 + "default"
+    pages = page_through(functools.partial(core.list_namespaced_service_account, "default"), 3)
+    assert [len(p.items) for p in pages] == [3, 3, 2]
+    assert [p.metadata.remaining_item_count for p in pages] == [total - 3, total - 6, None]
+    assert pages[-1].metadata.var_continue is None
+
+
+def test_a_filtered_page_may_come_back_short_or_empty_with_the_continue_token(core, kube):
+    kube.add_namespace("a")
+    kube.add_namespace("b")
+    seed_sa(kube, "x1", "a", MANAGED)
+    seed_sa(kube, "x2", "a", MANAGED)
+    for i in range(4):
+        seed_sa(kube, f"y{i}", "b")
+    first = core.list_service_account_for_all_namespaces(label_selector="app.kubernetes.io/managed-by", limit=2)
+    assert [i.metadata.name for i in first.items] == ["x1", "x2"] and first.metadata.var_continue
+    second = core.list_service_account_for_all_namespaces(
+        label_selector="app.kubernetes.io/managed-by", limit=2, _continue=first.metadata.var_continue
+    )
+    assert second.items == [] and second.metadata.var_continue is None
+
+
+def test_continued_pages_show_the_snapshot_of_the_first_page(core, kube):
+    for i in range(6):
+        seed_sa(kube, f"sa-{i}", labels=MANAGED)
+    selector = "app.kubernetes.io/managed-by=keyless"
+    first = core.list_namespaced_service_account("default", label_selector=selector, limit=2)
+    assert [i.metadata.name for i in first.items] == ["sa-0", "sa-1"]
+    kube.delete_object("ServiceAccount", "default", "sa-3")
+    seed_sa(kube, "sa-4", labels=MANAGED, note="changed")  # modified after the first page
+    seed_sa(kube, "sa-9", labels=MANAGED)  # created after the first page
+    rest = page_through(
+        lambda **kw: core.list_namespaced_service_account(
+            "default", label_selector=selector, **{**kw, "_continue": kw["_continue"] or first.metadata.var_continue}
+        ),
+        2,
+    )
+    assert [i.metadata.name for p in rest for i in p.items] == ["sa-2", "sa-3", "sa-4", "sa-5"]
+    assert next(i for p in rest for i in p.items if i.metadata.name == "sa-4").metadata.annotations is None
+    assert {p.metadata.resource_version for p in rest} == {first.metadata.resource_version}
+    fresh = core.list_namespaced_service_account("default", label_selector=selector)
+    assert [i.metadata.name for i in fresh.items] == ["sa-0", "sa-1", "sa-2", "sa-4", "sa-5", "sa-9"]
+    assert int(fresh.metadata.resource_version) > int(first.metadata.resource_version)
+
+
+@pytest.mark.parametrize("expire", ["compact", "clock", "reset"])
+def test_an_expired_continue_token_is_410_expired_with_a_token_to_go_on_inconsistently(core, kube, expire):
+    for i in range(5):
+        seed_sa(kube, f"sa-{i}")
+    first = core.list_namespaced_service_account("default", limit=2)
+    if expire == "compact":
+        kube.compact()
+    elif expire == "clock":
+        kube.clock.advance(kube.continue_ttl_seconds + 1)
+    else:
+        kube.reset()
+        for i in range(5):
+            seed_sa(kube, f"sa-{i}")
+    seed_sa(kube, "sa-3x")  # after the first page, in the part still to come
+    with pytest.raises(ApiException) as err:
+        core.list_namespaced_service_account("default", limit=2, _continue=first.metadata.var_continue)
+    body = status_of(err.value)
+    assert (err.value.status, body["reason"]) == (410, "Expired")
+    assert body["message"].startswith("The provided continue parameter is too old to display a consistent list")
+    go_on = body["metadata"]["continue"]
+    assert json.loads(base64.urlsafe_b64decode(go_on + "==="))["rv"] == -1
+    rest = page_through(
+        lambda **kw: core.list_namespaced_service_account("default", **{**kw, "_continue": kw["_continue"] or go_on}),
+        2,
+    )
+    assert [i.metadata.name for p in rest for i in p.items] == ["sa-1", "sa-2", "sa-3", "sa-3x", "sa-4"]
+    assert rest[0].metadata.resource_version == str(kube._resource_version)  # the latest state, not the first's
+
+
+def test_a_continue_token_expires_with_time_even_on_an_idle_cluster(core, kube):
+    for i in range(3):
+        seed_sa(kube, f"sa-{i}")
+    first = core.list_namespaced_service_account("default", limit=2)
+    kube.clock.advance(kube.continue_ttl_seconds + 1)
+    with pytest.raises(ApiException) as err:
+        core.list_namespaced_service_account("default", limit=2, _continue=first.metadata.var_continue)
+    assert (err.value.status, status_of(err.value)["reason"]) == (410, "Expired")
+
+
+def test_an_exact_resource_version_is_served_while_its_snapshot_is_held(core, kube):
+    seed_sa(kube, "sa-0")
+    before = core.list_namespaced_service_account("default")
+    seed_sa(kube, "sa-1")
+    rv = before.metadata.resource_version
+    again = core.list_namespaced_service_account("default", resource_version=rv, resource_version_match="Exact")
+    assert [i.metadata.name for i in again.items] == ["default", "sa-0"] and again.metadata.resource_version == rv
+    newer = core.list_namespaced_service_account("default", resource_version=rv, resource_version_match="NotOlderThan")
+    assert [i.metadata.name for i in newer.items] == ["default", "sa-0", "sa-1"]
+    kube.compact()
+    with pytest.raises(ApiException) as err:
+        core.list_namespaced_service_account("default", resource_version=rv, resource_version_match="Exact")
+    assert (err.value.status, status_of(err.value)["message"]) == (
+        410,
+        "The resourceVersion for the provided list is too old.",
+    )
+
+
+def test_a_continue_token_still_fresh_is_honoured(core, kube):
+    for i in range(3):
+        seed_sa(kube, f"sa-{i}")
+    first = core.list_namespaced_service_account("default", limit=2)
+    kube.clock.advance(kube.continue_ttl_seconds - 5)
+    second = core.list_namespaced_service_account("default", limit=2, _continue=first.metadata.var_continue)
+    assert [i.metadata.name for i in second.items] == ["sa-1", "sa-2"]  # after "default" and sa-0
+
+
+def test_malformed_continue_and_resource_version_options_are_refused_as_the_api_server_does(core, kube, ca):
+    for i in range(3):
+        seed_sa(kube, f"sa-{i}")
+    token = core.list_namespaced_service_account("default", limit=1).metadata.var_continue
+    path = "/api/v1/namespaces/default/serviceaccounts"
+    climbing = base64.urlsafe_b64encode(b'{"v":"meta.k8s.io/v1","rv":5,"start":"../kube-system/x"}').decode()
+    cases = [
+        ({"continue": "not*base64"}, 400, "BadRequest", "invalid continue token: continue key is not valid: illegal"),
+        ({"continue": climbing.rstrip("=")}, 400, "BadRequest", "invalid continue token: continue key is not valid"),
+        ({"continue": token, "resourceVersion": "5"}, 400, "BadRequest",
+         "specifying resource version is not allowed when using continue"),
+        ({"limit": "ten"}, 400, "BadRequest", 'strconv.ParseInt: parsing "ten": invalid syntax'),
+        ({"resourceVersionMatch": "NotOlderThan"}, 422, "Invalid",
+         'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is '
+         "forbidden unless resourceVersion is provided"),
+        ({"resourceVersion": "1", "resourceVersionMatch": "Exact", "limit": "1"}, 410, "Expired",
+         "The resourceVersion for the provided list is too old."),
+        ({"resourceVersion": "99999999", "resourceVersionMatch": "NotOlderThan"}, 504, "Timeout",
+         "Timeout: Too large resource version: 99999999, current: "),
+        ({"watch": "true"}, 400, "BadRequest", "the emulator does not serve watch"),
+    ]  # fmt: skip
+    for query, code, reason, message in cases:
+        status, body = raw_get(kube, ca, path, **query)
+        assert (status, body["reason"]) == (code, reason), query
+        assert body["message"].startswith(message), (query, body["message"])
+    latest = core.list_namespaced_service_account("default", limit=1, resource_version="0")
+    assert latest.metadata.var_continue and latest.metadata.resource_version == str(kube._resource_version)
+
+
+def test_a_name_selector_in_one_namespace_reads_one_key_and_never_pages(core, kube):
+    for i in range(3):
+        seed_sa(kube, f"sa-{i}")
+    found = core.list_namespaced_service_account("default", field_selector="metadata.name=sa-1", limit=1)
+    assert [i.metadata.name for i in found.items] == ["sa-1"] and found.metadata.var_continue is None
+    across = core.list_service_account_for_all_namespaces(field_selector="metadata.name=sa-1", limit=1)
+    assert [i.metadata.name for i in across.items] == ["sa-1"] and across.metadata.var_continue  # keys remain
+
+
 # --------------------------------------------------------------------------- deployments
 
 
@@ -777,6 +1121,13 @@ def conformance_exchanges(kube: KubeEmulator, ca: TestCA) -> list[Exchange]:
     call("get pod", "GET", pods + "/p1")
     call("list pods", "GET", pods + "?labelSelector=app%3Dweb")
     call("list all pods", "GET", "/api/v1/pods")
+    call("list all serviceaccounts paged", "GET", "/api/v1/serviceaccounts?limit=1")
+    token = exchanges[-1].body["metadata"]["continue"]
+    call("list all serviceaccounts next page", "GET", f"/api/v1/serviceaccounts?limit=1&continue={token}")
+    call("list all configmaps by label paged", "GET", "/api/v1/configmaps?labelSelector=a%21%3Db&limit=1")
+    kube.compact()
+    call("error expired continue", "GET", f"/api/v1/serviceaccounts?limit=1&continue={token}")
+    call("error malformed label selector", "GET", "/api/v1/configmaps?labelSelector=app%3D%28")
     call("core resources", "GET", "/api/v1/")
     call("apps resources", "GET", "/apis/apps/v1/")
     call("delete serviceaccount", "DELETE", sa + "/app")
@@ -823,6 +1174,9 @@ CONFORMANCE_LABELS = [
     "get pod",
     "list pods",
     "list all pods",
+    "list all serviceaccounts paged",
+    "list all serviceaccounts next page",
+    "list all configmaps by label paged",
     "core resources",
     "apps resources",
     "delete serviceaccount",
@@ -834,6 +1188,8 @@ CONFORMANCE_LABELS = [
     "error invalid",
     "error conflict",
     "error unauthorized",
+    "error expired continue",
+    "error malformed label selector",
 ]
 
 

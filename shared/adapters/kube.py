@@ -13,20 +13,25 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Self
+from collections.abc import Callable
+from typing import Any, Self, TypeVar
 
 from urllib3.util.retry import Retry
 
 from shared.adapters.clusters import ClusterAdapter
 from shared.adapters.counting import record
 from shared.domain import manifests, retry_policy
-from shared.domain.errors import PermanentError, TemporaryError
+from shared.domain.errors import PermanentError, TemporaryError, Throttled
 from shared.domain.ids import ResourceId
 from shared.domain.observed import KubeObjectState
 from shared.domain.settings import Settings
 from shared.domain.workloads import DeploymentState, FieldOwner, fields_v1_paths
 
 APPLY = "application/apply-patch+yaml"
+LIST_PAGE_SIZE = 500
+"""Items a list request asks for (`limit`): kubectl's default chunk size, the docs' example."""
+
+_Snapshot = TypeVar("_Snapshot", KubeObjectState, DeploymentState)
 
 
 class KubeUnreachable(TemporaryError):
@@ -63,7 +68,9 @@ def _translate(exc: Exception, what: str) -> Exception:
             return TemporaryError(f"{what}: conflict on the Kubernetes API", retry_policy.KUBE_CONFLICT_SECONDS)
         if status == 422 and _is_failed_test(exc):
             return TemporaryError(f"{what}: the object changed while we patched it", retry_policy.KUBE_CONFLICT_SECONDS)
-        if status == 429 or status >= 500:
+        if status == 429:
+            return Throttled(f"{what}: Kubernetes API answered 429", retry_policy.KUBE_SERVER_ERROR_SECONDS)
+        if status >= 500:
             return TemporaryError(f"{what}: Kubernetes API answered {status}", retry_policy.KUBE_SERVER_ERROR_SECONDS)
         if status in (401, 403):
             return PermanentError(
@@ -381,6 +388,90 @@ class KubeAdapter:
             return _deployment_state(_plain(api.api_client, obj))
 
         return self._call(cluster_id, "patching the deployment", call)  # type: ignore[no-any-return]
+
+    # --- label-selected lists across all namespaces (paged) -----------------------------------
+
+    def list_labelled_service_accounts(
+        self, cluster_id: ResourceId, label_selector: str, page_size: int = LIST_PAGE_SIZE
+    ) -> list[KubeObjectState]:
+        """Every ServiceAccount of the cluster matching `label_selector`, as `get_service_account` returns one."""
+        return self._list_all(
+            cluster_id,
+            "listing service accounts",
+            lambda api, **page: api.list_service_account_for_all_namespaces(**page),
+            _state_from_dict,
+            label_selector,
+            page_size,
+        )
+
+    def list_labelled_configmaps(
+        self, cluster_id: ResourceId, label_selector: str, page_size: int = LIST_PAGE_SIZE
+    ) -> list[KubeObjectState]:
+        """Every ConfigMap of the cluster matching `label_selector`, as `get_configmap` returns one."""
+        return self._list_all(
+            cluster_id,
+            "listing config maps",
+            lambda api, **page: api.list_config_map_for_all_namespaces(**page),
+            _state_from_dict,
+            label_selector,
+            page_size,
+        )
+
+    def list_labelled_deployments(
+        self, cluster_id: ResourceId, label_selector: str, page_size: int = LIST_PAGE_SIZE
+    ) -> list[DeploymentState]:
+        """Every Deployment of the cluster matching `label_selector`, as `list_deployments` returns them."""
+        return self._list_all(
+            cluster_id,
+            "listing deployments",
+            lambda api, **page: api.apps.list_deployment_for_all_namespaces(**page),
+            _deployment_state,
+            label_selector,
+            page_size,
+        )
+
+    def _list_all(
+        self,
+        cluster_id: ResourceId,
+        what: str,
+        list_page: Callable[..., Any],
+        snapshot: Callable[[dict[str, Any]], _Snapshot],
+        label_selector: str,
+        page_size: int,
+    ) -> list[_Snapshot]:
+        """One list across all namespaces, `page_size` items a request (`limit`, then `continue` until the
+        server sends none), each page counted as one request. The pages are one consistent snapshot (the
+        first page's resourceVersion), in the API server's key order (`<namespace>/<name>`). A continue token
+        that expired (410 Gone: the list took longer than the server keeps snapshots, ~5 minutes) restarts
+        the list once from the beginning; a second 410 is a TemporaryError. A malformed selector is the
+        API server's 400, a PermanentError."""
+        from kubernetes.client.exceptions import ApiException
+
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+
+        def call(api: Any) -> list[_Snapshot]:
+            for attempt in range(2):
+                found: list[_Snapshot] = []
+                token: str | None = None
+                try:
+                    while True:
+                        page = list_page(api, label_selector=label_selector or None, limit=page_size, _continue=token)
+                        found += [snapshot(_plain(api.api_client, item)) for item in page.items or []]
+                        token = page.metadata.var_continue if page.metadata else None
+                        if not token:
+                            return found
+                except ApiException as exc:
+                    if exc.status != 410:
+                        raise
+                    if attempt:
+                        raise TemporaryError(
+                            f"{what}: the list expired twice while paging (410 Gone)",
+                            retry_policy.KUBE_CONFLICT_SECONDS,
+                        ) from exc
+            raise AssertionError("unreachable")
+
+        return self._call(cluster_id, what, call)  # type: ignore[no-any-return]
 
     # --- pods -------------------------------------------------------------------------------
 

@@ -10,9 +10,41 @@ that would be a rewrite, so this module is a small werkzeug app instead.
 
 What is emulated (core/v1 Namespaces, ServiceAccounts, ConfigMaps, Pods; apps/v1 Deployments):
 - HTTPS with the test CA, bearer-token auth (401 Status), minimal discovery (/version, /api, /apis).
-- list (labelSelector: =, ==, !=, in, notin, exists, !exists; fieldSelector: metadata.name,
-  metadata.namespace, spec.serviceAccountName, spec.nodeName, status.phase), get, create, replace,
-  patch, delete; deleting a namespace removes its objects at once.
+- get, create, replace, patch, delete; deleting a namespace removes its objects at once.
+- list, namespaced and across all namespaces (`GET /api/v1/serviceaccounts`, `/api/v1/configmaps`,
+  `/api/v1/pods`, `/apis/apps/v1/deployments`), as the API server serves it:
+  - `labelSelector` parsed as k8s.io/apimachinery pkg/labels/selector.go parses it: `k=v`, `k==v`,
+    `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, `k>n`, `k<n`, comma-separated and ANDed; keys
+    and values validated (IsQualifiedName, IsValidLabelValue); a malformed one is 400 BadRequest with
+    the parser's message ("unable to parse requirement: ...").
+  - `fieldSelector` (`=`, `==`, `!=`; a backslash escapes ',', '=' or itself in a value) on what the
+    kind's field-label conversion accepts: metadata.name and metadata.namespace for ServiceAccounts,
+    ConfigMaps and Deployments (runtime.DefaultMetaV1FieldSelectorConversion), Pods' own list
+    (spec.nodeName, spec.serviceAccountName, status.phase, ...; kubernetes
+    pkg/apis/core/v1/conversion.go), metadata.name and status.phase for Namespaces; anything else is
+    400 with the real message.
+  - paging: `limit` and `continue`, per "Retrieving large results sets in chunks" in the Kubernetes
+    API concepts (kubernetes/website content/en/docs/reference/using-api/api-concepts.md) and the
+    `limit`/`continue` parameters and ListMeta of the reference OpenAPI
+    (../shared/reference/kubernetes-openapi/.../api__v1_openapi.json). Items in etcd key order
+    (`/registry/<plural>/<namespace>/<name>`); a page holds at most `limit` matching items and
+    `metadata.continue` is set when keys remain after its last one (so a filtered page may be short,
+    even empty, before the end); `metadata.remainingItemCount` only without selectors; the token is
+    the real one's shape (base64url JSON `{"v","rv","start"}`, k8s.io/apiserver pkg/storage) and
+    opaque to clients. Every page of one list reads the snapshot of the first page's
+    resourceVersion and answers with that resourceVersion (a consistent snapshot: writes in between
+    are not seen). A token whose snapshot is gone (older than `continue_ttl_seconds`, default 300 s
+    as the docs' "5 minutes", against the Clock; or after `compact()` or `reset()`) is 410 Gone,
+    reason Expired, with the real message and a token in the Status's metadata to continue
+    inconsistently from the latest state (storage/etcd3 handleCompactedErrorForPaging); a malformed
+    token is 400 "invalid continue token: continue key is not valid..." (wording after that
+    approximate); continue with a resourceVersion is 400; resourceVersionMatch is validated as
+    ValidateListOptions does (422 on ListOptions).
+  - `resourceVersion` on a list: unset, "0" or NotOlderThan read the latest state; Exact (or the
+    legacy resourceVersion with a limit) reads that version only while the emulator still holds a
+    snapshot of it (the real server keeps 5 minutes of history), else 410 Expired; a version
+    beyond the current one is 504 "Too large resource version".
+  - every page is one request in `log` (`list_requests()` picks them out).
 - metadata: uid, one global resourceVersion counter, creationTimestamp, generation (Deployments),
   managedFields (Apply and Update entries, FieldsV1). A write that changes nothing keeps the
   resourceVersion.
@@ -35,17 +67,21 @@ What is emulated (core/v1 Namespaces, ServiceAccounts, ConfigMaps, Pods; apps/v1
 - A kubelet: a pod runs once its ConfigMap references resolve (else Pending with
   CreateContainerConfigError) and the clock passed its start time.
 
-Not emulated: watch, subresources (status, scale, log, exec, token), other kinds (no ReplicaSets,
-Secrets, Events), RBAC, other admission plugins and webhooks, rolling-update surge/unavailability
-arithmetic (a new generation replaces the old one at once), finalizers,
-pagination (limit/continue), protobuf/CBOR, fieldValidation, apply of list items by anything but the
-field name (list-map keys are looked up by field name only), other `$patch` directives, and most
-field-level validation beyond names, labels, annotations and the Deployment selector/containers.
+Not emulated: watch (a list with `watch=true` is refused with a 400), subresources (status, scale,
+log, exec, token), other kinds (no ReplicaSets, Secrets, Events), RBAC, other admission plugins and
+webhooks, rolling-update surge/unavailability arithmetic (a new generation replaces the old one at
+once), finalizers, the list options sendInitialEvents, shardSelector and timeoutSeconds (ignored),
+protobuf/CBOR, fieldValidation, apply of list items by anything but the field name (list-map keys
+are looked up by field name only), other `$patch` directives, and most field-level validation
+beyond names, labels, annotations and the Deployment selector/containers.
 Stopping a server takes 0.5 s (werkzeug's poll interval): share one per module and call reset().
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import bisect
 import copy
 import dataclasses
 import datetime
@@ -53,6 +89,7 @@ import functools
 import hashlib
 import itertools
 import json
+import posixpath
 import re
 import threading
 import traceback
@@ -130,17 +167,24 @@ class ApiError(Exception):
     """An error the server answers with a `Status` body."""
 
     def __init__(
-        self, code: int, reason: str, message: str, details: dict | None = None, headers: Iterable[tuple[str, str]] = ()
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        details: dict | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        list_meta: dict | None = None,
     ) -> None:
         super().__init__(f"{code} {reason}: {message}")
         self.code, self.reason, self.message = code, reason, message
         self.details, self.headers = details, list(headers)
+        self.list_meta = list_meta  # the Status's ListMeta (a 410 on a paged list carries a continue token)
 
     def status(self) -> dict:
         body = {
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": dict(self.list_meta or {}),
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
@@ -203,7 +247,7 @@ def bad_request(message: str) -> ApiError:
 @dataclasses.dataclass(frozen=True)
 class Cause:
     field: str
-    kind: str  # "Invalid", "Required", "Duplicate", "Forbidden"
+    kind: str  # "Invalid", "Required", "Duplicate", "Forbidden", "NotSupported"
     detail: str = ""
     value: Any = None
 
@@ -212,6 +256,8 @@ class Cause:
             return f"Invalid value: {json.dumps(self.value)}: {self.detail}"
         if self.kind == "Duplicate":
             return f"Duplicate value: {json.dumps(self.value)}"
+        if self.kind == "NotSupported":
+            return f"Unsupported value: {json.dumps(self.value)}: {self.detail}"
         head = "Required value" if self.kind == "Required" else self.kind
         return f"{head}: {self.detail}" if self.detail else head
 
@@ -752,58 +798,534 @@ def check_string_maps(obj: dict) -> None:
 
 
 # --------------------------------------------------------------------------- selectors
+#
+# Label selectors as k8s.io/apimachinery pkg/labels/selector.go parses them (its lexer, its
+# recursive-descent grammar, its messages), keys checked by IsQualifiedName and values by
+# IsValidLabelValue (pkg/util/validation). Field selectors as pkg/fields/selector.go splits them,
+# then the kind's field-label conversion: the default one (runtime.DefaultMetaV1FieldSelectorConversion:
+# metadata.name and metadata.namespace only) for ServiceAccounts, ConfigMaps and Deployments, the
+# registered ones (kubernetes pkg/apis/core/v1/conversion.go) for Pods and Namespaces.
 
-_REQUIREMENT = re.compile(
-    r"\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)\s*(?:"
-    r"(?P<op>==|=|!=)\s*(?P<value>[-A-Za-z0-9_.]*)"
-    r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?\s*"
+QUALIFIED_NAME_FMT = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_QUALIFIED_NAME_ERR = (
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
 )
-FIELD_SELECTORS = {
-    "metadata.name": ("metadata", "name"),
-    "metadata.namespace": ("metadata", "namespace"),
-    "spec.serviceAccountName": ("spec", "serviceAccountName"),
-    "spec.nodeName": ("spec", "nodeName"),
-    "status.phase": ("status", "phase"),
+_DNS1123_SUBDOMAIN_FMT = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_DNS1123_SUBDOMAIN_ERR = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character"
+)
+_LABEL_VALUE_ERR = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
+    "and must start and end with an alphanumeric character"
+)
+
+
+def _regex_error(message: str, fmt: str, *examples: str) -> str:
+    """apimachinery validation.RegexError, spacing included ("'MyName',  or 'my.name', ...")."""
+    shown = " or ".join(f"'{e}', " for e in examples)
+    return f"{message} (e.g. {shown}regex used for validation is '{fmt}')"
+
+
+def qualified_name_errors(value: str) -> list[str]:
+    """validation.IsQualifiedName: an optional DNS-subdomain prefix and '/', then a name of at most 63."""
+    name_error = _regex_error(_QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
+    parts = value.split("/")
+    errors: list[str] = []
+    if len(parts) > 2:
+        example = "(e.g. 'example.com/MyName')"
+        return [f"a qualified name {name_error} with an optional DNS subdomain prefix and '/' {example}"]
+    name = parts[-1]
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            errors.append("prefix part must be non-empty")
+        else:
+            if len(prefix) > 253:
+                errors.append("prefix part must be no more than 253 characters")
+            if not re.fullmatch(_DNS1123_SUBDOMAIN_FMT, prefix):
+                subdomain_error = _regex_error(_DNS1123_SUBDOMAIN_ERR, _DNS1123_SUBDOMAIN_FMT, "example.com")
+                errors.append("prefix part " + subdomain_error)
+    if not name:
+        errors.append("name part must be non-empty")
+    elif len(name) > 63:
+        errors.append("name part must be no more than 63 characters")
+    if not re.fullmatch(QUALIFIED_NAME_FMT, name):
+        errors.append("name part " + name_error)
+    return errors
+
+
+def label_value_errors(value: str) -> list[str]:
+    """validation.IsValidLabelValue."""
+    errors = ["must be no more than 63 characters"] if len(value) > 63 else []
+    if not re.fullmatch(f"({QUALIFIED_NAME_FMT})?", value):
+        errors.append(_regex_error(_LABEL_VALUE_ERR, f"({QUALIFIED_NAME_FMT})?", "MyValue", "my_value", "12345"))
+    return errors
+
+
+def _go_quote(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+class _SelectorSyntaxError(Exception):
+    pass
+
+
+# Lexer tokens (pkg/labels: string2token); IDENT and END have no literal of their own.
+_LABEL_TOKENS = {
+    ")": "CLOSE",
+    ",": "COMMA",
+    "!": "NOT",
+    "==": "DOUBLE_EQ",
+    "=": "EQ",
+    ">": "GT",
+    "in": "IN",
+    "<": "LT",
+    "!=": "NOT_EQ",
+    "notin": "NOT_IN",
+    "(": "OPEN",
 }
-POD_ONLY_FIELDS = {"spec.serviceAccountName", "spec.nodeName", "status.phase"}
+_LABEL_OPERATORS = {"IN": "in", "NOT_IN": "notin", "EQ": "=", "DOUBLE_EQ": "==", "NOT_EQ": "!=", "GT": "gt", "LT": "lt"}
+_SPECIAL = set("=!(),><")
+_WHITESPACE = " \t\r\n"
+
+
+def _lex_labels(text: str) -> list[tuple[str, str]]:
+    """The selector's tokens; an identifier is any run of characters that are neither special nor blank."""
+    items: list[tuple[str, str]] = []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos] in _WHITESPACE:
+            pos += 1
+        if pos >= len(text):
+            items.append(("END", ""))
+            return items
+        if text[pos] in _SPECIAL:  # the longest operator that is a token ("!=" over "!")
+            symbol = text[pos : pos + 2] if text[pos : pos + 2] in _LABEL_TOKENS else text[pos]
+            items.append((_LABEL_TOKENS[symbol], symbol))
+            pos += len(symbol)
+            continue
+        end = pos
+        while end < len(text) and text[end] not in _SPECIAL and text[end] not in _WHITESPACE:
+            end += 1
+        word = text[pos:end]
+        items.append((_LABEL_TOKENS.get(word, "IDENT"), word))
+        pos = end
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirement:
+    """One requirement of a label selector; `operator` as selection.Operator spells it."""
+
+    key: str
+    operator: str  # "in", "notin", "=", "==", "!=", "exists", "!", "gt", "lt"
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: dict) -> bool:
+        has = self.key in labels
+        if self.operator in ("in", "=", "=="):
+            return has and labels[self.key] in self.values
+        if self.operator in ("notin", "!="):
+            return not has or labels[self.key] not in self.values
+        if self.operator == "exists":
+            return has
+        if self.operator == "!":
+            return not has
+        if not has or not re.fullmatch(r"[+-]?\d+", labels[self.key]):  # gt / lt compare integers
+            return False
+        mine, theirs = int(self.values[0]), int(labels[self.key])
+        return theirs > mine if self.operator == "gt" else theirs < mine
+
+
+def _new_requirement(key: str, operator: str, values: list[str]) -> Requirement:
+    """labels.NewRequirement: the values checked (the key was, when it was read)."""
+    problems = []
+    if operator in ("gt", "lt"):
+        for i, value in enumerate(values):
+            if not re.fullmatch(r"[+-]?\d+", value) or not -(2**63) <= int(value) < 2**63:
+                problems.append(
+                    f"values[{i}]: Invalid value: {_go_quote(value)}: "
+                    "for 'Gt', 'Lt' operators, the value must be an integer"
+                )
+    for i, value in enumerate(values):
+        errors = label_value_errors(value)
+        if errors:
+            problems.append(f"values[{i}][{key}]: Invalid value: {_go_quote(value)}: {'; '.join(errors)}")
+    if problems:  # an aggregate: one error alone, else "[a, b]"
+        unique = list(dict.fromkeys(problems))
+        raise _SelectorSyntaxError(unique[0] if len(unique) == 1 else "[" + ", ".join(unique) + "]")
+    return Requirement(key, operator, tuple(values))
+
+
+class _LabelParser:
+    def __init__(self, text: str) -> None:
+        self.items = _lex_labels(text)
+        self.pos = 0
+
+    def lookahead(self, values: bool) -> tuple[str, str]:
+        token, literal = self.items[self.pos]
+        return ("IDENT" if values and token in ("IN", "NOT_IN") else token), literal
+
+    def consume(self, values: bool) -> tuple[str, str]:
+        found = self.lookahead(values)
+        self.pos += 1
+        return found
+
+    def parse(self) -> list[Requirement]:
+        requirements: list[Requirement] = []
+        while True:
+            token, literal = self.lookahead(values=True)
+            if token == "END":
+                return requirements
+            if token not in ("IDENT", "NOT"):
+                raise _SelectorSyntaxError(f"found '{literal}', expected: !, identifier, or 'end of string'")
+            try:
+                requirements.append(self.requirement())
+            except _SelectorSyntaxError as error:
+                raise _SelectorSyntaxError(f"unable to parse requirement: {error}") from None
+            token, literal = self.consume(values=True)
+            if token == "END":
+                return requirements
+            if token != "COMMA":
+                raise _SelectorSyntaxError(f"found '{literal}', expected: ',' or 'end of string'")
+            token, literal = self.lookahead(values=True)
+            if token not in ("IDENT", "NOT"):
+                raise _SelectorSyntaxError(f"found '{literal}', expected: identifier after ','")
+
+    def requirement(self) -> Requirement:
+        operator = ""
+        token, literal = self.consume(values=True)
+        if token == "NOT":
+            operator = "!"
+            token, literal = self.consume(values=True)
+        if token != "IDENT":
+            raise _SelectorSyntaxError(f"found '{literal}', expected: identifier")
+        errors = qualified_name_errors(literal)
+        if errors:
+            raise _SelectorSyntaxError(f"<nil>: Invalid value: {_go_quote(literal)}: {'; '.join(errors)}")
+        key = literal
+        if self.lookahead(values=True)[0] in ("END", "COMMA") and not operator:
+            operator = "exists"
+        if operator:  # "!key" is complete whatever follows; the caller then finds what follows
+            return Requirement(key, operator)
+        token, literal = self.consume(values=False)
+        if token not in _LABEL_OPERATORS:
+            raise _SelectorSyntaxError(f"found '{literal}', expected: in, notin, =, ==, !=, gt, lt")
+        operator = _LABEL_OPERATORS[token]
+        values = self.value_set() if operator in ("in", "notin") else self.exact_value()
+        return _new_requirement(key, operator, sorted(values))
+
+    def value_set(self) -> set[str]:
+        token, literal = self.consume(values=True)
+        if token != "OPEN":
+            raise _SelectorSyntaxError(f"found '{literal}' expected: '('")
+        token, literal = self.lookahead(values=True)
+        if token == "CLOSE":  # "()" is the set of the empty string
+            self.consume(values=True)
+            return {""}
+        if token not in ("IDENT", "COMMA"):
+            raise _SelectorSyntaxError(f"found '{literal}', expected: ',', ')' or identifier")
+        values = self.identifiers()
+        if self.consume(values=True)[0] != "CLOSE":
+            raise _SelectorSyntaxError(f"found '{literal}', expected: ')'")
+        return values
+
+    def identifiers(self) -> set[str]:
+        """A comma-separated list of possibly empty values, up to (not including) the ')'."""
+        values: set[str] = set()
+        while True:
+            token, literal = self.consume(values=True)
+            if token == "IDENT":
+                values.add(literal)
+                following, shown = self.lookahead(values=True)
+                if following == "CLOSE":
+                    return values
+                if following != "COMMA":
+                    raise _SelectorSyntaxError(f"found '{shown}', expected: ',' or ')'")
+            elif token == "COMMA":
+                if not values:
+                    values.add("")  # "(,"
+                following, _ = self.lookahead(values=True)
+                if following == "CLOSE":
+                    values.add("")  # ",)"
+                    return values
+                if following == "COMMA":
+                    self.consume(values=True)
+                    values.add("")  # ",,"
+            else:
+                raise _SelectorSyntaxError(f"found '{literal}', expected: ',', or identifier")
+
+    def exact_value(self) -> set[str]:
+        token, _ = self.lookahead(values=True)
+        if token in ("END", "COMMA"):  # "key=" selects the empty value
+            return {""}
+        token, literal = self.consume(values=True)
+        if token != "IDENT":
+            raise _SelectorSyntaxError(f"found '{literal}', expected: identifier")
+        return {literal}
+
+
+def parse_label_selector(text: str) -> list[Requirement]:
+    """`labels.Parse`: the requirements, or a 400 BadRequest with the message the API server gives
+    (e.g. "unable to parse requirement: found '(', expected: identifier")."""
+    try:
+        return _LabelParser(text).parse()
+    except _SelectorSyntaxError as error:
+        raise bad_request(str(error)) from None
 
 
 def label_selector(text: str) -> Callable[[dict], bool]:
-    checks = []
-    for part in filter(str.strip, re.split(r",(?![^(]*\))", text)):
-        m = _REQUIREMENT.fullmatch(part)
-        if not m or (m["neg"] and (m["op"] or m["setop"])):
-            raise bad_request(f"unable to parse requirement: invalid label selector: {part.strip()!r}")
-        key = m["key"]
-        if m["setop"]:
-            values = {v.strip() for v in m["values"].split(",")}
-            negate = m["setop"] == "notin"
-            checks.append(lambda labels, key=key, values=values, negate=negate: (labels.get(key) in values) != negate)
-        elif m["op"]:
-            checks.append(
-                lambda labels, key=key, value=m["value"], negate=m["op"] == "!=": (labels.get(key) == value) != negate
-            )
+    requirements = parse_label_selector(text)
+    return lambda obj: all(r.matches(obj["metadata"].get("labels") or {}) for r in requirements)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldTerm:
+    field: str
+    value: str
+    negate: bool  # "!=" (else "=" or "==")
+
+
+def _pod_fields(obj: dict) -> dict[str, str]:
+    """registry/core/pod PodToSelectableFields, from the v1 JSON (spec.host is spec.nodeName's alias)."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    ips = [ip.get("ip", "") for ip in status.get("podIPs") or []] or ([status["podIP"]] if status.get("podIP") else [])
+    return {
+        "spec.nodeName": spec.get("nodeName") or "",
+        "spec.restartPolicy": spec.get("restartPolicy") or "",
+        "spec.schedulerName": spec.get("schedulerName") or "",
+        "spec.serviceAccountName": spec.get("serviceAccountName") or "",
+        "spec.hostNetwork": "true" if spec.get("hostNetwork") else "false",
+        "status.phase": status.get("phase") or "",
+        "status.podIP": ips[0] if ips else "",
+        "status.nominatedNodeName": status.get("nominatedNodeName") or "",
+    }
+
+
+POD_FIELD_LABELS = (
+    "metadata.name",
+    "metadata.namespace",
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.podIPs",
+    "status.nominatedNodeName",
+)
+
+
+def _convert_field_label(rt: ResourceType, label: str) -> str:
+    """The kind's field-label conversion: the label it selects on, or a 400 with the real message."""
+    if rt.kind == "Pod":
+        if label == "spec.host":
+            return "spec.nodeName"
+        if label in POD_FIELD_LABELS:
+            return label
+        raise bad_request(f"field label not supported: {label}")
+    if rt.kind == "Namespace":
+        if label in ("metadata.name", "status.phase"):
+            return label
+        raise bad_request(f"field label not supported: {label}")
+    if label in ("metadata.name", "metadata.namespace"):
+        return label
+    raise bad_request(f'{_go_quote(label)} is not a known field selector: only "metadata.name", "metadata.namespace"')
+
+
+def _split_field_terms(text: str) -> list[str]:
+    terms, start, escaped = [], 0, False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ",":
+            terms.append(text[start:i])
+            start = i + 1
+    return [*terms, text[start:]] if text else []
+
+
+def _unescape_field_value(value: str) -> str:
+    """fields.UnescapeValue: only \\\\, \\, and \\= are escapes; a bare ',' or '=' is refused."""
+    out, escaped = [], False
+    for ch in value:
+        if escaped:
+            if ch not in "\\,=":
+                raise bad_request(f"invalid field selector: invalid escape sequence: \\{ch}")
+            out.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch in ",=":
+            raise bad_request(f"invalid field selector: unescaped character in value: {ord(ch)}")
         else:
-            checks.append(lambda labels, key=key, negate=bool(m["neg"]): (key in labels) != negate)
-    return lambda obj: all(check(obj["metadata"].get("labels") or {}) for check in checks)
+            out.append(ch)
+    if escaped:
+        raise bad_request("invalid field selector: invalid escape sequence: \\")
+    return "".join(out)
+
+
+def parse_field_selector(text: str, rt: ResourceType) -> list[FieldTerm]:
+    """fields.ParseSelector (terms sorted, no blanks trimmed), then the kind's label conversion."""
+    terms = []
+    for part in sorted(_split_field_terms(text)):
+        if not part:
+            continue
+        found = next(
+            ((i, op) for i in range(len(part)) for op in ("!=", "==", "=") if part.startswith(op, i)),
+            None,
+        )
+        if found is None:
+            raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
+        i, op = found
+        terms.append(FieldTerm(part[:i], _unescape_field_value(part[i + len(op) :]), op == "!="))
+    return [dataclasses.replace(t, field=_convert_field_label(rt, t.field)) for t in terms]
+
+
+def selectable_fields(rt: ResourceType, obj: dict) -> dict[str, str]:
+    meta = obj.get("metadata") or {}
+    fields = {"metadata.name": meta.get("name") or ""}
+    if rt.namespaced:
+        fields["metadata.namespace"] = meta.get("namespace") or ""
+    if rt.kind == "Pod":
+        fields.update(_pod_fields(obj))
+    if rt.kind == "Namespace":
+        fields["status.phase"] = (obj.get("status") or {}).get("phase") or ""
+    return fields
+
+
+def _field_term_matches(rt: ResourceType, term: FieldTerm, obj: dict) -> bool:
+    if term.field == "status.podIPs":  # any of the pod's IPs
+        ips = [ip.get("ip", "") for ip in (obj.get("status") or {}).get("podIPs") or []]
+        return (term.value in ips) != term.negate
+    return (selectable_fields(rt, obj).get(term.field, "") == term.value) != term.negate
 
 
 def field_selector(text: str, rt: ResourceType) -> Callable[[dict], bool]:
-    checks = []
-    for part in filter(str.strip, text.split(",")):
-        m = re.fullmatch(r"\s*([A-Za-z.]+)\s*(==|=|!=)\s*(.*?)\s*", part)
-        if not m:
-            raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
-        field, op, value = m.groups()
-        if field not in FIELD_SELECTORS or (field in POD_ONLY_FIELDS and rt.kind != "Pod"):
-            raise bad_request(f"field label not supported: {field}")
-        top, sub = FIELD_SELECTORS[field]
-        checks.append(
-            lambda obj, top=top, sub=sub, value=value, negate=op == "!=": (
-                (((obj.get(top) or {}).get(sub) or "") == value) != negate
-            )
-        )
-    return lambda obj: all(check(obj) for check in checks)
+    terms = parse_field_selector(text, rt)
+    return lambda obj: all(_field_term_matches(rt, t, obj) for t in terms)
+
+
+# --------------------------------------------------------------------------- lists: paging, resource versions
+#
+# As k8s.io/apiserver serves them (pkg/storage: continue tokens and ValidateListOptions; storage/etcd3:
+# GetList and its compaction errors); the behaviour documented under "Retrieving large results sets in
+# chunks" (kubernetes/website content/en/docs/reference/using-api/api-concepts.md) and in the `limit` and
+# `continue` parameters and ListMeta of the reference OpenAPI (../shared/reference/kubernetes-openapi).
+
+CONTINUE_TOKEN_VERSION = "meta.k8s.io/v1"
+CONTINUE_TTL_SECONDS = 300.0
+"""How long a list snapshot (what a continue token pages through) is kept: the docs' "by default 5 minutes"."""
+MAX_LIST_SNAPSHOTS = 64
+"""Snapshots kept at most; the oldest go first (as etcd compaction drops the oldest revisions)."""
+LIST_TOO_OLD = "The resourceVersion for the provided list is too old."
+CONTINUE_TOO_OLD = (
+    "The provided continue parameter is too old to display a consistent list result. You can start a new "
+    "list without the continue parameter, or use the continue token in this response to retrieve the "
+    "remainder of the results. Continuing with the provided token results in an inconsistent list - objects "
+    "that were created, modified, or deleted between the time the first chunk was returned and now may show "
+    "up in the list."
+)
+
+
+def storage_prefix(rt: ResourceType, namespace: str | None) -> str:
+    """The etcd key prefix a list reads: `/registry/serviceaccounts/` (every namespace) or
+    `/registry/serviceaccounts/team-a/`. Items come in the order of their keys under it."""
+    return f"/registry/{rt.plural}/" + (f"{namespace}/" if rt.namespaced and namespace is not None else "")
+
+
+def storage_key(rt: ResourceType, namespace: str | None, name: str) -> str:
+    return f"/registry/{rt.plural}/" + (f"{namespace}/{name}" if rt.namespaced else name)
+
+
+def encode_continue(key: str, prefix: str, resource_version: int) -> str:
+    """storage.EncodeContinue: base64url (no padding) of {"v", "rv", "start"}, start relative to the prefix."""
+    token = {"v": CONTINUE_TOKEN_VERSION, "rv": resource_version, "start": key[len(prefix) :]}
+    return base64.urlsafe_b64encode(json.dumps(token, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+
+def _go_path_clean(path: str) -> str:
+    cleaned = posixpath.normpath(path)
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
+
+
+def decode_continue(value: str, prefix: str) -> tuple[str, int]:
+    """storage.DecodeContinue: (the key to start at, the resource version); a bad token is a 400
+    "invalid continue token: continue key is not valid..." (the detail after that is approximate)."""
+
+    def refuse(detail: str) -> ApiError:
+        return bad_request(f"invalid continue token: continue key is not valid{detail}")
+
+    bad = next((i for i, ch in enumerate(value) if not (ch.isascii() and (ch.isalnum() or ch in "-_"))), None)
+    if bad is not None or len(value) % 4 == 1:
+        at = bad if bad is not None else len(value) - 1
+        raise refuse(f": illegal base64 data at input byte {at}")
+    try:
+        token = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise refuse(f": {exc}") from None
+    if not isinstance(token, dict):
+        raise refuse(": json: cannot unmarshal into Go value of type storage.continueToken")
+    version, rv, start = token.get("v", ""), token.get("rv", 0), token.get("start", "")
+    if not isinstance(rv, int) or isinstance(rv, bool) or not isinstance(start, str) or not isinstance(version, str):
+        raise refuse(": json: cannot unmarshal into Go struct field of type storage.continueToken")
+    if version != CONTINUE_TOKEN_VERSION:
+        raise refuse(f": server does not recognize this encoded version {version}")
+    if rv == 0:
+        raise refuse(": incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    if not start:
+        raise refuse(": encoded start key empty (version meta.k8s.io/v1)")
+    key = start if start.startswith("/") else "/" + start
+    if _go_path_clean(key) != key:  # no climbing out of the prefix
+        raise refuse(f": {start}")
+    return prefix + key[1:], rv
+
+
+def too_large_resource_version(wanted: int, current: int) -> ApiError:
+    """storage.NewTooLargeResourceVersionError: the server waited (3 s) for a version it never reached."""
+    details = {
+        "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+        "retryAfterSeconds": 1,
+    }
+    return ApiError(504, "Timeout", f"Timeout: Too large resource version: {wanted}, current: {current}", details)
+
+
+def validate_list_options(resource_version: str, match: str, token: str) -> None:
+    """metainternalversion validation.ValidateListOptions (a list, not a watch): 422 on ListOptions."""
+    causes = []
+    field = "resourceVersionMatch"
+    if match:
+        if not resource_version:
+            causes.append(Cause(field, "Forbidden", f"{field} is forbidden unless resourceVersion is provided"))
+        if token:
+            causes.append(Cause(field, "Forbidden", f"{field} is forbidden when continue is provided"))
+        if match not in ("Exact", "NotOlderThan"):
+            causes.append(Cause(field, "NotSupported", 'supported values: "Exact", "NotOlderThan", ""', match))
+        elif match == "Exact" and resource_version == "0":
+            causes.append(Cause(field, "Forbidden", f'{field} "exact" is forbidden for resourceVersion "0"'))
+    if causes:
+        raise invalid("ListOptions", "meta.k8s.io", "", causes)
+
+
+def _int64_param(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    if not re.fullmatch(r"[+-]?\d+", value):
+        raise bad_request(f"strconv.ParseInt: parsing {_go_quote(value)}: invalid syntax")
+    if not -(2**63) <= int(value) < 2**63:
+        raise bad_request(f"strconv.ParseInt: parsing {_go_quote(value)}: value out of range")
+    return int(value)
+
+
+@dataclasses.dataclass
+class _ListSnapshot:
+    """A collection as of one resourceVersion, in key order: what a consistent paged list reads."""
+
+    taken: float  # clock time it was taken, or last found current
+    keys: list[str]
+    items: list[dict]  # as list items are sent: rendered, without kind and apiVersion
 
 
 # --------------------------------------------------------------------------- kind-specific behaviour
@@ -1205,6 +1727,7 @@ class _Fault:
     path_contains: str
     error: ApiError
     remaining: int
+    query_contains: str = ""
 
 
 PATCH_TYPES = (
@@ -1248,6 +1771,8 @@ class KubeEmulator:
             self._failures: dict[tuple[str, str | None, str], str | None] = {}
             self._objects: dict[tuple[str, str | None, str], _Stored] = {}
             self._faults: list[_Fault] = []
+            self._snapshots: dict[tuple[str, str, int], _ListSnapshot] = {}  # (kind, key prefix, resourceVersion)
+            self.continue_ttl_seconds = CONTINUE_TTL_SECONDS  # a continue token older than this is 410 Gone
             for name in ("default", "kube-system"):
                 self.put_object({"kind": "Namespace", "metadata": {"name": name}}, field_manager="kube-apiserver")
             self.log.clear()
@@ -1304,6 +1829,17 @@ class KubeEmulator:
                 raise KeyError(f"no {kind} {namespace}/{name}")
             self._remove(key)
 
+    def compact(self) -> None:
+        """What etcd compaction does to lists in progress: every continue token issued so far (and every
+        exact resourceVersion but the current one) becomes too old; its next use is answered 410 Expired."""
+        with self._lock:
+            self._snapshots.clear()
+
+    def list_requests(self) -> list[RecordedRequest]:
+        """The logged requests that were lists (GET on a collection): one per page."""
+        lists = [p for p, methods in self._routes if getattr(methods.get("GET"), "func", None) == self._list]
+        return [r for r in self.log.items if r.method == "GET" and any(p.fullmatch(r.path.rstrip("/")) for p in lists)]
+
     def inject_fault(
         self,
         method: str,
@@ -1313,10 +1849,12 @@ class KubeEmulator:
         message: str = "",
         times: int = 1,
         retry_after: int | None = None,
+        query_contains: str = "",
     ) -> None:
         """The next `times` requests with this method ("*" for any) whose path contains `path_contains`
-        are answered with this Status. 429 carries `Retry-After: 1` unless `retry_after` says otherwise
-        (beware: urllib3 itself retries GET/PUT/DELETE that carry Retry-After, sleeping that long)."""
+        (and whose query string contains `query_contains`, e.g. "continue=" for the pages after a list's
+        first) are answered with this Status. 429 carries `Retry-After: 1` unless `retry_after` says
+        otherwise (beware: urllib3 itself retries GET/PUT/DELETE that carry Retry-After, sleeping that long)."""
         reason = reason or DEFAULT_REASONS.get(status, "Unknown")
         if retry_after is None and status == 429:
             retry_after = 1
@@ -1324,7 +1862,7 @@ class KubeEmulator:
         headers = [("Retry-After", str(retry_after))] if retry_after is not None else []
         error = ApiError(status, reason, message or f"injected fault: {reason}", details, headers)
         with self._lock:
-            self._faults.append(_Fault(method.upper(), path_contains, error, times))
+            self._faults.append(_Fault(method.upper(), path_contains, error, times, query_contains))
 
     # ---------------------------------------------------------------- HTTP layer
 
@@ -1393,7 +1931,12 @@ class KubeEmulator:
 
     def _raise_injected_fault(self, request: Request) -> None:
         for fault in self._faults:
-            if fault.remaining > 0 and fault.method in ("*", request.method) and fault.path_contains in request.path:
+            if (
+                fault.remaining > 0
+                and fault.method in ("*", request.method)
+                and fault.path_contains in request.path
+                and fault.query_contains in request.query_string.decode()
+            ):
                 fault.remaining -= 1
                 raise fault.error
 
@@ -1458,24 +2001,132 @@ class KubeEmulator:
     # ---------------------------------------------------------------- resource handlers
 
     def _list(self, rt: ResourceType, request: Request, namespace: str | None = None) -> Response:
-        matches = [
-            label_selector(request.args.get("labelSelector", "")),
-            field_selector(request.args.get("fieldSelector", ""), rt),
-        ]
-        items = []
-        for (kind, ns, _), stored in sorted(self._objects.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])):
-            if kind == rt.kind and (namespace is None or ns == namespace) and all(m(stored.obj) for m in matches):
-                item = self._render(stored)
-                del item["kind"], item["apiVersion"]  # as the real server sends list items
-                items.append(item)
-        return json_response(
-            {
-                "kind": rt.kind + "List",
-                "apiVersion": rt.api_version,
-                "metadata": {"resourceVersion": str(self._resource_version)},
-                "items": items,
-            }
+        """A list: selectors, then the resourceVersion or continue token, then one page in key order.
+
+        - `limit` > 0 pages: at most `limit` matching items; `metadata.continue` when keys remain after
+          the last one returned (the next page may then be empty: filtered out), and
+          `metadata.remainingItemCount` only when the list has no label or field selector.
+        - a continue token reads the snapshot of its resourceVersion: every page shows the collection
+          as of the first one, and carries that resourceVersion. A token whose snapshot is gone
+          (`continue_ttl_seconds`, `compact()`, `reset()`) is 410 Expired, with a token to go on from
+          the latest state (rv -1) in the Status's metadata, as the API server answers.
+        - a selector on metadata.name in one namespace reads that one key: never paged.
+        """
+        args = request.args
+        if args.get("watch") in ("1", "true"):
+            raise bad_request("the emulator does not serve watch")
+        requirements = parse_label_selector(args.get("labelSelector", ""))
+        terms = parse_field_selector(args.get("fieldSelector", ""), rt)
+        limit = _int64_param(args.get("limit"))
+        token, resource_version = args.get("continue", ""), args.get("resourceVersion", "")
+        validate_list_options(resource_version, args.get("resourceVersionMatch", ""), token)
+        prefix = storage_prefix(rt, namespace)
+        if token:
+            start, token_rv = decode_continue(token, prefix)
+            if resource_version not in ("", "0"):
+                raise bad_request("specifying resource version is not allowed when using continue")
+            view = self._view(rt, prefix, token_rv if token_rv > 0 else None)
+            if view is None:  # compacted: the Status carries a token to go on from the latest state
+                go_on = encode_continue(start, prefix, -1)
+                raise ApiError(410, "Expired", CONTINUE_TOO_OLD, list_meta={"continue": go_on})
+            list_rv = token_rv if token_rv > 0 else self._resource_version
+        else:
+            start = prefix
+            view, list_rv = self._view_for(rt, prefix, resource_version, args.get("resourceVersionMatch", ""), limit)
+
+        def matches(item: dict) -> bool:
+            labels = item["metadata"].get("labels") or {}
+            return all(r.matches(labels) for r in requirements) and all(_field_term_matches(rt, t, item) for t in terms)
+
+        meta: dict[str, Any] = {"resourceVersion": str(list_rv)}
+        single = next((t.value for t in terms if t.field == "metadata.name" and not t.negate), None)
+        if single is not None and not token and (namespace is not None or not rt.namespaced):
+            key = prefix + single  # the registry's MatchesSingle: a read of one key
+            items = [item for k, item in zip(view.keys, view.items, strict=True) if k == key and matches(item)]
+            return self._list_response(rt, meta, items)
+        first = bisect.bisect_left(view.keys, start)
+        items, last, more = [], "", False
+        for index in range(first, len(view.keys)):
+            if 0 < limit <= len(items):
+                more = True
+                break
+            last = view.keys[index]
+            if matches(view.items[index]):
+                items.append(view.items[index])
+        if more:
+            meta["continue"] = encode_continue(last + "\x00", prefix, list_rv)
+            if not requirements and not terms:
+                meta["remainingItemCount"] = len(view.keys) - first - limit
+        return self._list_response(rt, meta, items)
+
+    @staticmethod
+    def _list_response(rt: ResourceType, meta: dict, items: list[dict]) -> Response:
+        return json_response({"kind": rt.kind + "List", "apiVersion": rt.api_version, "metadata": meta, "items": items})
+
+    def _view_for(
+        self, rt: ResourceType, prefix: str, resource_version: str, match: str, limit: int
+    ) -> tuple[_ListSnapshot, int]:
+        """The snapshot a list without continue token reads, and the resourceVersion it answers with.
+        Unset: the latest (a consistent read). NotOlderThan or "0": the latest too (never older). Exact,
+        or the legacy resourceVersion with a limit: that version, if a snapshot of it is still held;
+        else 410 (the real server keeps every version for 5 minutes, the emulator only those it
+        listed)."""
+        current = self._resource_version
+        if not resource_version:
+            return self._latest_view(rt, prefix), current
+        if not re.fullmatch(r"\d+", resource_version):
+            raise bad_request(
+                f"invalid resource version: resourceVersion: Invalid value: {_go_quote(resource_version)}: "
+                f"strconv.ParseUint: parsing {_go_quote(resource_version)}: invalid syntax"
+            )
+        wanted = int(resource_version)
+        exact = wanted > 0 and (match == "Exact" or (not match and limit > 0))
+        if wanted > current:
+            raise too_large_resource_version(wanted, current)
+        if not exact or wanted == current:
+            return self._latest_view(rt, prefix), current
+        view = self._view(rt, prefix, wanted)
+        if view is None:
+            raise ApiError(410, "Expired", LIST_TOO_OLD)
+        return view, wanted
+
+    def _latest_view(self, rt: ResourceType, prefix: str) -> _ListSnapshot:
+        view = self._view(rt, prefix, None)
+        assert view is not None
+        return view
+
+    def _view(self, rt: ResourceType, prefix: str, resource_version: int | None) -> _ListSnapshot | None:
+        """The collection under `prefix`: now (`resource_version` None), kept as a snapshot for the pages
+        that follow; or as of `resource_version` only while a snapshot of it is held (else None), even
+        if nothing was written since: continue tokens expire with time, as the docs say."""
+        now = self.clock.now()
+        for key in [k for k, s in self._snapshots.items() if now - s.taken > self.continue_ttl_seconds]:
+            del self._snapshots[key]
+        if resource_version is not None:
+            return self._snapshots.get((rt.kind, prefix, resource_version))
+        current = self._resource_version
+        held = self._snapshots.get((rt.kind, prefix, current))
+        if held is not None:  # a new list of an unchanged collection: the same snapshot, taken anew
+            held.taken = now
+            return held
+        entries = sorted(
+            (
+                (storage_key(rt, ns, name), stored)
+                for (kind, ns, name), stored in self._objects.items()
+                if kind == rt.kind and storage_key(rt, ns, name).startswith(prefix)
+            ),
+            key=lambda entry: entry[0],
         )
+        items = []
+        for _, stored in entries:
+            item = self._render(stored)
+            del item["kind"], item["apiVersion"]  # as the real server sends list items
+            items.append(item)
+        view = _ListSnapshot(now, [key for key, _ in entries], items)
+        self._snapshots[(rt.kind, prefix, current)] = view
+        while len(self._snapshots) > MAX_LIST_SNAPSHOTS:
+            del self._snapshots[min(self._snapshots, key=lambda k: self._snapshots[k].taken)]
+        return view
 
     def _get(self, rt: ResourceType, request: Request, name: str, namespace: str | None = None) -> Response:
         return json_response(self._render(self._existing(rt, namespace, name)))
