@@ -162,15 +162,28 @@ class KubeAdapter:
         self._clusters = clusters
         self._connections: dict[str, tuple[Any, float]] = {}
         self._lock = threading.Lock()
+        self._building: dict[str, threading.Lock] = {}  # one connection being built per cluster
 
     # --- connection -------------------------------------------------------------------------
 
     def _api(self, cluster_id: ResourceId) -> Any:
-        now = time.monotonic()
+        """The cluster's connection; concurrent misses build it once (one credentials POST), the
+        others wait for it."""
+        cached = self._cached(cluster_id)
+        if cached is not None:
+            return cached
+        with self._lock:
+            building = self._building.setdefault(cluster_id.key, threading.Lock())
+        with building:
+            return self._cached(cluster_id) or self._connect(cluster_id)
+
+    def _cached(self, cluster_id: ResourceId) -> Any:
         with self._lock:
             cached = self._connections.get(cluster_id.key)
-        if cached and cached[1] > now:
-            return cached[0]
+        return cached[0] if cached and cached[1] > time.monotonic() else None
+
+    def _connect(self, cluster_id: ResourceId) -> Any:
+        now = time.monotonic()
         access = self._clusters.kube_access(cluster_id, use_admin=self._settings.allow_local_accounts)
         from kubernetes import client
 
