@@ -49,14 +49,17 @@ def counting(counts: RequestCounts) -> Iterator[RequestCounts]:
         _current.reset(token)
 
 
+RESOURCE_GRAPH_QUERY = "/providers/microsoft.resourcegraph/resources"
+
+
 def is_write(method: str, path: str) -> bool:
-    """PUT/PATCH/DELETE, and POST except ARM's `list...` actions, which only read."""
+    """PUT/PATCH/DELETE, and POST except ARM's `list...` actions and Resource Graph queries, which only read."""
     method = method.upper()
     if method in ("GET", "HEAD", "OPTIONS"):
         return False
     if method == "POST":
-        last = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].lower()
-        return not last.startswith("list")
+        bare = path.split("?", 1)[0].rstrip("/").lower()
+        return not (bare.rsplit("/", 1)[-1].startswith("list") or bare.endswith(RESOURCE_GRAPH_QUERY))
     return True
 
 

@@ -62,6 +62,7 @@ from tests.emulators.common import (
     token_for_scope,
 )
 from tests.emulators.kubectl import KubectlPod
+from tests.emulators.resource_graph import ResourceGraphEmulator
 
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -70,6 +71,7 @@ API_VERSIONS: dict[str, set[str]] = {  # provider namespace (lower case) -> the 
     "microsoft.authorization": {"2022-04-01"},  # azure-mgmt-authorization 4.0.0
     "microsoft.containerservice": {"2026-08-01"},  # azure-mgmt-containerservice 41.8.0
     "microsoft.cognitiveservices": {"2025-09-01"},  # azure-mgmt-cognitiveservices 14.1.0
+    "microsoft.resourcegraph": {"2021-03-01"},  # azure-mgmt-resourcegraph 8.0.1 (tests/emulators/resource_graph.py)
 }
 
 MSI_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
@@ -384,6 +386,7 @@ class ArmEmulator:
         self._lock = threading.RLock()
         self._server: HttpsServer | None = None
         self._reset_state()
+        self.resource_graph = ResourceGraphEmulator(self)  # answers from the state below, on the same clock
         self._routes = self._build_routes()
 
     def _reset_state(self) -> None:
@@ -456,6 +459,7 @@ class ArmEmulator:
             for cluster_id in list(self._clusters):
                 self.delete_managed_cluster(cluster_id)
             self._reset_state()
+        self.resource_graph.reset()
         self.log.clear()
 
     # ------------------------------------------------------------------ seeding
@@ -831,6 +835,20 @@ class ArmEmulator:
             a = self._accounts.get(_key(account_id))
             return copy.deepcopy(a.json) if a else None
 
+    def indexed_resources(self) -> list[tuple[str, dict]]:
+        """What Resource Graph indexes (tests/emulators/resource_graph.py): (kind, ARM JSON) of every identity,
+        role assignment, managed cluster and Cognitive Services account, as a GET would show it now."""
+        with self._lock:
+            for c in self._clusters.values():
+                self._refresh_cluster(c)
+            kinds = (
+                ("identity", [i.json for i in self._identities.values()]),
+                ("roleAssignment", list(self._role_assignments.values())),
+                ("cluster", [c.json for c in self._clusters.values()]),
+                ("account", [a.json for a in self._accounts.values()]),
+            )
+            return [(kind, copy.deepcopy(body)) for kind, bodies in kinds for body in bodies]
+
     # ------------------------------------------------------------------ HTTP plumbing
 
     def _build_routes(self) -> list[_Route]:
@@ -876,6 +894,8 @@ class ArmEmulator:
             r(sub + r"/Microsoft\.CognitiveServices/accounts", cog, get=self._account_list),
             r(sub + rf"/Microsoft\.CognitiveServices/locations/{_SEG}/operationStatuses/(?P<op>{_SEG})", cog,
               get=self._operation_get),
+            r(r"/providers/Microsoft\.ResourceGraph/resources", "microsoft.resourcegraph", ("POST",),
+              post=self.resource_graph.query),
             r(_RG, None, get=self._resource_group_get),
             r(_RG + rf"/providers/(?P<ns>{_SEG})/(?P<type>{_SEG})/(?P<name>{_SEG})", None, get=self._generic_get),
         ]  # fmt: skip

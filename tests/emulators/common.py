@@ -81,11 +81,14 @@ class RecordedRequest:
 
     @property
     def is_write(self) -> bool:
-        """PUT/PATCH/DELETE, and POST except ARM `list...` actions (listClusterUserCredential reads)."""
+        """PUT/PATCH/DELETE, and POST except ARM `list...` actions (listClusterUserCredential reads)
+        and Resource Graph queries."""
         if self.method in ("GET", "HEAD", "OPTIONS"):
             return False
         if self.method == "POST":
-            return not self.path.rstrip("/").rsplit("/", 1)[-1].lower().startswith("list")
+            path = self.path.rstrip("/").lower()
+            query = path.endswith("/microsoft.resourcegraph/resources")
+            return not (path.rsplit("/", 1)[-1].startswith("list") or query)
         return True
 
 
