@@ -45,6 +45,13 @@ class RoleAssignmentAdapter:
         except ARM_ERRORS as exc:
             raise_translated(exc, "listing role assignments")
 
+    def count_in_subscription(self, subscription_id: str) -> int:
+        """Role assignments in the subscription, at every scope inside it (what Azure's 4,000 counts)."""
+        try:
+            return sum(1 for _ in self._ops(subscription_id).list_for_subscription())
+        except ARM_ERRORS as exc:
+            raise_translated(exc, "counting the subscription's role assignments")
+
     def create(
         self, subscription_id: str, scope: str, name: str, role_guid: str, principal_id: str
     ) -> RoleAssignmentState | None:

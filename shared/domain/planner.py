@@ -122,6 +122,24 @@ def identity_not_ours(observed: IdentityState, desired_tags: dict[str, str]) -> 
     return None
 
 
+ROLE_ASSIGNMENTS_PER_SUBSCRIPTION = 4000
+"""Azure's limit: role assignments per subscription, all scopes inside it (AZURE-FACTS; Azure RBAC
+limits, learn.microsoft.com/azure/role-based-access-control/troubleshoot-limits)."""
+
+
+def check_role_assignment_room(count: int, subscription_id: str, headroom: int) -> None:
+    """A new binding needs one more role assignment in the account's subscription: refused
+    (PermanentError) when fewer than `headroom` places of Azure's 4,000 would be left, so that one
+    team's bindings never use up what every team in the subscription shares."""
+    if count + 1 > ROLE_ASSIGNMENTS_PER_SUBSCRIPTION - headroom:
+        raise PermanentError(
+            f"the OpenAI account's subscription {subscription_id} holds {count} role assignments of Azure's "
+            f"{ROLE_ASSIGNMENTS_PER_SUBSCRIPTION} per subscription, and Keyless keeps {headroom} free "
+            "(KEYLESS_ROLE_ASSIGNMENT_HEADROOM): put new OpenAI accounts in another subscription, or remove "
+            "role assignments no one uses"
+        )
+
+
 def identity_action(observed: IdentityState | None, desired_tags: dict[str, str]) -> Action:
     """`create` when absent; an identity that is not this workload's is refused (PermanentError)."""
     if observed is None:

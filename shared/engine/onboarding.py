@@ -93,6 +93,9 @@ class Onboarding:
         observed = w.find_identity(b)
         desired_tags = planner.identity_tags(b)
         action = planner.identity_action(observed, desired_tags)
+        if observed is None and w.settings.role_assignment_headroom > 0:  # a new binding: room for its role?
+            count = w.roles.count_in_subscription(b.account.subscription_id)
+            planner.check_role_assignment_room(count, b.account.subscription_id, w.settings.role_assignment_headroom)
         identity = observed
         name = observed.name if observed else b.identity_name
         location = observed.location if observed else cluster.location

@@ -43,6 +43,10 @@ OPTIONAL_ROLES = {
         },
         "KEYLESS_RUN_COMMAND_FALLBACK",
     ),
+    "keyless-role-assignment-counter": (
+        {"Microsoft.Authorization/roleAssignments/read"},
+        "KEYLESS_ROLE_ASSIGNMENT_HEADROOM",
+    ),
     "keyless-local-auth-disabler": (
         {"Microsoft.CognitiveServices/accounts/read", "Microsoft.CognitiveServices/accounts/write"},
         "keyless-enforce",
