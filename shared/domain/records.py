@@ -141,12 +141,14 @@ class BindingRecord:
         return delay
 
     def next_delay(self, result: ReconcileResult) -> float | None:
-        """When a not-ready binding runs again (production seconds): its step's delay, doubled per
-        consecutive not-yet with jitter, capped (shared.domain.retry_policy.not_yet_delay)."""
+        """When a not-ready binding runs again (production seconds): its step's delay for the first
+        NOT_YET_PATIENT_RUNS not-yets in a row, then doubled per further one, with jitter, capped
+        (shared.domain.retry_policy.not_yet_delay)."""
         if self.status != "not-ready":
             return None
         base = result.retry_after_seconds or retry_policy.NOT_YET_DEFAULT_SECONDS
-        return retry_policy.not_yet_delay(base, self.not_yet_streak)
+        growing = self.not_yet_streak - retry_policy.NOT_YET_PATIENT_RUNS + 1  # 1: not grown yet
+        return retry_policy.not_yet_delay(base, growing)
 
     def _record_verification(self, report: VerificationReport) -> None:
         """`verified` only when every check passed; count re-checks of a pending verification."""

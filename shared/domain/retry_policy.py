@@ -332,6 +332,11 @@ VERIFICATION_RECHECK_SECONDS = 30.0
 VERIFICATION_MAX_RECHECKS = 6
 VERIFICATION_MAX_RECHECK_SECONDS = 600.0
 
+NOT_YET_PATIENT_RUNS = 2
+"""Consecutive not-yet runs that wait just the step's own delay before the delays start to grow:
+what passes by itself (a principal replicating, for tens of seconds) is not slowed down, what is
+stuck backs off. (With growth from the second run, a 30 s replication took 60 s to converge.)"""
+
 NOT_YET_MAX_DELAY_SECONDS = 15 * 60.0
 """The longest `not_yet_delay` lets a binding wait (unless its step asked for longer). What "not
 yet" waits for takes minutes (AZURE-FACTS: role changes 5-10 min to take effect, AKS operations,
@@ -421,7 +426,7 @@ def readme_table() -> str:
         '| work queue, "not yet" | a binding whose step is not ready yet (replication, an operation running, '
         "throttling after the SDK's retries) | one run per delay | the step's delay (e.g. "
         f"{_seconds(PRINCIPAL_NOT_REPLICATED_SECONDS)} principal replication, {_seconds(CLUSTER_BUSY_SECONDS)} cluster "
-        "busy, Retry-After) × 2 per consecutive not-yet, equal jitter, at most "
+        "busy, Retry-After), then × 2 per consecutive not-yet from the third on, equal jitter, at most "
         f"{NOT_YET_MAX_DELAY_SECONDS / 60:g} min; × `KEYLESS_RETRY_DELAY_SCALE` | — | a run that raised: "
         f"visible again after {_seconds(HOST_RETRY_VISIBILITY_SECONDS)}, poisoned after {HOST_MAX_DEQUEUE_COUNT} "
         "deliveries (host.json) |"
