@@ -46,6 +46,8 @@ def request_onboarding(
         raise quota_exceeded(grant, count)
     settled = existing.status not in ("refused", "revoked")
     if existing.live and settled and list(existing.workloads or ()) == list(binding.workloads):
+        if counted and count >= 0 and existing.quota_key != grant.quota_key:
+            app.ledger.release_quota(grant.quota_key, binding.key)  # it stays counted where it is
         return existing, False
     why = "workloads changed" if existing.live and settled else "onboarding requested again"
     existing.desired = "present"
@@ -54,7 +56,9 @@ def request_onboarding(
     existing.requested_by = caller.audit
     existing.principal = record.principal
     existing.source = SOURCE_API  # the caller's grant holds it now, not a cluster's tags
-    existing.quota_key = record.quota_key or existing.quota_key
+    if counted and existing.quota_key != grant.quota_key:
+        app.ledger.release_quota(existing.quota_key, existing.key)  # counted once: in the grant's quota now
+        existing.quota_key = grant.quota_key
     existing.updated_at = utcnow()
     app.ledger.save(existing)
     app.enqueue_binding(existing.key, why)

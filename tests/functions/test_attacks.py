@@ -354,3 +354,20 @@ def test_refusal_and_revocation_are_announced(host, arm, kube, topic):
     revoked = topic.events[-1]
     assert revoked["type"] == "Keyless.Onboarding.Revoked" and revoked["data"]["offboardAt"]
     assert revoked["data"]["previousStatus"] == "ready"
+
+
+def test_a_binding_taken_over_by_the_api_frees_its_place_in_the_tags_quota(host, arm, kube, monkeypatch):
+    reconfigure(monkeypatch, KEYLESS_MAX_TAG_BINDINGS_PER_CLUSTER="1")
+    consent(arm)
+    tag_cluster(arm, consent=False)
+    host.event(cluster_event())
+    host.drain()
+    # a team asks for the same binding through the API (with a Deployment): its rule holds it now
+    status, body, _ = host.http("onboardings_create", "POST", "/", {**REQUEST, "workloads": ["ai-service"]})
+    assert status == 200 or status == 202, body
+    host.drain()
+    tag_cluster(arm, workloads=f"{NAMESPACE}/{SERVICE_ACCOUNT} {NAMESPACE}/second", consent=False)
+    host.event(cluster_event())
+    host.drain()
+    second = next(r for r in records() if r.service_account == "second")
+    assert second.status == "ready", second.as_api()
