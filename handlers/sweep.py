@@ -1,4 +1,5 @@
-"""Timer trigger: the drift sweep. Queues every live binding; the engine repairs what drifted."""
+"""Timer trigger: the drift sweep. Plans one sweep (bulk reads, suspects) and queues one shard per
+cluster; the queue worker runs the shards and the reconciles of the suspects (shared.app.sweep)."""
 
 from __future__ import annotations
 
@@ -18,5 +19,13 @@ DEFAULT_SCHEDULE = "0 */30 * * * *"
 @bp.function_name("drift_sweep")
 @bp.timer_trigger(arg_name="timer", schedule=f"%{SCHEDULE_SETTING}%", run_on_startup=False, use_monitor=True)
 def drift_sweep(timer: func.TimerRequest) -> None:
-    count = composition.service().sweep()
-    log.info("drift sweep queued %d bindings%s", count, " (late)" if timer.past_due else "")
+    report = composition.service().start_sweep()
+    log.info(
+        "drift sweep %s %s: %d shards, %d suspects (%s)%s",
+        report.run_id,
+        report.action,
+        report.shards,
+        report.suspects,
+        report.source or "-",
+        " (late)" if timer.past_due else "",
+    )

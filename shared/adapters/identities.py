@@ -45,6 +45,19 @@ class IdentityAdapter:
         except ARM_ERRORS as exc:
             raise_translated(exc, "reading the managed identity")
 
+    def list_in_group(self, subscription_id: str, resource_group: str) -> list[IdentityState]:
+        """Every user-assigned identity in the resource group (paged; [] if the group is absent): the
+        drift sweep's inventory where Resource Graph is refused."""
+        try:
+            return [
+                _identity_state(i)
+                for i in self._ops(subscription_id).user_assigned_identities.list_by_resource_group(resource_group)
+            ]
+        except ResourceNotFoundError:
+            return []
+        except ARM_ERRORS as exc:
+            raise_translated(exc, "listing managed identities")
+
     def create_or_update(
         self, subscription_id: str, resource_group: str, name: str, location: str, tags: dict[str, str]
     ) -> IdentityState:

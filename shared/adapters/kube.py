@@ -280,10 +280,16 @@ class KubeAdapter:
         )
 
     def apply_service_account(
-        self, cluster_id: ResourceId, namespace: str, name: str, annotations: dict[str, str], force: bool = False
+        self,
+        cluster_id: ResourceId,
+        namespace: str,
+        name: str,
+        annotations: dict[str, str],
+        force: bool = False,
+        labels: dict[str, str] | None = None,
     ) -> KubeObjectState:
         """Server-side apply of exactly our annotations (an empty dict releases them)."""
-        body = manifests.service_account(namespace, name, annotations)
+        body = manifests.service_account(namespace, name, annotations, labels)
         return self._call(  # type: ignore[no-any-return]
             cluster_id,
             "applying the service account",

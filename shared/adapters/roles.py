@@ -45,6 +45,16 @@ class RoleAssignmentAdapter:
         except ARM_ERRORS as exc:
             raise_translated(exc, "listing role assignments")
 
+    def list_at_scope(self, subscription_id: str, scope: str) -> list[RoleAssignmentState]:
+        """Every assignment exactly at or above `scope` (`atScope()`, paged): the drift sweep's inventory
+        of an account where Resource Graph is refused."""
+        try:
+            return [_state(ra) for ra in self._ops(subscription_id).list_for_scope(scope, filter="atScope()")]
+        except ResourceNotFoundError:
+            return []
+        except ARM_ERRORS as exc:
+            raise_translated(exc, "listing role assignments at the account")
+
     def count_in_subscription(self, subscription_id: str) -> int:
         """Role assignments in the subscription, at every scope inside it (what Azure's 4,000 counts)."""
         try:

@@ -153,9 +153,15 @@ class RunCommandKube:
         return None if obj is None else _state_from_dict(obj)
 
     def apply_service_account(
-        self, cluster_id: ResourceId, namespace: str, name: str, annotations: dict[str, str], force: bool = False
+        self,
+        cluster_id: ResourceId,
+        namespace: str,
+        name: str,
+        annotations: dict[str, str],
+        force: bool = False,
+        labels: dict[str, str] | None = None,
     ) -> KubeObjectState:
-        (obj,) = self._apply(cluster_id, [manifests.service_account(namespace, name, annotations)], force)
+        (obj,) = self._apply(cluster_id, [manifests.service_account(namespace, name, annotations, labels)], force)
         return _state_from_dict(obj)
 
     def delete_service_account(self, cluster_id: ResourceId, namespace: str, name: str) -> bool:

@@ -37,6 +37,7 @@ def reset() -> None:
 def _build(settings: Settings) -> Keyless:
     from shared.adapters.credentials import default_credential
     from shared.adapters.ledger import Ledger
+    from shared.adapters.sweep_log import SweepLog
     from shared.adapters.topic import OutcomeTopic
     from shared.adapters.workqueue import WorkQueue
     from shared.app.keyless import Keyless
@@ -55,6 +56,7 @@ def _build(settings: Settings) -> Keyless:
         settings=settings,
         ledger=Ledger.connect(settings.table_name, **storage),
         queue=WorkQueue(**storage),
+        sweeps=SweepLog.connect(settings.table_name, **storage),
         engine=Engine.from_settings(settings, credential),
         topic=OutcomeTopic(settings, credential) if settings.outcome_topic_endpoint else None,
         policy=policy,

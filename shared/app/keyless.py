@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from shared.app import event_intake, self_service, sweep, tag_bindings, worker
 from shared.app.messages import message
-from shared.app.ports import Ledger, LedgerConflict, OutcomeTopic, WorkQueue
+from shared.app.ports import Ledger, LedgerConflict, OutcomeTopic, SweepLog, WorkQueue
 from shared.domain import access, outcome_events, retry_policy
 from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError, TemporaryError
@@ -48,6 +48,7 @@ class Keyless:
     ledger: Ledger
     queue: WorkQueue
     engine: Engine
+    sweeps: SweepLog
     topic: OutcomeTopic | None = None  # None: no outcome events
     policy: AccessPolicy | None = None  # None: deny every caller; cluster tags need the account's consent
 
@@ -97,8 +98,11 @@ class Keyless:
     def sync_account(self, account_id: ResourceId, deleted: bool = False) -> list[str]:
         return tag_bindings.sync_account(self, account_id, deleted)
 
-    def sweep(self) -> int:
-        return sweep.sweep(self)
+    def start_sweep(self, now: float | None = None) -> sweep.SweepStart:
+        return sweep.start(self, now)
+
+    def run_sweep_shard(self, run_id: str, cluster: str) -> dict[str, object]:
+        return sweep.run_shard(self, run_id, cluster)
 
     # --- what the use cases share ---------------------------------------------------------
 

@@ -3,6 +3,7 @@
     {"kind": "binding", "key": "<binding key>"}              reconcile or offboard one binding
     {"kind": "cluster", "id": "<cluster id>", "change": "write"|"delete"}   re-read the cluster
     {"kind": "account", "id": "<account id>", "change": "write"|"delete"}   re-read the account
+    {"kind": "sweep", "sweep": "<run id>", "cluster": "<cluster id>"}        one shard of a drift sweep
 
 A binding message may carry the versions of the cluster/account state it was made from
 (`clusterVersion`, `accountVersion`), so that an instance whose read cache is older reads again.
@@ -26,8 +27,13 @@ def parse_message(body: str) -> dict[str, str]:
         data = json.loads(body)
     except ValueError:
         raise BadMessage("message body is not JSON") from None
-    if not isinstance(data, dict) or data.get("kind") not in ("binding", "cluster", "account"):
-        raise BadMessage("message kind must be binding, cluster or account")
+    if not isinstance(data, dict) or data.get("kind") not in ("binding", "cluster", "account", "sweep"):
+        raise BadMessage("message kind must be binding, cluster, account or sweep")
+    if data["kind"] == "sweep":
+        for field in ("sweep", "cluster"):
+            if not isinstance(data.get(field), str) or not data[field]:
+                raise BadMessage(f"message has no {field}")
+        return {k: str(v) for k, v in data.items()}
     field = "key" if data["kind"] == "binding" else "id"
     if not isinstance(data.get(field), str) or not data[field]:
         raise BadMessage(f"message has no {field}")

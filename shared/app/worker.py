@@ -39,6 +39,9 @@ def process(app: Keyless, body: str) -> None:
     if msg["kind"] == "binding":
         app.process_binding(msg["key"], msg)
         return
+    if msg["kind"] == "sweep":
+        app.run_sweep_shard(msg["sweep"], msg["cluster"])
+        return
     kind = msg["kind"]
     resource = parse_resource_id(msg["id"], CLUSTER_TYPE if kind == "cluster" else ACCOUNT_TYPE, "id")
     # Give the lease back before reading: an event from now on queues a new re-read.

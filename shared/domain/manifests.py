@@ -18,9 +18,11 @@ def _metadata(namespace: str, name: str, annotations: dict[str, str] | None, lab
     return metadata
 
 
-def service_account(namespace: str, name: str, annotations: dict[str, str]) -> dict[str, Any]:
-    """Exactly our annotations; an empty dict releases them under server-side apply."""
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(namespace, name, annotations, None)}
+def service_account(
+    namespace: str, name: str, annotations: dict[str, str], labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Exactly our annotations and labels; empty ones release them under server-side apply."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(namespace, name, annotations, labels)}
 
 
 def config_map(

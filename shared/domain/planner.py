@@ -35,6 +35,10 @@ CREATED_BY_ANNOTATION = "keyless.io/created-by"
 # Set by the namespace's owner to hand an object (and fields others set) over to Keyless.
 ADOPT_ANNOTATION = "keyless.io/adopt"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+# On every ServiceAccount that carries Keyless's annotations (applied with them, given back with them):
+# the drift sweep finds a cluster's in one label-selected list (shared.domain.sweep_plan).
+SA_BOUND_LABEL = "keyless.io/bound"
+SA_BOUND_LABELS = {SA_BOUND_LABEL: "true"}
 
 # AKS provisioning states in which an operation is still running: wait, don't write.
 _CLUSTER_BUSY = frozenset(
@@ -312,7 +316,7 @@ def service_account_plan(observed: KubeObjectState | None, identity: IdentitySta
     ours = service_account_annotations(identity)
     marker = {CREATED_BY_ANNOTATION: MANAGED_BY}
     if observed is None:
-        return KubePlan("create", {**ours, **marker})
+        return KubePlan("create", {**ours, **marker}, dict(SA_BOUND_LABELS))
     desired = {**ours, **marker} if created_by_keyless(observed, manager) else ours
     differing = [k for k in ours if observed.annotations.get(k) not in (None, ours[k])]
     theirs = [k for k in differing if manager not in observed.annotation_owners.get(k, frozenset())]
@@ -326,7 +330,10 @@ def service_account_plan(observed: KubeObjectState | None, identity: IdentitySta
             f"{observed.name} -n {observed.namespace} {ADOPT_ANNOTATION}=true); Keyless then takes the annotation over"
         )
     force = any(observed.annotation_owners.get(k, frozenset()) - {manager} for k in differing)
-    return KubePlan(kube_annotations_action(observed, desired, manager), desired, force=force)
+    action = kube_annotations_action(observed, desired, manager)
+    if action == "unchanged" and _stale(observed.labels, observed.label_owners, SA_BOUND_LABELS, manager):
+        action = "update"
+    return KubePlan(action, desired, dict(SA_BOUND_LABELS), force=force)
 
 
 def configmap_labels(binding: Binding) -> dict[str, str]:

@@ -162,7 +162,9 @@ class Onboarding:
         observed = run.kube.get_service_account(b.cluster, b.namespace, b.service_account)
         plan = planner.service_account_plan(observed, identity, self.w.settings.field_manager)
         if plan.action != "unchanged" and not run.dry_run:
-            run.kube.apply_service_account(b.cluster, b.namespace, b.service_account, plan.annotations, plan.force)
+            run.kube.apply_service_account(
+                b.cluster, b.namespace, b.service_account, plan.annotations, plan.force, plan.labels
+            )
         run.record("service-account", PAST[plan.action])
 
     def _configmap(self, run: Run, account: AccountState, identity: IdentityState) -> dict[str, str]:

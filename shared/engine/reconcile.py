@@ -10,6 +10,7 @@ jobs, each a module of its own:
     shared.engine.offboarding      the same in reverse, to absent
     shared.engine.verify           verification I/O (reads only)
     shared.engine.keyless_accounts switching keys off on opted-in accounts
+    shared.engine.inventory        the drift sweep's bulk reads (Resource Graph, labelled lists)
 
 over one step runner (shared.engine.steps) and one cluster-access seam
 (shared.engine.cluster_access: the API server, or run command for a private cluster).
@@ -27,6 +28,7 @@ from shared.adapters.clusters import ClusterAdapter
 from shared.adapters.counting import counting
 from shared.adapters.identities import IdentityAdapter
 from shared.adapters.kube import KubeAdapter
+from shared.adapters.resource_graph import ResourceGraphAdapter
 from shared.adapters.roles import RoleAssignmentAdapter
 from shared.adapters.runcommand import RunCommandAdapter
 from shared.domain import planner, verification
@@ -35,6 +37,7 @@ from shared.domain.ids import ResourceId
 from shared.domain.observed import AccountState
 from shared.domain.results import ReconcileResult, StepOutcome
 from shared.domain.settings import Settings
+from shared.engine.inventory import Inventory
 from shared.engine.keyless_accounts import KeylessAccounts
 from shared.engine.offboarding import Offboarding
 from shared.engine.onboarding import Onboarding
@@ -56,8 +59,10 @@ class Engine:
         kube: KubeAdapter,
         account_auth: AccountAuthAdapter | None = None,
         run_command: RunCommandAdapter | None = None,
+        graph: ResourceGraphAdapter | None = None,
     ) -> None:
         self.world = World(settings, clusters, accounts, identities, roles, kube, account_auth, run_command)
+        self.inventory = Inventory(self.world, graph)  # the drift sweep's bulk reads
         self.settings, self.clusters, self.accounts = settings, clusters, accounts
         self.identities, self.roles, self.kube = identities, roles, kube
         self._onboarding = Onboarding(self.world)
@@ -78,6 +83,7 @@ class Engine:
             KubeAdapter(credential, settings, clusters),
             AccountAuthAdapter(arm),
             RunCommandAdapter(arm, credential, settings),
+            ResourceGraphAdapter(credential, settings),
         )
 
     def identity_location(self, binding: Binding) -> tuple[str, str]:

@@ -238,16 +238,23 @@ CREATED = {planner.CREATED_BY_ANNOTATION: "keyless"}
 ADOPT = {planner.ADOPT_ANNOTATION: "true"}
 
 
-def sa_state(annotations, owners=None, managers=("keyless",)):
+def sa_state(annotations, owners=None, managers=("keyless",), labelled=False):
+    labels = dict(planner.SA_BOUND_LABELS) if labelled else {}
     return KubeObjectState(
-        "app", "team", annotations=annotations, annotation_owners=owners or {}, managers=frozenset(managers)
+        "app",
+        "team",
+        annotations=annotations,
+        annotation_owners=owners or {},
+        managers=frozenset(managers),
+        labels=labels,
+        label_owners={k: frozenset({"keyless"}) for k in labels},
     )
 
 
 class TestServiceAccount:
     def test_created_with_the_marker(self):
         plan = planner.service_account_plan(None, IDENTITY, "keyless")
-        assert plan == planner.KubePlan("create", {CID: "cid", TID: "tid", **CREATED})
+        assert plan == planner.KubePlan("create", {CID: "cid", TID: "tid", **CREATED}, planner.SA_BOUND_LABELS)
 
     def test_another_managers_client_id_is_refused_naming_the_manager_and_the_hand_over(self):
         observed = sa_state({CID: "theirs"}, {CID: HELM}, managers=("helm",))
@@ -261,19 +268,28 @@ class TestServiceAccount:
             planner.service_account_plan(sa_state({TID: "other-tenant"}, managers=()), IDENTITY, "keyless")
 
     def test_an_equal_value_is_no_conflict(self):
-        observed = sa_state({CID: "cid", TID: "tid"}, {CID: HELM, TID: HELM}, managers=("helm",))
+        observed = sa_state({CID: "cid", TID: "tid"}, {CID: HELM, TID: HELM}, managers=("helm",), labelled=True)
         plan = planner.service_account_plan(observed, IDENTITY, "keyless")
         assert plan.action == "unchanged" and not plan.force
+
+    def test_an_unlabelled_service_account_gets_the_sweeps_label_without_force(self):
+        """The drift sweep lists a cluster's bound ServiceAccounts by label: one bound before gets it once."""
+        observed = sa_state({CID: "cid", TID: "tid"}, {CID: HELM, TID: HELM}, managers=("helm",))
+        plan = planner.service_account_plan(observed, IDENTITY, "keyless")
+        assert plan.action == "update" and not plan.force
+        assert plan.labels == {"keyless.io/bound": "true"}
 
     def test_our_own_value_is_updated_without_force_and_keeps_the_marker(self):
         observed = sa_state({CID: "old", TID: "tid", **CREATED}, {CID: MINE, TID: MINE, **{k: MINE for k in CREATED}})
         plan = planner.service_account_plan(observed, IDENTITY, "keyless")
-        assert plan == planner.KubePlan("update", {CID: "cid", TID: "tid", **CREATED})
+        assert plan == planner.KubePlan("update", {CID: "cid", TID: "tid", **CREATED}, planner.SA_BOUND_LABELS)
 
     def test_handed_over_the_value_is_taken_with_force(self):
         observed = sa_state({CID: "theirs", **ADOPT}, {CID: HELM, **{k: HELM for k in ADOPT}}, managers=("helm",))
         plan = planner.service_account_plan(observed, IDENTITY, "keyless")
-        assert plan == planner.KubePlan("update", {CID: "cid", TID: "tid"}, force=True), "adopted, not created"
+        assert plan == planner.KubePlan(
+            "update", {CID: "cid", TID: "tid"}, planner.SA_BOUND_LABELS, force=True
+        ), "adopted, not created"
 
     def test_a_marker_someone_else_wrote_does_not_count(self):
         forged = sa_state(dict(CREATED), {k: HELM for k in CREATED}, managers=("helm", "keyless"))
