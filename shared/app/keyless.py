@@ -19,7 +19,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from shared.app import event_intake, self_service, sweep, tag_bindings, worker
+from shared.app import deletions, event_intake, self_service, sweep, tag_bindings, worker
 from shared.app.messages import message
 from shared.app.ports import Ledger, LedgerConflict, OutcomeTopic, SweepLog, WorkQueue
 from shared.domain import access, outcome_events, retry_policy
@@ -158,6 +158,19 @@ class Keyless:
             self.queue.enqueue_raw(message(kind, id=str(resource), change=change), delay)
         except Exception:
             self.release_quietly(lease)  # so that the sender's redelivery queues it
+            raise
+        return True
+
+    def queue_check(self, kind: str, resource_id: str) -> bool:
+        """Queue one check of the bindings that used a deleted identity or role assignment, unless one
+        is queued already (shared.app.deletions); True if this call queued it."""
+        lease = deletions.lease_name(kind, resource_id)
+        if not self.ledger.acquire(lease, retry_policy.RESYNC_HOLD_SECONDS * self.settings.retry_delay_scale):
+            return False
+        try:
+            self.queue.enqueue_raw(message(kind, id=resource_id, change="delete"))
+        except Exception:
+            self.release_quietly(lease)
             raise
         return True
 

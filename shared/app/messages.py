@@ -4,6 +4,7 @@
     {"kind": "cluster", "id": "<cluster id>", "change": "write"|"delete"}   re-read the cluster
     {"kind": "account", "id": "<account id>", "change": "write"|"delete"}   re-read the account
     {"kind": "sweep", "sweep": "<run id>", "cluster": "<cluster id>"}        one shard of a drift sweep
+    {"kind": "identity"|"role-assignment", "id": "<id>", "change": "delete"}  run the bindings that used it
 
 A binding message may carry the versions of the cluster/account state it was made from
 (`clusterVersion`, `accountVersion`), so that an instance whose read cache is older reads again.
@@ -27,8 +28,9 @@ def parse_message(body: str) -> dict[str, str]:
         data = json.loads(body)
     except ValueError:
         raise BadMessage("message body is not JSON") from None
-    if not isinstance(data, dict) or data.get("kind") not in ("binding", "cluster", "account", "sweep"):
-        raise BadMessage("message kind must be binding, cluster, account or sweep")
+    kinds = ("binding", "cluster", "account", "sweep", "identity", "role-assignment")
+    if not isinstance(data, dict) or data.get("kind") not in kinds:
+        raise BadMessage("message kind must be binding, cluster, account, sweep, identity or role-assignment")
     if data["kind"] == "sweep":
         for field in ("sweep", "cluster"):
             if not isinstance(data.get(field), str) or not data[field]:

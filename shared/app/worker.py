@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from shared.app import after_ready
+from shared.app import after_ready, deletions
 from shared.app.admission import admit
 from shared.app.messages import parse_message
 from shared.app.ports import LedgerConflict
@@ -41,6 +41,9 @@ def process(app: Keyless, body: str) -> None:
         return
     if msg["kind"] == "sweep":
         app.run_sweep_shard(msg["sweep"], msg["cluster"])
+        return
+    if msg["kind"] in deletions.KINDS:
+        deletions.repair_after_delete(app, msg["kind"], msg["id"])
         return
     kind = msg["kind"]
     resource = parse_resource_id(msg["id"], CLUSTER_TYPE if kind == "cluster" else ACCOUNT_TYPE, "id")

@@ -10,13 +10,16 @@ import dataclasses
 from typing import Any, Literal
 
 from shared.domain.errors import PermanentError
-from shared.domain.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
+from shared.domain.ids import ACCOUNT_TYPE, CLUSTER_TYPE, IDENTITY_TYPE, ResourceId, parse_resource_id
 
 WRITE = "Microsoft.Resources.ResourceWriteSuccess"
 DELETE = "Microsoft.Resources.ResourceDeleteSuccess"
 Change = Literal["write", "delete"]
 HANDLED_TYPES: dict[str, Change] = {WRITE: "write", DELETE: "delete"}
-Kind = Literal["cluster", "account", "deployment"]
+Kind = Literal["cluster", "account", "deployment", "identity", "role-assignment"]
+"""`identity`: a user-assigned identity or one of its federated credentials was deleted (`resource` is
+the identity); `role-assignment`: a role assignment at an account was deleted (`resource` is the
+account, `child` the assignment's id). Only deletes of these two: their writes are mostly ours."""
 
 
 class MalformedEvent(ValueError):
@@ -32,8 +35,9 @@ class ResourceEvent:
     id: str
     change: Change
     kind: Kind
-    resource: ResourceId  # the cluster, or the account (also for deployment events)
+    resource: ResourceId  # the cluster, the account (also for deployment events), or the identity
     deployment: str | None = None
+    child: str | None = None  # a deleted role assignment's full id
 
 
 def _str(value: Any, field: str, limit: int = 2048) -> str:
@@ -79,6 +83,17 @@ def parse_event(event: Any) -> ResourceEvent | None:
                 return ResourceEvent(event_id, change, "account", account)
             if len(child) == 2 and child[0].lower() == "deployments":
                 return ResourceEvent(event_id, change, "deployment", account, deployment=child[1])
+            if (
+                change == "delete"
+                and len(child) == 4
+                and [c.lower() for c in child[:3]] == ["providers", "microsoft.authorization", "roleassignments"]
+            ):
+                ra = f"{account}/providers/Microsoft.Authorization/roleAssignments/{child[3]}"
+                return ResourceEvent(event_id, change, "role-assignment", account, child=ra)
+        if full_type == IDENTITY_TYPE.lower() and change == "delete":
+            if not child or (len(child) == 2 and child[0].lower() == "federatedidentitycredentials"):
+                identity = parse_resource_id(top, IDENTITY_TYPE, "data.resourceUri")
+                return ResourceEvent(event_id, change, "identity", identity)
     except PermanentError as exc:
         raise MalformedEvent(exc.reason) from None
-    return None  # agent pools, identities, role assignments, our own writes: not ours
+    return None  # agent pools, identity and role-assignment writes (ours), other types: not ours

@@ -12,7 +12,7 @@ import pytest
 from shared.app import composition
 from shared.domain import sweep_plan
 from tests.conftest import ACCOUNT_ID, NAMESPACE
-from tests.functions.test_app import REQUEST, records
+from tests.functions.test_app import REQUEST, arm_event, records
 
 SERVICE_ACCOUNTS = ("chat-api", "worker", "batch")
 LATER = 3600.0  # sweeps "an hour later": no record changed recently (shared.domain.sweep_plan.RECENT_SECONDS)
@@ -158,3 +158,53 @@ def _decoded(content: str) -> str:
     import base64
 
     return base64.b64decode(content).decode()
+
+
+@pytest.mark.parametrize("deleted", ["credential", "identity", "role-assignment"])
+def test_a_delete_event_repairs_the_bindings_that_used_it_without_a_sweep(host, arm, kube, deleted):
+    found = onboard(host)
+    victim = next(r for r in found if r.service_account == "batch")
+    svc = composition.service()
+    sub, rg, name = sweep_plan.identity_location(victim)
+    identity = victim.identity["resourceId"]
+    if deleted == "credential":
+        svc.engine.identities.delete_credential(sub, rg, name, victim.credential["name"])
+        uri = f"{identity}/federatedIdentityCredentials/{victim.credential['name']}"
+        operation = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/delete"
+    elif deleted == "identity":
+        svc.engine.identities.delete(sub, rg, name)
+        uri, operation = identity, "Microsoft.ManagedIdentity/userAssignedIdentities/delete"
+    else:
+        svc.engine.roles.delete(sub, ACCOUNT_ID, victim.role_assignment_id.rsplit("/", 1)[1])
+        uri, operation = victim.role_assignment_id, "Microsoft.Authorization/roleAssignments/delete"
+    for _ in range(3):  # at least once: duplicates make one check
+        host.event(arm_event("event-grid-schema", "delete", uri, operation))
+    kinds = [json.loads(_decoded(m))["kind"] for m in host.raw_messages()]
+    assert kinds == ["role-assignment" if deleted == "role-assignment" else "identity"], kinds
+    host.drain()
+    after = {r.key: r for r in records()}
+    assert after[victim.key].status in ("ready", "verified")
+    assert all(after[r.key].etag == r.etag for r in found if r.key != victim.key), "only the binding that used it"
+    if deleted == "identity":
+        assert after[victim.key].identity["clientId"] != victim.identity["clientId"], "a new identity"
+        sa = kube.get_object("ServiceAccount", NAMESPACE, "batch")
+        assert (
+            sa["metadata"]["annotations"]["azure.workload.identity/client-id"] == after[victim.key].identity["clientId"]
+        )
+    elif deleted == "credential":
+        assert any(c["properties"]["subject"].endswith(":batch") for c in arm.federated_credentials(identity))
+    else:
+        assert any(
+            a["id"].lower() == after[victim.key].role_assignment_id.lower() for a in arm.role_assignments(ACCOUNT_ID)
+        )
+
+
+def test_a_delete_event_about_something_keyless_did_not_make_runs_nothing(host, arm, kube):
+    found = onboard(host)
+    sub = found[0].identity["resourceId"].split("/")[2]
+    stranger = f"/subscriptions/{sub}/resourceGroups/other/providers/Microsoft.ManagedIdentity/userAssignedIdentities/x"
+    host.event(
+        arm_event("event-grid-schema", "delete", stranger, "Microsoft.ManagedIdentity/userAssignedIdentities/delete")
+    )
+    host.drain()
+    assert {r.key: r.etag for r in records()} == {r.key: r.etag for r in found}

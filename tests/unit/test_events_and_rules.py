@@ -36,6 +36,20 @@ class TestEvents:
         e = parse_event(event(ACCOUNT + "/deployments/gpt-4o"))
         assert e.kind == "deployment" and e.deployment == "gpt-4o" and e.resource.name == "oai1"
 
+    def test_deletes_of_identities_credentials_and_role_assignments_at_accounts(self):
+        identity = (
+            f"/subscriptions/{SUB}/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
+        )
+        deleted = "Microsoft.Resources.ResourceDeleteSuccess"
+        for uri in (identity, identity + "/federatedIdentityCredentials/fic1"):
+            e = parse_event(event(uri, deleted))
+            assert e.kind == "identity" and e.resource.key == identity.lower()
+        ra = ACCOUNT + "/providers/Microsoft.Authorization/roleAssignments/0b5c0b7e-0000-4000-8000-000000000001"
+        e = parse_event(event(ra, deleted))
+        assert e.kind == "role-assignment" and e.resource.name == "oai1" and e.child.lower() == ra.lower()
+        for uri in (identity, identity + "/federatedIdentityCredentials/fic1", ra):
+            assert parse_event(event(uri)) is None, "their writes are ours: ignored"
+
     @pytest.mark.parametrize(
         "raw",
         [
