@@ -211,8 +211,10 @@ def run_shard(app: Keyless, run_id: str, cluster: str) -> dict[str, Any]:
 
 
 def _finish_if_last(app: Keyless, run_id: str) -> None:
+    if app.sweeps.pending(run_id):
+        return  # (one query of the shards' flags: cheaper than reading the run first)
     run = app.sweeps.current()
-    if run is None or run.id != run_id or run.finished or app.sweeps.pending(run_id):
+    if run is None or run.id != run_id or run.finished:
         return
     run.finished_at = time.time()
     _save_quietly(app, run)

@@ -142,8 +142,10 @@ class Fleet:
 
     # ------------------------------------------------------------------ drift
 
-    def inject_drift(self, fraction: float, events_for: tuple[str, ...] = ("credential",)) -> list[Drift]:
-        """Break `fraction` of the bindings (evenly spread, never the template), the four kinds in turn.
+    def inject_drift(
+        self, fraction: float, events_for: tuple[str, ...] = ("credential",), kinds: tuple[str, ...] = DRIFTS
+    ) -> list[Drift]:
+        """Break `fraction` of the bindings (evenly spread, never the template), the `kinds` in turn.
         A deleted credential's Event Grid delete event is delivered (`events_for`), as Azure would:
         credentials are not in Resource Graph, so that is how Keyless hears of it between rotations."""
         count = round(len(self.items) * fraction)
@@ -155,7 +157,7 @@ class Fleet:
             if len(drifts) == count:
                 break
             item = self.items[index]
-            drifts.append(Drift(item, DRIFTS[n % len(DRIFTS)], self.records[item.key]))
+            drifts.append(Drift(item, kinds[n % len(kinds)], self.records[item.key]))
         for d in drifts:
             self._break(d, deliver=d.kind in events_for)
         return drifts

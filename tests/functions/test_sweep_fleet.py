@@ -7,11 +7,12 @@ module (seeding takes seconds): each test leaves it healthy for the next."""
 from __future__ import annotations
 
 import collections.abc
+import time
 
 import pytest
 
 from tests.faults.fleet import Fleet, measure_sweep
-from tests.faults.world import World
+from tests.faults.world import World, cluster_id
 
 BINDINGS, CLUSTERS, ACCOUNTS = 1000, 20, 5
 
@@ -49,6 +50,56 @@ def test_resource_graph_lagging_behind_costs_reconciles_not_writes(fleet_world):
     assert m["arm_writes"] == 0 and m["kube_writes"] == 0, m
     w.arm.resource_graph.full_scan()
     assert measure_sweep(w, fleet, [], later=3600)["suspects"] == 0
+
+
+def test_resource_graph_throttling_slows_the_plan_never_turns_it_into_writes(fleet_world):
+    w, fleet = fleet_world
+    graph = w.arm.resource_graph
+    graph.quota_queries = 1  # one query per (scaled) window: the plan's queries meet 429s
+    graph.enforce_quota(5.0)  # windows of 1 s
+    try:
+        m = measure_sweep(w, fleet, [], later=3600)
+    finally:
+        graph.enforce_quota(None)
+        graph.quota_queries = 15
+    throttled = [r for r in w.arm.throttled() if "resourcegraph" in r.path.lower()]
+    assert throttled, "the quota was met"
+    assert m["finished"] and m["suspects"] == 0 and m["arm_writes"] == 0 and m["kube_writes"] == 0, m
+
+
+def test_drift_a_lagging_resource_graph_hides_is_repaired_by_the_next_sweep(fleet_world):
+    """ARG an hour behind still shows a role assignment deleted a moment ago (and no event came): this
+    sweep cannot see it; the next one, once ARG caught up, repairs it. Nothing healthy is written."""
+    w, fleet = fleet_world
+    w.arm.resource_graph.lag_seconds = 3600
+    try:
+        (drift,) = fleet.inject_drift(0.001, events_for=(), kinds=("role-assignment",))
+        blind = measure_sweep(w, fleet, [drift], later=3600)
+        assert blind["arm_writes"] == 0 and blind["kube_writes"] == 0 and blind["repaired"] == 0, blind
+    finally:
+        w.arm.resource_graph.lag_seconds = 0
+    caught_up = measure_sweep(w, fleet, [drift], later=7200)
+    assert caught_up["repaired"] == 1 and caught_up["arm_writes"] == 1, caught_up
+
+
+def test_a_sweep_cut_off_halfway_resumes_and_repairs_everything(fleet_world):
+    w, fleet = fleet_world
+    svc = w.service
+    drifts = fleet.inject_drift(0.006, events_for=(), kinds=("role-assignment", "annotation", "configmap"))
+    now = time.time() + 3 * 3600
+    started = svc.start_sweep(now=now)
+    assert started.action == "started" and started.shards == CLUSTERS
+    w.driver.queue.clear_messages()  # the instance died: every shard message is lost...
+    for cluster in sorted({i.cluster for i in fleet.items})[: CLUSTERS // 2]:
+        svc.run_sweep_shard(started.run_id, cluster_id(cluster))  # ...after half the shards ran
+    assert svc.sweeps.pending(started.run_id) == CLUSTERS // 2
+    assert svc.start_sweep(now=now + 1).action == "busy", "no second sweep over the first"
+    resumed = svc.start_sweep(now=now + 3600)
+    assert resumed.action == "resumed" and resumed.shards == CLUSTERS // 2
+    w.driver.settle(120)
+    run = svc.sweeps.current()
+    assert run.id == started.run_id and run.finished and run.resumes == 1
+    assert all(fleet.repaired(d) for d in drifts), [d.kind for d in drifts if not fleet.repaired(d)]
 
 
 def test_one_sweep_repairs_every_injected_drift_and_touches_nothing_else(fleet_world):
