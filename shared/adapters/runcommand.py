@@ -193,6 +193,20 @@ class RunCommandKube:
         self._snapshot[(kind, name)] = None
         return bool(logs.strip())  # `-o name` prints what was deleted, nothing when it was absent
 
+    # --- label-selected lists across namespaces (the drift sweep's) ----------------------------
+
+    def list_labelled_service_accounts(self, cluster_id: ResourceId, label_selector: str) -> list[KubeObjectState]:
+        objects = self._run(cluster_id, kubectl.list_all_command("serviceaccounts", label_selector))
+        return [_state_from_dict(o) for o in objects if o.get("kind", "ServiceAccount") == "ServiceAccount"]
+
+    def list_labelled_configmaps(self, cluster_id: ResourceId, label_selector: str) -> list[KubeObjectState]:
+        objects = self._run(cluster_id, kubectl.list_all_command("configmaps", label_selector))
+        return [_state_from_dict(o) for o in objects if o.get("kind", "ConfigMap") == "ConfigMap"]
+
+    def list_labelled_deployments(self, cluster_id: ResourceId, label_selector: str) -> list[DeploymentState]:
+        objects = self._run(cluster_id, kubectl.list_all_command("deployments", label_selector))
+        return [_deployment_state(o) for o in objects if o.get("kind", "Deployment") == "Deployment"]
+
     # --- deployments and pods -----------------------------------------------------------------
 
     def list_deployments(

@@ -40,6 +40,11 @@ def list_command(resource: str, namespace: str, selector: str = "") -> str:
     return f"kubectl get {_q(resource)} -n {_q(namespace)}{selection} -o json --show-managed-fields"
 
 
+def list_all_command(resource: str, selector: str) -> str:
+    """A label-selected list across all namespaces (the drift sweep's, for a private cluster)."""
+    return f"kubectl get {_q(resource)} -A -l {_q(selector)} -o json --show-managed-fields"
+
+
 def apply_command(field_manager: str, force: bool = True) -> str:
     """Server-side apply; `force` (--force-conflicts) only where Keyless means to take fields over."""
     conflicts = " --force-conflicts" if force else ""

@@ -109,6 +109,17 @@ class ClusterReach:
         self, binding: Binding, cluster: ClusterState, exc: KubeUnreachable, prefetch: bool = True
     ) -> RunCommandKube:
         """The API server could not be reached: run command, or why not (the one decision)."""
+        self.check_run_command(cluster, exc)
+        return self.through_run_command(binding, cluster, prefetch)
+
+    def lists_through_run_command(self, cluster: ClusterState, exc: KubeUnreachable) -> RunCommandKube:
+        """The drift sweep's lists of a cluster whose API server could not be reached: as `fall_back`."""
+        self.check_run_command(cluster, exc)
+        assert self.run_command is not None
+        return RunCommandKube(self.run_command, cluster, self.settings)
+
+    def check_run_command(self, cluster: ClusterState, exc: KubeUnreachable) -> None:
+        """Raise why run command may not be used for this cluster; else remember it goes through run command."""
         if not cluster.private:
             raise exc  # a public API server that does not answer: not yet
         if not self.settings.run_command_fallback:
@@ -125,7 +136,6 @@ class ClusterReach:
         with self._lock:
             self._unreachable[cluster.id.lower()] = time.monotonic() + self.settings.kube_credentials_ttl_seconds
         log.info("cluster %s is private and unreachable: going through run command", cluster.name)
-        return self.through_run_command(binding, cluster, prefetch)
 
     def through_run_command(self, binding: Binding, cluster: ClusterState, prefetch: bool = True) -> RunCommandKube:
         """Run command for this binding's cluster; with `prefetch`, its objects read at once (one

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
+from shared.adapters.kube import KubeUnreachable
 from shared.adapters.resource_graph import ResourceGraphAdapter
 from shared.domain.errors import KeylessError, NotFoundError
-from shared.domain.ids import ACCOUNT_TYPE, CLUSTER_TYPE, parse_resource_id
+from shared.domain.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
 from shared.domain.observed import AccountState, ClusterState, CredentialState, IdentityState
 from shared.domain.sweep_plan import (
     CONFIGMAP_SELECTOR,
@@ -30,6 +32,15 @@ from shared.domain.sweep_plan import (
 from shared.engine.world import World
 
 log = logging.getLogger("keyless.sweep")
+
+
+def _lists(api: Any, cluster: ResourceId) -> ClusterObjects:
+    """Three label-selected lists across namespaces, through the API server or run command."""
+    return ClusterObjects.build(
+        api.list_labelled_service_accounts(cluster, SA_SELECTOR),
+        api.list_labelled_configmaps(cluster, CONFIGMAP_SELECTOR),
+        api.list_labelled_deployments(cluster, DEPLOYMENT_SELECTOR),
+    )
 
 
 class Inventory:
@@ -86,12 +97,16 @@ class Inventory:
         """The cluster's labelled ServiceAccounts, Keyless ConfigMaps and claimed Deployments, each one
         paged list across all namespaces. Raises KeylessError (e.g. KubeUnreachable) when they cannot be read."""
         cluster = parse_resource_id(cluster_id, CLUSTER_TYPE, "cluster")
-        kube = self.w.kube
-        return ClusterObjects.build(
-            kube.list_labelled_service_accounts(cluster, SA_SELECTOR),
-            kube.list_labelled_configmaps(cluster, CONFIGMAP_SELECTOR),
-            kube.list_labelled_deployments(cluster, DEPLOYMENT_SELECTOR),
-        )
+        state = self.w.clusters.get(cluster)
+        api: Any = self.w.kube
+        if self.w.reach.known_unreachable(state):
+            api = self.w.reach.lists_through_run_command(state, KubeUnreachable("remembered unreachable"))
+        try:
+            return _lists(api, cluster)
+        except KubeUnreachable as exc:
+            if api is not self.w.kube:
+                raise
+            return _lists(self.w.reach.lists_through_run_command(state, exc), cluster)
 
     def credentials(self, subscription_id: str, resource_group: str, identity_name: str) -> Sequence[CredentialState]:
         return self.w.identities.list_credentials(subscription_id, resource_group, identity_name)

@@ -232,3 +232,19 @@ def test_a_fresh_instance_verifies_a_private_cluster_through_run_command(
         f"kubectl get serviceaccount/{SERVICE_ACCOUNT} -n {NAMESPACE}",
         "kubectl get deployments,pods -n team-a",
     ]
+
+
+def test_the_sweeps_lists_of_a_private_cluster_go_through_run_command(
+    arm, kube, settings, make_engine, binding, private_cluster
+):
+    """Three run commands (one label-selected list each, across namespaces), not a reconcile per binding."""
+    engine = make_engine(settings)
+    assert engine.reconcile(binding).status == "ready"
+    arm.run_commands.clear()
+    fresh = make_engine(settings)  # a new instance: it learns the API server is unreachable from the lists
+    objects = fresh.inventory.cluster_objects(CLUSTER_ID)
+    sent = commands(arm)
+    assert len(sent) == 3 and all(" -A -l " in c and c.startswith("kubectl get ") for c in sent), sent
+    sa = objects.service_accounts[f"{NAMESPACE}/{SERVICE_ACCOUNT}"]
+    assert sa.annotations[CLIENT_ID] == arm.identities()[0]["properties"]["clientId"]
+    assert f"{NAMESPACE}/{binding.configmap_name}" in objects.configmaps

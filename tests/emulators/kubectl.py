@@ -42,7 +42,8 @@ _VALUE_FLAGS = {"-n": "namespace", "--namespace": "namespace", "-o": "output", "
                 "--field-manager": "field_manager", "--type": "patch_type", "--patch-file": "patch_file",
                 "-p": "patch", "--patch": "patch"}  # fmt: skip
 _BOOL_FLAGS = {"--ignore-not-found": "ignore_not_found", "--show-managed-fields": "show_managed_fields",
-               "--server-side": "server_side", "--force-conflicts": "force_conflicts"}  # fmt: skip
+               "--server-side": "server_side", "--force-conflicts": "force_conflicts", "-A": "all_namespaces",
+               "--all-namespaces": "all_namespaces"}  # fmt: skip
 
 
 def _printed_kind(rt: ResourceType) -> str:
@@ -79,6 +80,7 @@ class _Args:
     show_managed_fields: bool = False
     server_side: bool = False
     force_conflicts: bool = False
+    all_namespaces: bool = False  # -A: a list across namespaces (kubectl ignores -n then)
 
 
 class KubectlPod:
@@ -158,8 +160,8 @@ class KubectlPod:
 
     # ------------------------------------------------------------------ HTTP
 
-    def _url(self, rt: ResourceType, namespace: str, name: str = "", query: dict[str, str] | None = None) -> str:
-        path = rt.prefix + (f"/namespaces/{namespace}" if rt.namespaced else "") + f"/{rt.plural}"
+    def _url(self, rt: ResourceType, namespace: str | None, name: str = "", query: dict[str, str] | None = None) -> str:
+        path = rt.prefix + (f"/namespaces/{namespace}" if rt.namespaced and namespace else "") + f"/{rt.plural}"
         if name:
             path += f"/{urllib.parse.quote(name)}"
         return self._server + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
@@ -231,7 +233,8 @@ class KubectlPod:
             query = {"labelSelector": args.selector} if args.selector else None
             items = []
             for rt in types:  # kubectl lists each type in turn and prints them as one List
-                status, body = self._call("GET", self._url(rt, args.namespace, query=query))
+                namespace = None if args.all_namespaces else args.namespace
+                status, body = self._call("GET", self._url(rt, namespace, query=query))
                 self._check(status, body)
                 items += [{"apiVersion": rt.api_version, "kind": rt.kind, **i} for i in body.get("items", [])]
             self._print(args, items, out, single=False)
