@@ -1,7 +1,8 @@
-"""Queue trigger: the reconcile worker. Takes one work item, converges it, records the outcome.
+"""Queue triggers: the reconcile worker, and what happens to a message it gave up on.
 
 Not-yet conditions are re-queued with a delay by the service (the message then completes);
-unexpected errors raise so the host retries up to maxDequeueCount, then poisons the message.
+unexpected errors raise so the host retries up to maxDequeueCount, then moves the message to
+`keyless-work-poison`, where `reconcile_poison` records the binding failed (never lost silently).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import azure.functions as func
 
 from shared.app import composition
 from shared.app.messages import BadMessage
-from shared.domain.settings import WORK_QUEUE
+from shared.domain.settings import POISON_QUEUE, WORK_QUEUE
 
 bp = func.Blueprint()
 log = logging.getLogger("keyless.worker")
@@ -30,3 +31,17 @@ def reconcile_worker(msg: func.QueueMessage) -> None:
         composition.service().process(body)
     except BadMessage as exc:
         log.error("dropped message %s: %s", msg.id, exc)
+
+
+@bp.function_name("reconcile_poison")
+@bp.queue_trigger(arg_name="msg", queue_name=POISON_QUEUE, connection="AzureWebJobsStorage")
+def reconcile_poison(msg: func.QueueMessage) -> None:
+    try:
+        body = msg.get_body().decode("utf-8")
+    except UnicodeDecodeError:
+        log.error("dropped poison message %s: body is not UTF-8", msg.id)
+        return
+    try:
+        composition.service().give_up(body)
+    except BadMessage as exc:
+        log.error("dropped poison message %s: %s", msg.id, exc)

@@ -89,6 +89,9 @@ class Keyless:
     def process(self, body: str) -> None:
         worker.process(self, body)
 
+    def give_up(self, body: str) -> None:
+        worker.give_up(self, body)
+
     def process_binding(self, key: str, msg: dict[str, str] | None = None) -> BindingRecord | None:
         return worker.process_binding(self, key, msg)
 

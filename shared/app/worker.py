@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("keyless.service")
 
 
-
 def process(app: Keyless, body: str) -> None:
     """Handle one queue message. Raises only for conditions the queue should retry."""
     msg = parse_message(body)
@@ -57,6 +56,38 @@ def process(app: Keyless, body: str) -> None:
     except TemporaryError as exc:
         log.info("%s %s: not yet (%s); re-read queued", kind, resource, exc.reason)
         app.queue_resync(kind, resource, msg["change"], exc.delay_seconds)
+
+
+def give_up(app: Keyless, body: str) -> None:
+    """A message the host moved to the poison queue: its work failed every delivery. A binding is
+    recorded `failed` with the last reason and announced (the next drift sweep tries it again; an
+    offboarding is queued again in an hour); any other work is logged (events and the sweep redo it)."""
+    msg = parse_message(body)
+    if msg["kind"] != "binding":
+        log.error("gave up on %s %s after %d attempts", msg["kind"], msg.get("id") or msg.get("cluster"),
+                  retry_policy.HOST_MAX_DEQUEUE_COUNT)  # fmt: skip
+        return
+    for _ in range(3):
+        record = app.ledger.get(msg["key"])
+        if record is None or record.status == "removed":
+            return
+        why = record.last_error or record.reason or "an unexpected error"
+        record.status = "failed"
+        record.reason = record.last_error = f"gave up after {retry_policy.HOST_MAX_DEQUEUE_COUNT} attempts: {why}"[
+            :1000
+        ]
+        record.next_attempt_at, record.updated_at = None, utcnow()
+        try:
+            app.ledger.save(record)
+        except LedgerConflict:
+            continue
+        log.error("binding %s: %s", record.key, record.reason)
+        if not record.live:
+            app.enqueue_binding(
+                record.key, "offboarding gave up; trying again", retry_policy.POISONED_OFFBOARDING_SECONDS
+            )
+        app.announce(record)
+        return
 
 
 def process_binding(app: Keyless, key: str, msg: dict[str, str] | None = None) -> BindingRecord | None:

@@ -272,6 +272,17 @@ class Host:
     def raw_messages(self) -> list[str]:
         return [m.content for m in self.queue.peek_messages(max_messages=32)]
 
+    def drain_poison(self) -> int:
+        """Run `reconcile_poison` on every message of the poison queue (as the host would); how many."""
+        handled = 0
+        for m in list(self.poison.receive_messages(max_messages=32, visibility_timeout=60)):
+            msg = QueueMessage(id=m.id, body=base64.b64decode(m.content), dequeue_count=m.dequeue_count,
+                               pop_receipt=m.pop_receipt)  # fmt: skip
+            self.functions["reconcile_poison"](msg)
+            self.poison.delete_message(m)
+            handled += 1
+        return handled
+
     def drain(self, deadline_seconds: float = 60.0, max_messages: int = 500) -> int:
         """Run the worker on visible messages until none is left; returns how many it ran."""
         handled = 0

@@ -68,6 +68,7 @@ def test_every_function_is_registered(indexed):
         "health",
         "resource_events",
         "reconcile_worker",
+        "reconcile_poison",
         "drift_sweep",
     }
 
@@ -102,6 +103,12 @@ def test_queue_trigger(indexed):
     (binding,) = indexed["reconcile_worker"]
     assert binding["type"] == "queueTrigger"
     assert binding["queueName"] == "keyless-work"
+    assert binding["connection"] == "AzureWebJobsStorage"
+
+
+def test_poison_queue_trigger(indexed):
+    (binding,) = indexed["reconcile_poison"]
+    assert binding["type"] == "queueTrigger" and binding["queueName"] == "keyless-work-poison"
     assert binding["connection"] == "AzureWebJobsStorage"
 
 
@@ -159,4 +166,4 @@ def test_importing_the_app_needs_no_settings_credentials_or_network():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "10 []"
+    assert out.stdout.strip() == "11 []"

@@ -4,6 +4,7 @@ topic (the emulator, reached by the real azure-eventgrid client with the app's E
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -147,3 +148,19 @@ def test_switching_an_account_keyless_is_announced(host, arm, kube, topic):
         "disableLocalAuth": True,
         "verifiedOnboardings": [created["id"]],
     }
+
+
+def test_a_binding_the_host_gave_up_on_is_recorded_failed_and_announced_never_lost(host, arm, kube, topic):
+    key = onboard(host)
+    record = composition.service().ledger.get(key)
+    record.last_error = "internal error: RuntimeError"
+    composition.service().ledger.save(record)
+    body = json.dumps({"kind": "binding", "key": key, "reason": "drift sweep"})
+    host.poison.send_message(base64.b64encode(body.encode()).decode())  # as the host does after 5 failures
+    host.poison.send_message(base64.b64encode(b'{"kind": "cluster", "id": "nope"}').decode())  # dropped, logged
+    assert host.drain_poison() == 2
+    failed = composition.service().ledger.get(key)
+    assert failed.status == "failed" and failed.reason == "gave up after 5 attempts: internal error: RuntimeError"
+    assert topic.events[-1]["type"] == "Keyless.Onboarding.Failed"
+    assert "gave up after 5 attempts" in topic.events[-1]["data"]["reason"]
+    assert composition.service().start_sweep().suspects == 1, "the next sweep tries it again"
