@@ -352,6 +352,8 @@ QUEUE_MAX_VISIBILITY_SECONDS = 7 * 24 * 3600.0
 # message shows again after the visibility timeout, and is poisoned after the fifth delivery.
 HOST_RETRY_VISIBILITY_SECONDS = 30.0
 HOST_MAX_DEQUEUE_COUNT = 5
+POISONED_OFFBOARDING_SECONDS = 3600.0
+"""An offboarding whose message was poisoned runs again this much later (a live binding: at the next sweep)."""
 
 LEASE_ACQUIRE_ROUNDS = 3
 """Rounds of insert / read / take over an expired lease before `Ledger.acquire` reports it held:

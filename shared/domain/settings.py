@@ -20,6 +20,7 @@ AKS_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
 """The Entra application of every AKS API server (the audience of kubelogin tokens)."""
 
 WORK_QUEUE = "keyless-work"
+POISON_QUEUE = WORK_QUEUE + "-poison"  # where the host moves a message after maxDequeueCount failures
 """The work queue's name: fixed, because the queue trigger's binding names it at indexing time."""
 
 DEFAULT_SYSTEM_NAMESPACES = (
