@@ -4,6 +4,7 @@ cluster; the queue worker runs the shards and the reconciles of the suspects (sh
 from __future__ import annotations
 
 import logging
+import os
 
 import azure.functions as func
 
@@ -16,8 +17,15 @@ SCHEDULE_SETTING = "KEYLESS_SWEEP_SCHEDULE"
 DEFAULT_SCHEDULE = "0 */30 * * * *"
 
 
+def schedule() -> str:
+    """The app setting when it is set (the host resolves `%...%`), else every 30 minutes: a deployment
+    that leaves the setting out still sweeps (an unresolved `%...%` would stop the timer). Read when the
+    worker indexes the functions, from the app settings in its environment."""
+    return f"%{SCHEDULE_SETTING}%" if os.environ.get(SCHEDULE_SETTING, "").strip() else DEFAULT_SCHEDULE
+
+
 @bp.function_name("drift_sweep")
-@bp.timer_trigger(arg_name="timer", schedule=f"%{SCHEDULE_SETTING}%", run_on_startup=False, use_monitor=True)
+@bp.timer_trigger(arg_name="timer", schedule=schedule(), run_on_startup=False, use_monitor=True)
 def drift_sweep(timer: func.TimerRequest) -> None:
     report = composition.service().start_sweep()
     log.info(

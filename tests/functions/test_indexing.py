@@ -115,7 +115,8 @@ def test_poison_queue_trigger(indexed):
 def test_timer_trigger_schedule_is_a_valid_ncrontab(indexed):
     (binding,) = indexed["drift_sweep"]
     assert binding["type"] == "timerTrigger"
-    assert binding["schedule"] == "%KEYLESS_SWEEP_SCHEDULE%"
+    expected = "%KEYLESS_SWEEP_SCHEDULE%" if os.environ.get("KEYLESS_SWEEP_SCHEDULE") else "0 */30 * * * *"
+    assert binding["schedule"] == expected
     assert binding["runOnStartup"] is False
     sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     assert_ncrontab(sample["KEYLESS_SWEEP_SCHEDULE"])
@@ -167,3 +168,19 @@ def test_importing_the_app_needs_no_settings_credentials_or_network():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "11 []"
+
+
+@pytest.mark.parametrize("setting, schedule", [(None, "0 */30 * * * *"), ("0 0 * * * *", "%KEYLESS_SWEEP_SCHEDULE%")])
+def test_the_sweep_runs_every_30_minutes_without_its_setting(setting, schedule):
+    """A deployment that leaves KEYLESS_SWEEP_SCHEDULE out still sweeps; the setting, when there, decides."""
+    env = {k: v for k, v in os.environ.items() if k != "KEYLESS_SWEEP_SCHEDULE"}
+    if setting:
+        env["KEYLESS_SWEEP_SCHEDULE"] = setting
+    code = (
+        "import function_app\n"
+        "(f,) = [f for f in function_app.app.get_functions() if f.get_function_name() == 'drift_sweep']\n"
+        "print(f.get_bindings()[0].schedule)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == schedule
