@@ -1,7 +1,38 @@
 """The binding ledger in Azure Table storage: the API's source of truth, surviving restarts.
 
-One entity per binding (PartitionKey "binding", RowKey = binding key). Writes are
-conditional on the ETag read, so two workers never overwrite each other's outcome blindly.
+Layout (one table; a lookup or a list reads its own partitions, never the whole table):
+
+    PartitionKey              RowKey                         what
+    "c-" + hash(cluster)      <namespace>|<sa>|<key>         a binding's record (its cluster's partition)
+    "id"                      <key>                          pointer: key -> the record's PartitionKey/RowKey
+    "a-" + hash(account)      "c-" + hash(cluster)|<key>     account index -> the record's PartitionKey/RowKey
+    "meta"                    "layout"                       the layout version (written after a migration)
+    "quota-<hash>"            <key>                          quota counts (below)
+    "lease"                   <hash of the name>             leases (below)
+
+so `get` is two point reads, a cluster's list (or a namespace's: a RowKey range, `N|` to `N}`) reads
+one partition, an account's list reads its index partition and then, per cluster holding some of its
+bindings, one range of that cluster's partition, and a list of everything scans the record partitions
+only (`c-` <= PartitionKey < `c.`). Namespace and service account names are DNS-1123 (they never hold
+`|`); any other character is %-encoded in a RowKey, so a range can never take in another namespace
+("team" vs "team-a": `-` sorts before `|`). The cluster, namespace and service account of a key never
+change, so a record never moves.
+
+Writes are conditional on the ETag read, so two workers never overwrite each other's outcome blindly.
+A new record's account index row and pointer are written before the record, so no crash leaves a
+record `get` cannot find; a pointer (or index row) without its record means "no record".
+
+Records removed (desired absent, status removed) longer ago than the retention are deleted with their
+pointer and index rows (`purge_removed`); the record first, conditional on the ETag read, so a
+binding asked for again meanwhile is kept.
+
+Before this layout, every record was in one partition ("binding", RowKey = key). On first use an
+instance that does not find the layout marker moves every such row (record created if absent, with
+all its properties; pointer; account index; then the old row deleted) and then writes the marker.
+Each step is idempotent, so several instances may migrate at once and a crash anywhere is finished
+by the next start. While an instance migrates, `get` from its other threads falls back to the old row.
+An instance of the old version still running after the marker was written would write old rows that
+nothing moves: deploy so that the old version stops before the new one starts (as a restart does).
 
 Quotas (shared.domain.access.Grant) are counted in an index of their own: one partition per quota
 (PartitionKey "quota-<hash>", RowKey = binding key), so counting a quota reads at most its limit
@@ -14,10 +45,17 @@ by one worker at a time, and so that a storm of events about one cluster queues 
 
 from __future__ import annotations
 
+import base64
+import concurrent.futures
 import dataclasses
+import datetime as dt
+import itertools
 import json
+import math
+import re
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -31,8 +69,21 @@ from shared.domain.errors import LedgerConflict, TemporaryError
 from shared.domain.naming import short_hash
 from shared.domain.records import BindingRecord
 
-PARTITION = "binding"
+LEGACY = "binding"  # the one partition of the layout before this one (rows moved on first use)
+POINTERS = "id"
+META, LAYOUT_ROW, LAYOUT_VERSION = "meta", "layout", 2
+RECORDS_FROM, RECORDS_TO = "c-", "c."  # every record partition, and nothing else, is in [c-, c.)
 LEASES = "lease"
+
+PAGE = 1000  # rows per request when reading everything (Table storage's most)
+_BATCH_OPS = 100  # operations per transaction (Table storage's most)
+_BATCH_BYTES = 2_000_000  # well inside a transaction's 4 MiB
+_MIGRATION_ROUND = 5000  # old rows moved at a time (a few MB in memory)
+_PARALLEL_PARTITIONS = 8  # partitions written at once by a migration or a purge
+_NARROWINGS = 3  # a transaction narrowed to what is still to do at most this often, then one at a time
+_KEEP = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")  # DNS-1123 characters, kept as they are in a RowKey
+_TOKEN_TEXT = re.compile(r"[^\x00-\x1f\x7f/\\#?]{1,1024}")  # what a RowKey may hold
+_RECORD_PARTITION = re.compile(r"c-[0-9a-f]{32}")
 
 
 def _client_options() -> dict[str, Any]:
@@ -61,8 +112,75 @@ def _lease_entity(name: str, owner: str, seconds: float) -> dict[str, Any]:
     return {"PartitionKey": LEASES, "RowKey": row, "name": name[:1000], "until": time.time() + seconds, "owner": owner}
 
 
+def _segment(text: str) -> str:
+    """`text` as one part of a record's RowKey: DNS-1123 characters as they are, any other %-encoded
+    (so a part never holds `|`, `}` or a character a RowKey forbids)."""
+    if all(c in _KEEP for c in text):
+        return text
+    return "".join(c if c in _KEEP else urllib.parse.quote(c, safe="") for c in text)
+
+
+def _cluster_partition(cluster: str) -> str:
+    return RECORDS_FROM + short_hash(cluster.lower(), length=32)
+
+
+def _account_partition(account: str) -> str:
+    return "a-" + short_hash(account.lower(), length=32)
+
+
+def _key_of(row_key: str) -> str:
+    """The binding key in a record's RowKey (`<namespace>|<sa>|<key>`, or `<key>` in the old layout)."""
+    return urllib.parse.unquote(row_key.rsplit("|", 1)[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Place:
+    """Where one binding's rows are: its record, its pointer, its account index row."""
+
+    key: str
+    partition: str  # the record's PartitionKey: its cluster's
+    row: str  # the record's RowKey
+    account: str  # the account index's PartitionKey; "" when the binding names no account
+
+    @classmethod
+    def of(cls, key: str, cluster: str, namespace: str, service_account: str, account: str) -> _Place:
+        row = f"{_segment(namespace)}|{_segment(service_account)}|{_segment(key)}"
+        return cls(key, _cluster_partition(cluster), row, _account_partition(account) if account else "")
+
+    @classmethod
+    def of_record(cls, record: BindingRecord) -> _Place:
+        return cls.of(record.key, record.cluster, record.namespace, record.service_account, record.account)
+
+    @classmethod
+    def of_entity(cls, entity: Any, key: str) -> _Place:
+        """From a record's properties (either layout)."""
+        return cls.of(
+            key,
+            str(entity.get("cluster_key") or entity.get("cluster") or ""),
+            str(entity.get("namespace") or ""),
+            str(entity.get("service_account") or ""),
+            str(entity.get("account_key") or entity.get("account") or ""),
+        )
+
+    @property
+    def index_row(self) -> str:
+        return f"{self.partition}|{self.key}"
+
+    def pointer(self) -> dict[str, Any]:
+        return {"PartitionKey": POINTERS, "RowKey": self.key, "pk": self.partition, "rk": self.row}
+
+    def index(self) -> dict[str, Any] | None:
+        if not self.account:
+            return None
+        return {"PartitionKey": self.account, "RowKey": self.index_row, "pk": self.partition, "rk": self.row}
+
+    def located(self, pointer: Any) -> bool:
+        return pointer.get("pk") == self.partition and pointer.get("rk") == self.row
+
+
 def _to_entity(record: BindingRecord) -> dict[str, Any]:
-    entity: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": record.key}
+    place = _Place.of_record(record)
+    entity: dict[str, Any] = {"PartitionKey": place.partition, "RowKey": place.row}
     for field, value in record.__dict__.items():
         if field in ("key", "etag"):
             continue
@@ -80,15 +198,52 @@ def _from_entity(entity: Any) -> BindingRecord:
             continue
         value = entity[field]
         values[field] = json.loads(value) if field in _JSON_FIELDS else value
-    record = BindingRecord(key=entity["RowKey"], **values)
+    record = BindingRecord(key=_key_of(entity["RowKey"]), **values)
     record.etag = entity.metadata.get("etag")
     return record
+
+
+def _older_than(updated_at: Any, cutoff: float) -> bool:
+    """`updated_at` (ISO 8601, "...Z") is before `cutoff` (epoch seconds); False when it is no date."""
+    if not isinstance(updated_at, str) or not updated_at:
+        return False
+    try:
+        when = dt.datetime.fromisoformat(updated_at.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp() < cutoff
+
+
+Operation = tuple[str, dict[str, Any], dict[str, Any]]
+
+
+def _transactions(ops: list[Operation]) -> list[list[list[Operation]]]:
+    """`ops` as transactions, by partition: at most 100 operations and ~2 MB each."""
+    by_partition: dict[str, list[Operation]] = {}
+    for op in ops:
+        by_partition.setdefault(op[1]["PartitionKey"], []).append(op)
+    partitions = []
+    for group in by_partition.values():
+        chunks: list[list[Operation]] = [[]]
+        size = 0
+        for op in group:
+            weight = len(json.dumps(op[1], default=str))
+            if chunks[-1] and (len(chunks[-1]) >= _BATCH_OPS or size + weight > _BATCH_BYTES):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(op)
+            size += weight
+        partitions.append(chunks)
+    return partitions
 
 
 class Ledger:
     def __init__(self, table_client: Any) -> None:
         self._table = table_client
-        self._ready = False
+        self._current = False  # the table exists and holds the current layout (migrated if it was old)
+        self._opening = threading.Lock()
         self._owned: dict[str, str] = {}  # lease name -> the owner token this process wrote
         self._owned_lock = threading.Lock()
 
@@ -108,14 +263,178 @@ class Ledger:
         url = f"https://{account_name}.table.core.windows.net"
         return cls(TableClient(url, table_name, credential=credential, **_client_options()))
 
-    def _ensure(self) -> None:
-        if self._ready:
-            return
+    # --- the table and its layout -----------------------------------------------------------
+
+    def _ensure(self, wait: bool = True) -> bool:
+        """Make sure the table exists and holds the current layout (migrating it on first use).
+        True once it does; False only when `wait` is off and another thread of this instance is
+        migrating right now (the caller then reads old rows too)."""
+        if self._current:
+            return True
+        if not self._opening.acquire(blocking=wait):
+            return False
         try:
-            self._table.create_table()
-        except ResourceExistsError:
-            pass
-        self._ready = True
+            if not self._current:
+                self._open()
+            return True
+        finally:
+            self._opening.release()
+
+    def _open(self) -> None:
+        """One read when the table is current; creates the table when there is none."""
+        marker = self._read(META, LAYOUT_ROW)
+        if marker is None:
+            try:
+                self._table.create_table()
+            except ResourceExistsError:
+                pass
+            else:  # a new table holds nothing of the old layout
+                self._write_marker()
+                self._current = True
+                return
+        if marker is None or int(marker.get("version") or 0) < LAYOUT_VERSION:
+            self._migrate()
+            self._write_marker()
+        self._current = True
+
+    def _write_marker(self) -> None:
+        from azure.data.tables import UpdateMode
+
+        entity = {"PartitionKey": META, "RowKey": LAYOUT_ROW, "version": LAYOUT_VERSION}
+        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def _migrate(self) -> int:
+        """Move every row of the old layout (PartitionKey "binding") to this one; returns how many
+        this call moved. Idempotent, and safe with other instances doing the same: a record is
+        created only where none is (a record moved and changed since is kept), pointer and index rows
+        are the same whoever writes them, and an old row is deleted only once its record exists.
+
+        Reads 1,000 old rows a request, 5,000 a round; writes a round in transactions (100 rows of one
+        partition each: the more rows a round, the fuller a cluster's transactions). Starts at a random
+        key, so that instances starting together mostly move different rows."""
+        moved = 0
+        legacy = {"pk": LEGACY, "start": uuid.uuid4().hex}
+        for where in ("PartitionKey eq @pk and RowKey ge @start", "PartitionKey eq @pk"):
+            while True:
+                rows = list(itertools.islice(self._rows(where, legacy, PAGE), _MIGRATION_ROUND))
+                if not rows:
+                    break
+                self._move(rows)
+                moved += len(rows)
+        return moved
+
+    def _move(self, rows: list[Any]) -> None:
+        from azure.data.tables import UpdateMode
+
+        places = [_Place.of_entity(row, row["RowKey"]) for row in rows]
+        upsert: dict[str, Any] = {"mode": UpdateMode.REPLACE}
+        self._apply([("upsert", index, upsert) for p in places if (index := p.index()) is not None])
+        self._apply([("upsert", p.pointer(), upsert) for p in places])
+        records: list[Operation] = []
+        for row, place in zip(rows, places, strict=True):
+            entity = dict(row)
+            entity.setdefault("cluster_key", str(row.get("cluster") or "").lower())
+            entity.setdefault("account_key", str(row.get("account") or "").lower())
+            entity["PartitionKey"], entity["RowKey"] = place.partition, place.row
+            records.append(("create", entity, {}))
+        self._apply(records)
+        self._apply([("delete", {"PartitionKey": LEGACY, "RowKey": row["RowKey"]}, {}) for row in rows])
+
+    # --- rows -------------------------------------------------------------------------------
+
+    def _read(self, partition: str, row: str) -> Any:
+        """One entity, or None."""
+        try:
+            return self._table.get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None
+
+    def _rows(
+        self, where: str, parameters: dict[str, Any], per_page: int, select: list[str] | None = None
+    ) -> Iterator[Any]:
+        """Every row matching `where`, `per_page` a request; the SDK follows continuation tokens (an
+        empty page with a token included), and fetches a page only when iteration reaches it."""
+        return iter(self._table.query_entities(where, parameters=parameters, results_per_page=per_page, select=select))
+
+    def _apply(self, ops: list[Operation]) -> set[tuple[str, str]]:
+        """Run `ops` ("upsert", "create", "delete" with their keyword arguments) as transactions of one
+        partition each. A transaction of creates or plain deletes that fails (another instance made or
+        deleted some of its rows meanwhile) is narrowed, after one read of its rows, to what is still
+        to do, and sent again; any other failing one is run one operation at a time. Partitions are
+        written in parallel (a few at a time), a partition's transactions one after the other (one
+        partition takes ~2,000 entities a second). Returns the (PartitionKey, RowKey) of the operations
+        done: all but the creates of an entity that was there already and the conditional deletes of
+        one changed since (a delete of one gone counts as done)."""
+        partitions = _transactions(ops)
+        if len(partitions) < 2:
+            return set().union(*(self._transact(chunk) for chunks in partitions for chunk in chunks))
+        with concurrent.futures.ThreadPoolExecutor(min(len(partitions), _PARALLEL_PARTITIONS)) as pool:
+            done = pool.map(lambda chunks: set().union(*(self._transact(chunk) for chunk in chunks)), partitions)
+            return set().union(*done)
+
+    def _transact(self, chunk: list[Operation]) -> set[tuple[str, str]]:
+        """One transaction (see `_apply`): what it did."""
+        from azure.data.tables import TableTransactionError
+
+        done: set[tuple[str, str]] = set()
+        for _ in range(_NARROWINGS + 1):
+            if len(chunk) < 2:
+                break
+            try:
+                self._table.submit_transaction(chunk)
+            except TableTransactionError:
+                narrowed = self._still_to_do(chunk)
+                if narrowed is None:
+                    break
+                if chunk[0][0] == "delete":  # those gone already
+                    left = {op[1]["RowKey"] for op in narrowed}
+                    done.update((e["PartitionKey"], e["RowKey"]) for _, e, _ in chunk if e["RowKey"] not in left)
+                chunk = narrowed
+            else:
+                done.update((e["PartitionKey"], e["RowKey"]) for _, e, _ in chunk)
+                return done
+        done.update((e["PartitionKey"], e["RowKey"]) for kind, e, kw in chunk if self._one(kind, e, kw))
+        return done
+
+    def _still_to_do(self, chunk: list[Operation]) -> list[Operation] | None:
+        """The creates of `chunk` whose entity is not there, or its plain deletes whose entity is (one
+        range read of the partition); None for a chunk of other operations."""
+        kinds = {kind for kind, _, _ in chunk}
+        if any(kwargs for _, _, kwargs in chunk) or kinds not in ({"create"}, {"delete"}):
+            return None
+        (kind,) = kinds
+        rows = {e["RowKey"] for _, e, _ in chunk}
+        where = "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi"
+        params = {"pk": chunk[0][1]["PartitionKey"], "lo": min(rows), "hi": max(rows)}
+        there = {e["RowKey"] for e in self._rows(where, params, PAGE, select=["RowKey"])}
+        return [op for op in chunk if (op[1]["RowKey"] in there) == (kind == "delete")]
+
+    def _one(self, kind: str, entity: dict[str, Any], kwargs: dict[str, Any]) -> bool:
+        try:
+            if kind == "upsert":
+                self._table.upsert_entity(entity, **kwargs)
+            elif kind == "create":
+                self._table.create_entity(entity)
+            else:  # a delete of a missing entity succeeds (the SDK ignores its 404)
+                self._table.delete_entity(entity["PartitionKey"], entity["RowKey"], **kwargs)
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                return False
+            raise
+        return True
+
+    def _index_and_point(self, place: _Place) -> None:
+        """The account index row, then the pointer (a pointer means its index row exists)."""
+        from azure.data.tables import UpdateMode
+
+        index = place.index()
+        if index is not None:
+            self._table.upsert_entity(index, mode=UpdateMode.REPLACE)
+        self._table.upsert_entity(place.pointer(), mode=UpdateMode.REPLACE)
+
+    # --- records ----------------------------------------------------------------------------
 
     def ping(self) -> None:
         """Raises if the table cannot be reached (for /api/health)."""
@@ -123,37 +442,57 @@ class Ledger:
         next(iter(self._table.query_entities("PartitionKey eq 'none'", results_per_page=1)), None)
 
     def get(self, key: str) -> BindingRecord | None:
-        self._ensure()
-        try:
-            return _from_entity(self._table.get_entity(PARTITION, key))
-        except ResourceNotFoundError:
+        """The record of `key`, or None: its pointer, then the record (two point reads). While this
+        instance is migrating the table in another thread, a row of the old layout is found too."""
+        current = self._ensure(wait=False)
+        pointer = self._read(POINTERS, key)
+        if pointer is not None:
+            entity = self._read(str(pointer.get("pk") or ""), str(pointer.get("rk") or ""))
+            if entity is not None:
+                return _from_entity(entity)
+        if current:
             return None
+        entity = self._read(LEGACY, key)
+        return _from_entity(entity) if entity is not None else None
 
     def create(self, record: BindingRecord) -> bool:
-        """Insert; False if a record with this key exists already."""
+        """Insert; False if a record with this key exists already.
+
+        Index row and pointer first (one read when the pointer is there already, as for every
+        binding asked for again), then the record; then the pointer is read again, in case a purge
+        of an older record with this key deleted it meanwhile (see `purge_removed`)."""
         self._ensure()
+        place = _Place.of_record(record)
+        pointer = self._read(POINTERS, record.key)
+        if pointer is None or not place.located(pointer):
+            self._index_and_point(place)
         try:
             meta = self._table.create_entity(_to_entity(record))
         except ResourceExistsError:
             return False
         record.etag = meta.get("etag")
+        if self._read(POINTERS, record.key) is None:
+            self._index_and_point(place)
         return True
 
     def save(self, record: BindingRecord) -> None:
-        """Replace, only if unchanged since read (LedgerConflict otherwise)."""
+        """Replace, only if unchanged since read (LedgerConflict otherwise, a missing record too).
+        Without an ETag: create or replace (index row and pointer first, as `create`)."""
         from azure.data.tables import UpdateMode
 
         self._ensure()
+        entity = _to_entity(record)
         try:
             if record.etag:
                 meta = self._table.update_entity(
-                    _to_entity(record),
+                    entity,
                     mode=UpdateMode.REPLACE,
                     etag=record.etag,
                     match_condition=MatchConditions.IfNotModified,
                 )
             else:
-                meta = self._table.upsert_entity(_to_entity(record), mode=UpdateMode.REPLACE)
+                self._index_and_point(_Place.of_record(record))
+                meta = self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         except (ResourceModifiedError, ResourceNotFoundError) as exc:
             raise LedgerConflict(record.key) from exc
         except HttpResponseError as exc:
@@ -163,6 +502,63 @@ class Ledger:
                 f"ledger write failed ({exc.status_code})", retry_policy.LEDGER_WRITE_FAILED_SECONDS
             ) from exc
         record.etag = meta.get("etag")
+
+    def purge_removed(self, older_than_seconds: float, now: float | None = None) -> int:
+        """Delete the records removed (desired absent, status removed) whose `updated_at` is more than
+        `older_than_seconds` before `now`, with their pointer and account index rows; returns how many.
+
+        Reads the removed records (1,000 a request, the record partitions only); deletes each record
+        conditional on the ETag read (one asked for again meanwhile stays), then its pointer and index
+        row, in transactions. Last, it looks again at the records it deleted: one created again
+        meanwhile (a `create` that wrote its pointer before this purge deleted it) gets its pointer
+        and index row back."""
+        self._ensure()
+        cutoff = (time.time() if now is None else now) - older_than_seconds
+        if math.isnan(cutoff):
+            return 0
+        where = "PartitionKey ge @from and PartitionKey lt @to and status eq 'removed' and desired eq 'absent'"
+        rows = self._rows(where, {"from": RECORDS_FROM, "to": RECORDS_TO}, PAGE)
+        purged = 0
+        while chunk := list(itertools.islice(rows, PAGE)):
+            purged += self._purge([row for row in chunk if _older_than(row.get("updated_at"), cutoff)])
+        return purged
+
+    def _purge(self, rows: list[Any]) -> int:
+        if not rows:
+            return 0
+        conditional = {"match_condition": MatchConditions.IfNotModified}
+        deleted = self._apply(
+            [
+                (
+                    "delete",
+                    {"PartitionKey": r["PartitionKey"], "RowKey": r["RowKey"]},
+                    {**conditional, "etag": r.metadata["etag"]},
+                )
+                for r in rows
+            ]
+        )
+        places = [
+            _Place.of_entity(r, _key_of(r["RowKey"])) for r in rows if (r["PartitionKey"], r["RowKey"]) in deleted
+        ]
+        self._apply([("delete", p.pointer(), {}) for p in places])
+        self._apply([("delete", index, {}) for p in places if (index := p.index()) is not None])
+        for place in self._still_there(places):
+            self._index_and_point(place)
+        return len(places)
+
+    def _still_there(self, places: list[_Place]) -> list[_Place]:
+        """Those of `places` whose record exists: one range read per cluster partition."""
+        by_partition: dict[str, list[_Place]] = {}
+        for place in places:
+            by_partition.setdefault(place.partition, []).append(place)
+        found: list[_Place] = []
+        for partition, group in by_partition.items():
+            rows = {p.row for p in group}
+            where = "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi"
+            params = {"pk": partition, "lo": min(rows), "hi": max(rows)}
+            present = {e["RowKey"] for e in self._rows(where, params, PAGE, select=["RowKey"]) if e["RowKey"] in rows}
+            found.extend(p for p in group if p.row in present)
+        return found
 
     # --- leases ---------------------------------------------------------------------------
 
@@ -329,55 +725,178 @@ class Ledger:
         continuation: str | None = None,
         live_only: bool = False,
     ) -> tuple[list[BindingRecord], str | None]:
-        """One page of records matching the filters, and the token for the next page."""
+        """One page of records matching the filters, and the token for the next page (None: no more).
+
+        With `cluster`: its partition only (a namespace: a RowKey range of it), in RowKey order
+        (`<namespace>|<sa>|<key>`). With `account` alone: its index, then the records it names, ordered by
+        cluster, key. Neither: the record partitions. A page is never empty while matching records
+        remain; in a cluster's list or the scan the token is given only when one more exists (the
+        page is read with one record more); in an account's list filtered by namespace or
+        `live_only`, the last token may lead to an empty page. The token is opaque (base64 JSON of
+        where the page ended); ValueError for one that is not ours, or is another list's."""
         self._ensure()
-        clauses = ["PartitionKey eq @pk"]
-        params: dict[str, Any] = {"pk": PARTITION}
-        if cluster:
-            clauses.append("cluster_key eq @cluster")
-            params["cluster"] = cluster.lower()
-        if namespace:
-            clauses.append("namespace eq @ns")
-            params["ns"] = namespace
-        if account:
-            clauses.append("account_key eq @account")
-            params["account"] = account.lower()
-        if live_only:
-            clauses.append("desired eq 'present'")
-        pages = self._table.query_entities(
-            " and ".join(clauses), parameters=params, results_per_page=page_size
-        ).by_page(continuation_token=_decode_token(continuation))
-        page: Any = next(pages, [])
-        records = [_from_entity(e) for e in page]
-        return records, _encode_token(pages.continuation_token)  # type: ignore[attr-defined]
+        size = max(int(page_size), 1)
+        after = _decode_token(continuation)
+        if account and not cluster:
+            return self._account_page(account, namespace, live_only, size, after)
+        where, params = _record_filter(cluster, namespace, account, live_only)
+        mode = "c" if cluster else "s"
+        position = _position(after, mode, _cluster_partition(cluster) if cluster else None)
+        if position is not None and cluster:
+            where += " and RowKey gt @after_rk"
+            params["after_rk"] = position[1]
+        elif position is not None:  # the SDK substitutes parameters between spaces: none inside the parentheses
+            where += " and PartitionKey ge @after_pk and ( PartitionKey gt @after_pk or RowKey gt @after_rk )"
+            params["after_pk"], params["after_rk"] = position
+        rows = list(itertools.islice(self._rows(where, params, min(size + 1, PAGE)), size + 1))
+        page = rows[:size]
+        token = _encode_token(mode, page[-1]["PartitionKey"], page[-1]["RowKey"]) if len(rows) > size else None
+        return [_from_entity(e) for e in page], token
+
+    def _account_page(
+        self, account: str, namespace: str | None, live_only: bool, size: int, after: dict[str, Any] | None
+    ) -> tuple[list[BindingRecord], str | None]:
+        partition = _account_partition(account)
+        where, params = "PartitionKey eq @pk", {"pk": partition}
+        position = _position(after, "a", partition)
+        if position is not None:
+            where += " and RowKey gt @after_rk"
+            params["after_rk"] = position[1]
+        index = self._rows(where, params, min(size + 1, PAGE))
+        pending = list(itertools.islice(index, size + 1))
+        while True:
+            chunk, pending = pending[:size], pending[size:]
+            if not chunk:
+                return [], None
+            records = self._resolve(chunk, account, namespace, live_only)
+            if records or not pending:  # none of this chunk matched: on to the next, never an empty page
+                token = _encode_token("a", partition, chunk[-1]["RowKey"]) if pending else None
+                return records, token
+            pending += itertools.islice(index, size)
+
+    def _resolve(
+        self, index_rows: list[Any], account: str, namespace: str | None, live_only: bool
+    ) -> list[BindingRecord]:
+        """The records the account index rows name (in their order) that match the filters: one read
+        per cluster partition (a point read for one record, else the range from the first to the last
+        of them, filtered by account). An index row without its record is skipped."""
+        wanted: dict[str, set[str]] = {}
+        for row in index_rows:
+            wanted.setdefault(str(row.get("pk") or ""), set()).add(str(row.get("rk") or ""))
+        found: dict[tuple[str, str], Any] = {}
+        for partition, rows in wanted.items():
+            if len(rows) == 1:
+                (row,) = rows
+                entity = self._read(partition, row)
+                if entity is not None:
+                    found[(partition, row)] = entity
+                continue
+            clauses, params = _property_filter(namespace, account, live_only)
+            where = " and ".join(["PartitionKey eq @pk", "RowKey ge @lo", "RowKey le @hi", *clauses])
+            params.update(pk=partition, lo=min(rows), hi=max(rows))
+            for entity in self._rows(where, params, PAGE):
+                if entity["RowKey"] in rows:
+                    found[(partition, entity["RowKey"])] = entity
+        records = []
+        for row in index_rows:
+            entity = found.get((str(row.get("pk") or ""), str(row.get("rk") or "")))
+            if entity is None or (namespace and entity.get("namespace") != namespace):
+                continue
+            if live_only and entity.get("desired") != "present":
+                continue
+            records.append(_from_entity(entity))
+        return records
 
     def all(self, **filters: Any) -> Iterator[BindingRecord]:
-        token: str | None = None
-        while True:
-            records, token = self.query(continuation=token, page_size=200, **filters)
-            yield from records
-            if not token:
-                return
+        """Every record matching the filters of `query` (cluster, namespace, account, live_only),
+        read 1,000 rows a request."""
+        cluster, namespace, account = (
+            filters.pop("cluster", None),
+            filters.pop("namespace", None),
+            filters.pop("account", None),
+        )
+        live_only = bool(filters.pop("live_only", False))
+        if filters:
+            raise TypeError(f"all() got unexpected filters: {', '.join(sorted(filters))}")
+        self._ensure()
+        if account and not cluster:
+            index = self._rows("PartitionKey eq @pk", {"pk": _account_partition(account)}, PAGE)
+            while chunk := list(itertools.islice(index, PAGE)):
+                yield from self._resolve(chunk, account, namespace, live_only)
+            return
+        where, params = _record_filter(cluster, namespace, account, live_only)
+        for entity in self._rows(where, params, PAGE):
+            yield _from_entity(entity)
+
+
+def _record_filter(
+    cluster: str | None, namespace: str | None, account: str | None, live_only: bool
+) -> tuple[str, dict[str, Any]]:
+    """A filter over records: a cluster's partition (a namespace: its RowKey range), or every record
+    partition (a namespace: by property); then the account and `live_only`, by property."""
+    params: dict[str, Any]
+    if cluster:
+        clauses = ["PartitionKey eq @pk"]
+        params = {"pk": _cluster_partition(cluster)}
+        if namespace:
+            clauses += ["RowKey ge @ns_from", "RowKey lt @ns_to"]
+            params.update(ns_from=_segment(namespace) + "|", ns_to=_segment(namespace) + "}")
+        more, values = _property_filter(None, account, live_only)
+    else:
+        clauses = ["PartitionKey ge @records_from", "PartitionKey lt @records_to"]
+        params = {"records_from": RECORDS_FROM, "records_to": RECORDS_TO}
+        more, values = _property_filter(namespace, account, live_only)
+    return " and ".join(clauses + more), params | values
+
+
+def _property_filter(namespace: str | None, account: str | None, live_only: bool) -> tuple[list[str], dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if namespace:
+        clauses.append("namespace eq @ns")
+        params["ns"] = namespace
+    if account:
+        clauses.append("account_key eq @account")
+        params["account"] = account.lower()
+    if live_only:
+        clauses.append("desired eq 'present'")
+    return clauses, params
 
 
 def _quota_partition(quota: str) -> str:
     return "quota-" + short_hash(quota.lower(), length=40)
 
 
-def _encode_token(token: Any) -> str | None:
-    if not token:
-        return None
-    import base64
-
+def _encode_token(mode: str, partition: str, row: str) -> str:
+    """Where a page ended: the next page starts after this row."""
+    token = {"v": LAYOUT_VERSION, "m": mode, "pk": partition, "rk": row}
     return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
 
 
-def _decode_token(token: str | None) -> Any:
+def _decode_token(token: str | None) -> dict[str, Any] | None:
     if not token:
         return None
-    import base64
-
+    invalid = ValueError("continuation token is not valid")
+    if len(token) > 4096:
+        raise invalid
     try:
-        return json.loads(base64.urlsafe_b64decode(token.encode()))
+        value = json.loads(base64.urlsafe_b64decode(token.encode()))
     except ValueError:
-        raise ValueError("continuation token is not valid") from None
+        raise invalid from None
+    if not isinstance(value, dict) or value.get("v") != LAYOUT_VERSION or value.get("m") not in ("c", "s", "a"):
+        raise invalid
+    for part in ("pk", "rk"):
+        if not isinstance(value.get(part), str) or not _TOKEN_TEXT.fullmatch(value[part]):
+            raise invalid
+    return value
+
+
+def _position(token: dict[str, Any] | None, mode: str, partition: str | None) -> tuple[str, str] | None:
+    """(PartitionKey, RowKey) a page of this list ended at; ValueError for another list's token."""
+    if token is None:
+        return None
+    if token["m"] != mode or (partition is not None and token["pk"] != partition):
+        raise ValueError("continuation token is not valid")
+    if mode == "s" and not _RECORD_PARTITION.fullmatch(token["pk"]):
+        raise ValueError("continuation token is not valid")
+    return token["pk"], token["rk"]

@@ -7,6 +7,7 @@ so that sovereign clouds work, and so that tests can point the real SDKs at loca
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -63,6 +64,14 @@ def _float(env: Mapping[str, str], key: str, default: float, minimum: float = 0.
         raise SettingsError(f"{key}: expected a number, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{key}: must be >= {minimum}")
+    return value
+
+
+def _positive(env: Mapping[str, str], key: str, default: float) -> float:
+    """A finite number > 0."""
+    value = _float(env, key, default)
+    if not 0 < value < math.inf:  # nan fails this too
+        raise SettingsError(f"{key}: must be a positive number, got {env.get(key)!r}")
     return value
 
 
@@ -153,6 +162,7 @@ class Settings:
     system_namespaces: tuple[str, ...] = DEFAULT_SYSTEM_NAMESPACES
     allowed_subscriptions: tuple[str, ...] = ()  # empty: any subscription
     revoke_after_seconds: float = 3600.0  # a binding whose grant or consent was withdrawn is offboarded after this
+    removed_retention_days: float = 30.0  # a removed binding's record is deleted from the ledger this long after
     default_max_bindings: int = 250  # live bindings per policy rule that names no maxBindings
     max_tag_bindings_per_cluster: int = 25  # live bindings one cluster's tags may ask for
     role_assignment_headroom: int = 200  # places of Azure's 4,000 per subscription a new binding leaves; 0: no count
@@ -233,6 +243,7 @@ class Settings:
             system_namespaces=DEFAULT_SYSTEM_NAMESPACES + _list(env, "KEYLESS_SYSTEM_NAMESPACES"),
             allowed_subscriptions=_subscriptions(env, "KEYLESS_ALLOWED_SUBSCRIPTIONS"),
             revoke_after_seconds=_float(env, "KEYLESS_REVOKE_AFTER_SECONDS", 3600.0),
+            removed_retention_days=_positive(env, "KEYLESS_REMOVED_RETENTION_DAYS", 30.0),
             default_max_bindings=_int(env, "KEYLESS_DEFAULT_MAX_BINDINGS", 250),
             max_tag_bindings_per_cluster=_int(env, "KEYLESS_MAX_TAG_BINDINGS_PER_CLUSTER", 25),
             role_assignment_headroom=_int(env, "KEYLESS_ROLE_ASSIGNMENT_HEADROOM", 200),

@@ -125,7 +125,10 @@ def test_an_annotation_equal_to_ours_is_no_conflict(arm, kube, engine, binding):
     seed(kube, "ServiceAccount", SERVICE_ACCOUNT, annotations=ours, manager="helm")  # the team wrote our values
     again = engine.reconcile(binding)
     assert again.status == "ready", again.as_dict()
-    assert again.step("service-account").outcome == "unchanged"
+    # Only the drift sweep's label is added (no force: helm keeps its annotations); then nothing to do.
+    assert again.step("service-account").outcome == "updated"
+    assert sa(kube)["metadata"]["labels"] == {"keyless.io/bound": "true"}
+    assert engine.reconcile(binding).step("service-account").outcome == "unchanged"
     out = engine.offboard(binding)
     assert out.status == "removed" and sa(kube)["metadata"]["annotations"] == ours, "helm's object, helm's values"
 

@@ -130,7 +130,7 @@ def test_service_account_owned_by_helm_keeps_its_fields(arm, kube, engine, bindi
     assert engine.reconcile(binding).status == "ready"
     sa = kube.get_object("ServiceAccount", NAMESPACE, SERVICE_ACCOUNT)
     assert sa["metadata"]["annotations"]["meta.helm.sh/release-name"] == "chat"
-    assert sa["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "Helm"}
+    assert sa["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "Helm", "keyless.io/bound": "true"}
     assert CLIENT_ID in sa["metadata"]["annotations"]
     managers = {m["manager"] for m in sa["metadata"]["managedFields"]}
     assert {"helm", "keyless"} <= managers
@@ -140,6 +140,7 @@ def test_service_account_owned_by_helm_keeps_its_fields(arm, kube, engine, bindi
     sa = kube.get_object("ServiceAccount", NAMESPACE, SERVICE_ACCOUNT)
     assert sa is not None, "a Helm-owned service account must survive offboarding"
     assert sa["metadata"]["annotations"] == {"meta.helm.sh/release-name": "chat"}
+    assert sa["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "Helm"}, "our label given back too"
 
 
 @pytest.mark.parametrize("crash_after", ONBOARD_STEPS)
