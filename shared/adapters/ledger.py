@@ -63,7 +63,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.adapters.counting import attempt_hook
+from shared.adapters.tables import table_client
 from shared.domain import retry_policy
 from shared.domain.errors import LedgerConflict, TemporaryError
 from shared.domain.naming import short_hash
@@ -84,18 +84,6 @@ _NARROWINGS = 3  # a transaction narrowed to what is still to do at most this of
 _KEEP = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")  # DNS-1123 characters, kept as they are in a RowKey
 _TOKEN_TEXT = re.compile(r"[^\x00-\x1f\x7f/\\#?]{1,1024}")  # what a RowKey may hold
 _RECORD_PARTITION = re.compile(r"c-[0-9a-f]{32}")
-
-
-def _client_options() -> dict[str, Any]:
-    """Retries and timeouts from shared.domain.retry_policy.TABLES (a few quick tries: a worker or an
-    HTTP caller should not hang on a storage outage), every attempt counted."""
-    connect, read = retry_policy.TABLES.timeouts()
-    return {
-        **retry_policy.TABLES.retry.kwargs(),
-        "connection_timeout": connect,
-        "read_timeout": read,
-        "raw_request_hook": attempt_hook("table"),
-    }
 
 
 # Lists and dicts are stored as JSON text (Table properties are scalars): every record field
@@ -256,12 +244,7 @@ class Ledger:
         credential: Any = None,
     ) -> Ledger:
         """From a connection string (Azurite), or an account name + Entra credential (Azure)."""
-        from azure.data.tables import TableClient
-
-        if connection_string:
-            return cls(TableClient.from_connection_string(connection_string, table_name, **_client_options()))
-        url = f"https://{account_name}.table.core.windows.net"
-        return cls(TableClient(url, table_name, credential=credential, **_client_options()))
+        return cls(table_client(table_name, connection_string, account_name, credential))
 
     # --- the table and its layout -----------------------------------------------------------
 
