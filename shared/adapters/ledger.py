@@ -458,6 +458,21 @@ class Ledger:
             self._index_and_point(place)
         return True
 
+    def create_many(self, records: list[BindingRecord]) -> int:
+        """Insert many records at once (an import or a restore), in transactions of a hundred rows of one
+        partition: index rows and pointers first, then the records, as `create` orders them. A record
+        whose key exists already is left as it is; returns how many were inserted. Their ETags are not
+        kept: read a record before saving it."""
+        from azure.data.tables import UpdateMode
+
+        self._ensure()
+        places = [_Place.of_record(r) for r in records]
+        upsert: dict[str, Any] = {"mode": UpdateMode.REPLACE}
+        self._apply([("upsert", index, upsert) for p in places if (index := p.index()) is not None])
+        self._apply([("upsert", p.pointer(), upsert) for p in places])
+        done = self._apply([("create", _to_entity(r), {}) for r in records])
+        return len(done)
+
     def save(self, record: BindingRecord) -> None:
         """Replace, only if unchanged since read (LedgerConflict otherwise, a missing record too).
         Without an ETag: create or replace (index row and pointer first, as `create`)."""

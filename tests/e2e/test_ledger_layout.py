@@ -303,6 +303,19 @@ def test_create_get_save_in_the_new_layout(table):
     assert tap.count() - before == 1
 
 
+def test_create_many_writes_the_layout_in_transactions_and_leaves_existing_records(table):
+    ledger, tap = table.ledger()
+    first = rich(0, cluster=0, namespace="team-a", account=0, status="ready")
+    assert ledger.create(first)
+    records = [first] + [rich(n, cluster=n % 3, namespace=f"team-{n % 2}", account=n % 2) for n in range(1, 250)]
+    assert ledger.create_many([dataclasses.replace(r, etag=None) for r in records]) == 249, "the existing one stays"
+    table.assert_layout(records)
+    assert same(ledger.get(first.key)) == same(first)
+    assert sorted(keys(list(ledger.all(cluster=cluster_id(1))))) == sorted(
+        r.key for r in records if r.cluster == cluster_id(1)
+    )
+
+
 def test_a_create_cut_off_anywhere_leaves_no_record_get_cannot_find(table):
     ledger, _ = table.ledger()
     ledger.ping()

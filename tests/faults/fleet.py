@@ -12,7 +12,6 @@ the emulators' side, never from what Keyless says.
 
 from __future__ import annotations
 
-import concurrent.futures
 import copy
 import dataclasses
 import datetime as dt
@@ -76,8 +75,7 @@ class Fleet:
         stamp = stamp.replace("+00:00", "Z")
         issuers = {c: w.issuer(c) for c in {i.cluster for i in self.items}}
         records = [self._seed_one(i, t_record, t_sa, t_cm, issuers[i.cluster], stamp) for i in self.items[1:]]
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            assert all(pool.map(w.service.ledger.create, records))
+        assert w.service.ledger.create_many(records) == len(records)
         t_record.updated_at = stamp  # the template too is "two hours ago"
         w.service.ledger.save(t_record)
         self.records = {r.key: r for r in [t_record, *records]}
