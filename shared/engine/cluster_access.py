@@ -96,9 +96,13 @@ class ClusterReach:
 
     def connect_known(self, binding: Binding, prefetch: bool = True) -> ClusterConnection:
         """As `connect`, reading the cluster only when this process goes through run command for it."""
-        with self._lock:
-            remembered = self._unreachable.get(binding.cluster.key, 0.0) > time.monotonic()
+        remembered = self.remembered_unreachable(binding.cluster)
         return self.connect(binding, self.clusters.get(binding.cluster) if remembered else None, prefetch)
+
+    def remembered_unreachable(self, cluster_id: ResourceId) -> bool:
+        """This process went through run command for the cluster a moment ago (no read)."""
+        with self._lock:
+            return self._unreachable.get(cluster_id.key, 0.0) > time.monotonic()
 
     def known_unreachable(self, cluster: ClusterState) -> bool:
         with self._lock:

@@ -97,16 +97,14 @@ class Inventory:
         """The cluster's labelled ServiceAccounts, Keyless ConfigMaps and claimed Deployments, each one
         paged list across all namespaces. Raises KeylessError (e.g. KubeUnreachable) when they cannot be read."""
         cluster = parse_resource_id(cluster_id, CLUSTER_TYPE, "cluster")
-        state = self.w.clusters.get(cluster)
-        api: Any = self.w.kube
-        if self.w.reach.known_unreachable(state):
-            api = self.w.reach.lists_through_run_command(state, KubeUnreachable("remembered unreachable"))
+        reach = self.w.reach
+        if reach.remembered_unreachable(cluster):  # the cluster is read only for a private cluster
+            unreachable = KubeUnreachable("the API server was unreachable a moment ago")
+            return _lists(reach.lists_through_run_command(self.w.clusters.get(cluster), unreachable), cluster)
         try:
-            return _lists(api, cluster)
+            return _lists(self.w.kube, cluster)
         except KubeUnreachable as exc:
-            if api is not self.w.kube:
-                raise
-            return _lists(self.w.reach.lists_through_run_command(state, exc), cluster)
+            return _lists(reach.lists_through_run_command(self.w.clusters.get(cluster), exc), cluster)
 
     def credentials(self, subscription_id: str, resource_group: str, identity_name: str) -> Sequence[CredentialState]:
         return self.w.identities.list_credentials(subscription_id, resource_group, identity_name)
