@@ -5,7 +5,8 @@ the local emulator in tests. Retries on 429/5xx and dropped connections belong t
 retry policy, configured by shared.domain.retry_policy.ARM (it honours Retry-After); once it gives
 up, the error becomes a TemporaryError for the queue. Every attempt, retries included, is counted
 (shared.adapters.counting). Before each attempt, `shared.adapters.pacing` waits for the request's
-slot under Azure's published limits (KEYLESS_ARM_PACING_SCALE; 0 turns it off).
+slot under Azure's published limits (KEYLESS_ARM_PACING_SCALE; 0 turns it off), a budget shared by
+every process of the app through a table when KEYLESS_SHARED_PACING is on (shared.adapters.shared_pacing).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from shared.adapters.counting import pipeline_attempt
 from shared.adapters.pacing import Pacer, PacingPolicy
+from shared.adapters.shared_pacing import pacer_from_settings
 from shared.domain import retry_policy
 from shared.domain.errors import KeylessError, PermanentError, TemporaryError, Throttled
 from shared.domain.settings import Settings
@@ -102,11 +104,11 @@ class ArmClients:
     """Builds the azure-mgmt clients once per subscription, all sharing one configuration."""
 
     def __init__(self, credential: Any, settings: Settings, pacer: Pacer | None = None) -> None:
-        """`pacer` defaults to Azure's limits times `settings.arm_pacing_scale` (none when 0)."""
+        """`pacer` defaults to Azure's limits times `settings.arm_pacing_scale` (none when 0), shared
+        across processes with `settings.shared_pacing`."""
         self._credential = credential
         self._settings = settings
-        scale = settings.arm_pacing_scale
-        self.pacer = pacer if pacer is not None else (Pacer(scale=scale) if scale > 0 else None)
+        self.pacer = pacer if pacer is not None else pacer_from_settings(settings, credential)
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 

@@ -169,9 +169,13 @@ PACING_MAX_WAIT_SECONDS = 20.0
 is handed back to the queue instead (shared.adapters.pacing): a turn in a busy subscription is worth
 waiting for; longer is a job for the queue, not a worker thread."""
 
-PACING_MAX_WAIT_BY_BUCKET: dict[str, float] = {"msi-identity-writes": 1.0}
-"""Shorter waits for some pacing buckets: a second write to one identity within 4 s is usually a
-redundant one (another run wrote it), so it gives up at once."""
+SHARED_PACING_RETRY_SECONDS = 30.0
+"""After the shared pacing table failed to answer (shared.adapters.shared_pacing), a process paces
+alone, at KEYLESS_PACING_FALLBACK_SHARE of the limits, this long before it asks the table again."""
+
+SHARED_PACING_CONFLICT_ROUNDS = 10
+"""ETag conflicts (412) in a row on one bucket's entity before a request takes a slot of the local
+fallback schedule instead: each lost round means another process reserved in between."""
 
 RUN_COMMAND_POLL_SECONDS = 2.0
 """Between polls of a run command's result when AKS names no Retry-After (azure-core's LRO poller
@@ -252,7 +256,20 @@ EVENT_GRID = ClientPolicy(
     "allowed (at-least-once, same event id)",
 )
 
-CLIENTS = (ARM, KUBERNETES, TABLES, QUEUE, EVENT_GRID)
+PACING_TABLE = ClientPolicy(
+    client="Azure Tables (pacing)",
+    applies_to="the shared pacing schedules: a read and an ETag-conditional write per block of ARM slots",
+    # One attempt, short timeouts: an ARM request waits on it. A failure is not retried: the process
+    # paces alone, at a conservative share, for SHARED_PACING_RETRY_SECONDS, then asks again.
+    retry=AzureCoreRetry(total=0, connect=0, read=0, status=0, backoff_factor=0.0, backoff_max=0.0),
+    connect_timeout=2.0,
+    read_timeout=5.0,
+    attempts="1",
+    notes=f"412 (another process reserved first): read again, at most {SHARED_PACING_CONFLICT_ROUNDS} rounds; "
+    f"unreachable: local pacing at `KEYLESS_PACING_FALLBACK_SHARE` for {SHARED_PACING_RETRY_SECONDS:g} s",
+)
+
+CLIENTS = (ARM, KUBERNETES, TABLES, PACING_TABLE, QUEUE, EVENT_GRID)
 
 # ---------------------------------------------------------------------------------- "not yet": the work queue
 # Production seconds; the worker multiplies them by KEYLESS_RETRY_DELAY_SCALE. When the answer

@@ -12,16 +12,22 @@ bearer tokens over http), and answers with the paths, api-versions, status codes
 bodies (`{"error": {"code", "message"}}`) that the pinned SDKs use. What it does not serve is
 refused (404/405), never silently accepted.
 
-Throttling follows Azure's published limits (`Limits`, token buckets measured on the `Clock`):
+Throttling follows Azure's published limits, and only those (`Limits`, measured on the `Clock`):
 
-- ARM, per principal and subscription: reads 250 refilled 25/s, writes 200 refilled 10/s,
-  deletes 200 refilled 10/s. **On by default**: no functional test comes near them, and every
-  response carries `x-ms-ratelimit-remaining-subscription-{reads,writes,deletes}` as ARM's do.
-- Managed identity RP, per subscription: create/update 2/s (identities and their federated
-  credentials), get 10/s, list 5/s, delete 2/s; and create/update 0.25/s per identity. **Off by
-  default** (a test that onboards three workloads would wait on them); `enforce_limits(scale=...)`
-  turns every limit on, with refill rates multiplied by `scale` so that a benchmark can run Azure's
-  limits ten times faster (`Retry-After` is then given in scaled seconds, with decimals).
+- ARM, per principal and subscription, token buckets: reads 250 refilled 25/s, writes 200
+  refilled 10/s, deletes 200 refilled 10/s. **On by default**: no functional test comes near them,
+  and every response carries `x-ms-ratelimit-remaining-subscription-{reads,writes,deletes}` as
+  ARM's do.
+- Managed identity RP: identity create operations, 80 per 20 s per subscription and region (the
+  PUT body's `location`), enforced as a sliding window (never more than 80 in any 20 s: the
+  strictest reading of the published figure); every identity PUT counts, updates too. **Off by
+  default** (a test that onboards three workloads would not notice it, a big one would wait);
+  `enforce_limits(scale=...)` turns every limit on, with refill rates multiplied and windows
+  divided by `scale` so that a benchmark can run Azure's limits ten times faster (`Retry-After` is
+  then given in scaled seconds, with decimals).
+- Federated credential writes: no published rate; one write at a time per identity, a concurrent
+  one answered 409 `ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity`. Always
+  on (it is how the RP behaves, not a quota); `fic_write_latency_seconds` makes writes overlap.
 
 Over a limit the answer is 429 with `Retry-After`; a throttled request does not use a token.
 
@@ -213,7 +219,11 @@ class _Identity:
     json: dict
     created_at: float  # emulator clock; -inf for seeded (already replicated) identities
     fics: dict[str, dict] = dataclasses.field(default_factory=dict)  # lower-case name -> ARM JSON
-    fic_write_in_progress: bool = False
+    fic_writes_in_flight: int = 0
+
+    @property
+    def fic_write_in_progress(self) -> bool:
+        return self.fic_writes_in_flight > 0
 
 
 @dataclasses.dataclass
@@ -293,29 +303,40 @@ class Bucket:
 
 
 @dataclasses.dataclass(frozen=True)
-class Limits:
-    """Azure's published request limits. ARM's are per principal and subscription; the managed
-    identity RP's per subscription, and per identity for create/update of one identity.
+class Window:
+    """At most `count` requests in any `seconds` (a sliding window)."""
 
-    The RP publishes rates only ("2 requests per second"): the emulator lets one second's worth
-    through at once (bucket size = rate, at least 1). Federated credential writes count as
-    create/update against the subscription's MSI bucket, not against the identity's."""
+    count: int
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Azure's published request limits, and nothing else (AZURE-FACTS).
+
+    ARM's, per principal and subscription, are token buckets (learn.microsoft.com, Azure Resource
+    Manager "request limits and throttling"). The managed identity RP publishes "80 create
+    operations per 20 seconds per subscription per region" for user-assigned identities (Azure docs
+    `managed-identity-limits.md`): a sliding window here, the strictest reading. Federated
+    credential writes have no published rate: one at a time per identity
+    (`credential_writes_per_identity`, answered 409 beyond it)."""
 
     arm_reads: Bucket = Bucket(250, 25)
     arm_writes: Bucket = Bucket(200, 10)
     arm_deletes: Bucket = Bucket(200, 10)
-    msi_writes: Bucket = Bucket(2, 2)
-    msi_identity_writes: Bucket = Bucket(1, 0.25)
-    msi_gets: Bucket = Bucket(10, 10)
-    msi_lists: Bucket = Bucket(5, 5)
-    msi_deletes: Bucket = Bucket(2, 2)
+    identity_creates: Window = Window(80, 20.0)  # per subscription and region
+    credential_writes_per_identity: int = 1  # in flight at once; always enforced
 
     def scaled(self, factor: float) -> Limits:
-        """The same buckets refilled `factor` times faster (sizes unchanged): Azure's time, sped up."""
-        return Limits(
-            **{f.name: Bucket(getattr(self, f.name).size, getattr(self, f.name).per_second * factor)
-               for f in dataclasses.fields(self)}
-        )  # fmt: skip
+        """The same limits with Azure's time sped up `factor` times: buckets refill faster (sizes
+        unchanged), windows are shorter (counts unchanged)."""
+        return dataclasses.replace(
+            self,
+            arm_reads=Bucket(self.arm_reads.size, self.arm_reads.per_second * factor),
+            arm_writes=Bucket(self.arm_writes.size, self.arm_writes.per_second * factor),
+            arm_deletes=Bucket(self.arm_deletes.size, self.arm_deletes.per_second * factor),
+            identity_creates=Window(self.identity_creates.count, self.identity_creates.seconds / factor),
+        )
 
 
 @dataclasses.dataclass
@@ -328,6 +349,30 @@ class _Tokens:
         self.tokens = min(bucket.size, self.tokens + max(now - self.stamp, 0.0) * bucket.per_second)
         self.stamp = now
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) / bucket.per_second
+
+    def take(self, now: float) -> None:
+        self.tokens -= 1
+
+
+@dataclasses.dataclass
+class _Log:
+    """A sliding window's state: the times of the requests it let through, within the window."""
+
+    times: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def tokens(self) -> float:  # (no remaining-header for windows)
+        return 0.0
+
+    def wait(self, window: Window, now: float) -> float:
+        """Seconds until one more request fits in the window ending at `now` (0: it fits now)."""
+        self.times = [t for t in self.times if t > now - window.seconds]
+        if len(self.times) < window.count:
+            return 0.0
+        return self.times[-window.count] + window.seconds - now
+
+    def take(self, now: float) -> None:
+        self.times.append(now)
 
 
 @dataclasses.dataclass
@@ -407,7 +452,7 @@ class ArmEmulator:
         self.msi_limits_enforced = False  # the managed identity RP's: off until enforce_limits()
         self.limits_scale = 1.0
         self.request_hooks: list[Callable[[RecordedRequest], None]] = []  # run after each answer is decided
-        self._buckets: dict[tuple[str, ...], _Tokens] = {}
+        self._buckets: dict[tuple[str, ...], _Tokens | _Log] = {}
         self._cluster_update_failures: list[tuple[str | None, bool]] = []  # (cluster key or None, leave_failed)
         self._run_command_failures: list[str] = []  # reasons the next run commands' pods fail with
         self.run_commands: list[dict] = []  # what each run command was asked: command, files, whether a token came
@@ -992,27 +1037,28 @@ class ArmEmulator:
 
     # ------------------------------------------------------------------ throttling
 
-    def _bucket_keys(self, request: Request, path: str) -> list[tuple[tuple[str, ...], Bucket, str]]:
-        """(state key, bucket, remaining-header name) of every limit this request counts against."""
+    def _bucket_keys(self, request: Request, path: str) -> list[tuple[tuple[str, ...], Bucket | Window, str]]:
+        """(state key, limit, remaining-header name) of every limit this request counts against."""
         m = re.match(r"^/subscriptions/([^/]+)", path, re.I)
         if not m:
             return []
         sub, method, low = m[1].lower(), request.method.upper(), path.lower()
         kind = "reads" if method in ("GET", "HEAD") else "deletes" if method == "DELETE" else "writes"
-        keys: list[tuple[tuple[str, ...], Bucket, str]] = []
+        keys: list[tuple[tuple[str, ...], Bucket | Window, str]] = []
         if self.arm_limits_enforced:
             principal = bearer_token(request) or ""
             bucket = getattr(self.limits, f"arm_{kind}")
             keys.append((("arm", principal, sub, kind), bucket, f"x-ms-ratelimit-remaining-subscription-{kind}"))
-        if self.msi_limits_enforced and "/providers/microsoft.managedidentity/" in low:
-            if kind == "reads":
-                listing = low.endswith(("/userassignedidentities", "/federatedidentitycredentials"))
-                msi_kind = "lists" if listing else "gets"
-            else:
-                msi_kind = kind
-            keys.append((("msi", sub, msi_kind), getattr(self.limits, f"msi_{msi_kind}"), ""))
-            if kind == "writes" and re.search(r"/userassignedidentities/[^/]+$", low):
-                keys.append((("msi-identity", _key(path)), self.limits.msi_identity_writes, ""))
+        identity_put = method == "PUT" and re.search(
+            r"/providers/microsoft\.managedidentity/userassignedidentities/[^/]+$", low
+        )
+        if self.msi_limits_enforced and identity_put:
+            try:
+                location = json.loads(request.get_data(as_text=True) or "{}").get("location")
+            except (ValueError, AttributeError):
+                location = None
+            region = _norm_location(location) if isinstance(location, str) else ""
+            keys.append((("msi-identity-creates", sub, region), self.limits.identity_creates, ""))
         return keys
 
     def _throttle(self, request: Request, path: str) -> list[tuple[str, str]]:
@@ -1023,20 +1069,32 @@ class ArmEmulator:
             return []
         with self._lock:
             now = self.clock.now()
-            states = [self._buckets.setdefault(k, _Tokens(b.size, now)) for k, b, _ in keys]
-            wait = max(state.wait(b, now) for state, (_, b, _) in zip(states, keys, strict=True))
-            if wait > 0:
-                kind = keys[0][0][-1] if keys[0][0][0] == "arm" else "write"
-                raise ArmError(
+            states = [
+                self._buckets.setdefault(k, _Log() if isinstance(b, Window) else _Tokens(b.size, now))
+                for k, b, _ in keys
+            ]
+            waits = [state.wait(b, now) for state, (_, b, _) in zip(states, keys, strict=True)]
+            if max(waits) > 0:
+                wait = max(waits)
+                (limit_key, _, _) = keys[waits.index(wait)]
+                if limit_key[0] == "arm":
+                    raise ArmError(
+                        429,
+                        "SubscriptionRequestsThrottled",
+                        f"Number of '{limit_key[-1]}' requests for subscription exceeded the limit. Please try again "
+                        f"after {wait:.2f} seconds. Refer to https://aka.ms/arm-throttling",
+                        {"Retry-After": self._retry_after_value(wait)},
+                    )
+                raise ArmError(  # code and message: guesses (ERROR_SOURCES)
                     429,
-                    "SubscriptionRequestsThrottled" if keys[0][0][0] == "arm" else "TooManyRequests",
-                    f"Number of '{kind}' requests for subscription exceeded the limit. Please try again after "
-                    f"{wait:.2f} seconds. Refer to https://aka.ms/arm-throttling",
+                    "TooManyRequests",
+                    f"Too many user-assigned identity create operations for subscription '{limit_key[1]}' in region "
+                    f"'{limit_key[2]}'. Please try again after {wait:.2f} seconds.",
                     {"Retry-After": self._retry_after_value(wait)},
                 )
             headers = []
             for state, (_, _, header) in zip(states, keys, strict=True):
-                state.tokens -= 1
+                state.take(now)
                 if header:
                     headers.append((header, str(int(state.tokens))))
             return headers
@@ -1288,7 +1346,7 @@ class ArmEmulator:
         """Run one FIC write while holding the identity's "write in progress" marker, as MSI does."""
         with self._lock:
             ident = self._fic_parent(ctx)
-            if ident.fic_write_in_progress:
+            if ident.fic_writes_in_flight >= self.limits.credential_writes_per_identity:
                 raise ArmError(
                     409,
                     "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity",
@@ -1296,7 +1354,7 @@ class ArmEmulator:
                     f"'{ident.json['id'].lower()}'. Concurrent Federated Identity Credentials writes under the same "
                     "managed identity are not supported.",
                 )
-            ident.fic_write_in_progress = True
+            ident.fic_writes_in_flight += 1
         try:
             if self.fic_write_latency_seconds > 0:
                 time.sleep(self.fic_write_latency_seconds)  # real seconds: the marker is held meanwhile
@@ -1304,7 +1362,7 @@ class ArmEmulator:
                 return write(ident)
         finally:
             with self._lock:
-                ident.fic_write_in_progress = False
+                ident.fic_writes_in_flight -= 1
 
     def _fic_put(self, ctx: _Ctx) -> Response:
         name = ctx.groups["fic"]
@@ -1939,7 +1997,7 @@ ERROR_SOURCES = {  # code -> where it came from ("guess" = not found in public m
     "BadRequest: static credential not allowed (400)": "terraform-provider-azurerm #15489, caf-landingzones #416",
     "BadRequest: OIDC issuer feature cannot be disabled": "message: Azure/AKS-Construction #531; code: guess",
     "SubscriptionRequestsThrottled (429)": "ARM throttling docs (aka.ms/arm-throttling); message abridged",
-    "TooManyRequests (429, managed identity RP)": "guess; the limits are the Entra docs' 'Throttling limits'",
+    "TooManyRequests (429, managed identity RP)": "guess; the limit is managed-identity-limits.md (80 / 20 s)",
     "InternalOperationError (AKS operation Failed)": "guess",
     "runCommand 202 + Location, commandResults 202/200": "RunCommandRequest.json, RunCommandResultFailed.json "
         "(2025-10-01 examples): lower-case provisioningState, reason instead of exitCode/logs when the pod failed",

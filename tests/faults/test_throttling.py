@@ -12,13 +12,13 @@ import requests
 
 from shared.adapters.arm import ArmClients
 from shared.adapters.ledger import Ledger
-from shared.adapters.pacing import Pacer, buckets_for
+from shared.adapters.pacing import Pacer, Rate, buckets_for
 from shared.adapters.readcache import ReadCache, version_of
 from shared.domain.errors import TemporaryError
 from shared.domain.settings import Settings
 from tests.azurite import Azurite, connection_string_from_env
 from tests.conftest import SUB
-from tests.emulators.arm import ARM_SCOPE, ArmEmulator, Bucket, Limits
+from tests.emulators.arm import ARM_SCOPE, ArmEmulator, Bucket, Limits, Window
 from tests.emulators.common import token_for_scope
 from tests.emulators.credential import StaticCredential
 
@@ -46,8 +46,8 @@ def call(arm: ArmEmulator, ca, method: str, path: str, body: dict | None = None)
     )
 
 
-def put_identity(arm: ArmEmulator, ca, name: str) -> requests.Response:
-    return call(arm, ca, "PUT", f"{MSI}/{name}", {"location": "eastus"})
+def put_identity(arm: ArmEmulator, ca, name: str, location: str = "eastus") -> requests.Response:
+    return call(arm, ca, "PUT", f"{MSI}/{name}", {"location": location})
 
 
 # --- the emulator ----------------------------------------------------------------------------
@@ -74,35 +74,58 @@ def test_over_a_bucket_is_429_with_retry_after_and_takes_no_token(limited, ca):
     assert call(limited, ca, "GET", f"{MSI}/id-one").status_code == 429
 
 
-def test_managed_identity_limits_are_off_until_enforced(limited, ca):
-    assert [put_identity(limited, ca, f"id-{i}").status_code for i in range(5)] == [201] * 5
+def test_identity_creates_are_80_in_any_20_seconds_per_region_once_enforced(limited, ca):
+    assert [put_identity(limited, ca, f"id-{i}").status_code for i in range(3)] == [201] * 3, "off by default"
     limited.enforce_limits(scale=1)
-    statuses = [put_identity(limited, ca, f"id-new-{i}").status_code for i in range(3)]
-    assert statuses == [201, 201, 429], "create/update: 2 per second per subscription"
-    limited.clock.advance(1)
-    assert put_identity(limited, ca, "id-one-more").status_code == 201
-    limited.clock.advance(1)
-    again = put_identity(limited, ca, "id-one-more")  # the same identity within 4 s
-    assert again.status_code == 429 and again.headers["Retry-After"] == "3"
+    statuses = [put_identity(limited, ca, f"id-{i}").status_code for i in range(80)]
+    assert statuses == [200] * 3 + [201] * 77, "80 identity PUTs at once (updates count too)"
+    refused = put_identity(limited, ca, "id-80")
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "TooManyRequests"
+    assert 10 < int(refused.headers["Retry-After"]) <= 20
+    assert put_identity(limited, ca, "id-80", location="West Europe").status_code == 201, "a region of its own"
+    assert call(limited, ca, "GET", f"{MSI}/id-1").status_code == 200, "reads are ARM's alone"
+    limited.clock.advance(10)
+    assert put_identity(limited, ca, "id-81").status_code == 429, "a window: no refill at 4/s meanwhile"
+    limited.clock.advance(11)
+    assert put_identity(limited, ca, "id-81").status_code == 201, "20 s after the first, the window moved on"
     limited.enforce_limits(None)
-    assert put_identity(limited, ca, "id-one-more").status_code == 200
+    assert [put_identity(limited, ca, f"id-x{i}").status_code for i in range(85)] == [201] * 85
 
 
 def test_scaled_limits_refill_faster_and_say_so_in_retry_after(limited, ca):
-    limited.enforce_limits(scale=10)
+    limited.enforce_limits(scale=10, limits=Limits(identity_creates=Window(1, 20)))
     assert put_identity(limited, ca, "id-a").status_code == 201
     again = put_identity(limited, ca, "id-a")
     assert again.status_code == 429
-    assert again.headers["Retry-After"] == "0.400"  # 4 s of Azure's time, ten times faster
+    retry_after = float(again.headers["Retry-After"])
+    assert 1.5 < retry_after <= 2.0 and again.headers["Retry-After"].endswith("00")  # 20 s of Azure's time / 10
 
 
-def test_lists_and_gets_have_their_own_buckets(limited, ca):
-    limited.enforce_limits(limits=Limits(msi_lists=Bucket(1, 1), msi_gets=Bucket(1, 1)))
+def test_one_credential_write_at_a_time_per_identity(limited, ca):
     assert put_identity(limited, ca, "id-a").status_code == 201
-    assert call(limited, ca, "GET", MSI).status_code == 200
-    assert call(limited, ca, "GET", f"{MSI}/id-a").status_code == 200
-    assert call(limited, ca, "GET", MSI).status_code == 429
-    assert call(limited, ca, "GET", f"{MSI}/id-a").status_code == 429
+    assert put_identity(limited, ca, "id-b").status_code == 201
+    limited.fic_write_latency_seconds = 0.5  # a write holds the identity's marker this long
+    fic = {"properties": {"issuer": "https://issuer.example/x/", "audiences": ["api://AzureADTokenExchange"]}}
+
+    def put(identity: str, name: str, out: list) -> None:
+        body = {"properties": {**fic["properties"], "subject": f"system:serviceaccount:ns:{name}"}}
+        path = f"{MSI}/{identity}/federatedIdentityCredentials/{name}"
+        out.append(call(limited, ca, "PUT", path, body))
+
+    answers: list[requests.Response] = []
+    first = threading.Thread(target=put, args=("id-a", "fic-one", answers))
+    first.start()
+    deadline = time.monotonic() + 5
+    while not limited.fic_write_in_progress(f"{MSI}/id-a") and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling for the first write to hold the marker, within a deadline
+    put("id-a", "fic-two", answers)  # the same identity, while the first is in flight
+    put("id-b", "fic-three", answers)  # another identity: in parallel is fine
+    first.join(10)
+    by_name = {a.request.url.split("/")[-1].split("?")[0]: a for a in answers}
+    assert by_name["fic-two"].status_code == 409
+    code = "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"
+    assert by_name["fic-two"].json()["error"]["code"] == code
+    assert by_name["fic-one"].status_code in (200, 201) and by_name["fic-three"].status_code in (200, 201)
 
 
 def test_injected_latency_and_faults_after_serving(limited, ca):
@@ -134,45 +157,49 @@ class FakeTime:
 def test_buckets_for_requests():
     base = f"https://management.azure.com/subscriptions/{SUB.upper()}/resourceGroups/rg/providers"
     identity = f"{base}/Microsoft.ManagedIdentity/userAssignedIdentities/id-a"
-    assert buckets_for("GET", identity) == [("arm-reads", SUB), ("msi-gets", SUB)]
-    assert buckets_for("GET", f"{identity}/federatedIdentityCredentials") == [("arm-reads", SUB), ("msi-lists", SUB)]
-    assert buckets_for("PUT", identity)[:2] == [("arm-writes", SUB), ("msi-writes", SUB)]
-    assert buckets_for("PUT", identity)[2][0] == "msi-identity-writes"
-    assert buckets_for("PUT", f"{identity}/federatedIdentityCredentials/f") == [
+    assert buckets_for("GET", identity) == [("arm-reads", SUB)]
+    assert buckets_for("GET", f"{identity}/federatedIdentityCredentials") == [("arm-reads", SUB)]
+    assert buckets_for("PUT", identity, b'{"location": "East US", "tags": {}}') == [
         ("arm-writes", SUB),
-        ("msi-writes", SUB),
+        ("msi-identity-creates", SUB, "eastus"),
     ]
+    assert buckets_for("PUT", identity, None)[1] == ("msi-identity-creates", SUB, "*"), "no region: per subscription"
+    assert buckets_for("PATCH", identity) == [("arm-writes", SUB)]
+    assert buckets_for("PUT", f"{identity}/federatedIdentityCredentials/f") == [("arm-writes", SUB)]
     assert buckets_for("DELETE", f"{base}/Microsoft.Authorization/roleAssignments/x") == [("arm-deletes", SUB)]
     assert buckets_for("GET", "https://management.azure.com/providers/Microsoft.Authorization/operations") == []
 
 
-def test_pacer_spaces_managed_identity_writes_and_serves_in_order():
+def test_pacer_spaces_writes_and_serves_in_order():
     t = FakeTime()
-    pacer = Pacer(scale=1, headroom=1.0, clock=t.clock, sleep=t.sleep)
-    writes = [("arm-writes", "s"), ("msi-writes", "s")]
+    pacer = Pacer({"arm-writes": Rate(2, 2)}, scale=1, headroom=1.0, clock=t.clock, sleep=t.sleep)
+    writes = [("arm-writes", "s")]
     for _ in range(4):
         pacer.acquire(writes)
-    # Azure allows 2 at once then 2/s; we allow one less at once, as a margin for jitter.
+    # 2 at once then 2/s; we allow one less at once, as a margin for jitter.
     assert t.slept == [0.5, 0.5, 0.5]
-    pacer.acquire([("arm-reads", "s")])  # another bucket: no wait
+    pacer.acquire([("arm-reads", "s")])  # another bucket (not paced by this pacer): no wait
     assert len(t.slept) == 3
 
 
 def test_pacer_hands_a_long_wait_to_the_queue_and_holds_after_a_429():
     t = FakeTime()
     pacer = Pacer(scale=1, clock=t.clock, sleep=t.sleep)
-    identity = [("msi-identity-writes", "/subscriptions/s/x")]
-    pacer.acquire(identity)
+    creates = [("arm-writes", "s"), ("msi-identity-creates", "s", "eastus")]
+    for _ in range(79):
+        pacer.acquire(creates)  # 79 of Azure's 80 in any 20 s at once
+    assert t.slept == []
     with pytest.raises(TemporaryError) as exc:
-        pacer.acquire(identity)  # 4 s until this identity may be written again: not worth a thread
-    assert exc.value.delay_seconds > 4
+        pacer.acquire(creates)  # the next one in 21 s (20 s and a margin): not worth a thread
+    assert exc.value.delay_seconds > 20
+    pacer.acquire([("arm-writes", "s"), ("msi-identity-creates", "s", "westeurope")])  # another region
     pacer.hold(("arm-reads", "s"), 3)
     pacer.acquire([("arm-reads", "s")])
     assert t.slept == [3]
 
 
 def test_paced_clients_stay_under_the_enforced_limits(limited, ca):
-    limited.enforce_limits(scale=10)  # 20 identity writes a second
+    limited.enforce_limits(scale=10)  # 80 identity creates in any 2 s
     settings = Settings.from_env(
         {
             "KEYLESS_ARM_ENDPOINT": limited.url,
@@ -181,7 +208,9 @@ def test_paced_clients_stay_under_the_enforced_limits(limited, ca):
             "KEYLESS_ARM_PACING_SCALE": "10",
         }
     )
-    clients = ArmClients(StaticCredential(), settings)
+    # The 80th create waits 2.1 s for the window, longer than the default wait (20 s / 10) a worker
+    # would give it before handing the run to the queue: this test waits instead.
+    clients = ArmClients(StaticCredential(), settings, pacer=Pacer(scale=10, max_wait_seconds=60))
     msi = clients.msi(SUB)
     errors: list[Exception] = []
 
@@ -192,15 +221,15 @@ def test_paced_clients_stay_under_the_enforced_limits(limited, ca):
             errors.append(exc)
 
     started = time.monotonic()
-    threads = [threading.Thread(target=create, args=(i,)) for i in range(16)]
+    threads = [threading.Thread(target=lambda n=n: [create(i) for i in range(n, 100, 16)]) for n in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     assert errors == []
-    assert len(limited.identities()) == 16
+    assert len(limited.identities()) == 100
     assert limited.throttled() == [], "paced: no request refused"
-    assert time.monotonic() - started >= 14 / 20 * 0.9, "no faster than the limit allows"
+    assert time.monotonic() - started >= 2.0, "no faster than the limit allows: the 81st waits for the window"
     clients.close()
 
 

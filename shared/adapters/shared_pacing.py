@@ -1,0 +1,565 @@
+"""Pacing shared by every process of the app: one budget for Azure's limits, kept in Azure Tables.
+
+Why: `shared.adapters.pacing.Pacer` paces one process. Azure's limits are per principal and
+subscription (and region), not per process: four worker processes of one app (or four instances)
+that each pace alone together send four times what the limits allow, and meet 429s.
+
+How: each bucket's schedule (shared.adapters.pacing.Schedule: a GCRA theoretical arrival time for
+a token bucket, the last slots for a window) is one entity of a table of its own (PartitionKey
+"pacing", RowKey a hash of the bucket's key, the state as JSON). A process reserves a *block* of
+consecutive slots at once: it computes them from the state, and writes the new state with If-Match
+on the ETag it read; a 412 means another process reserved first: read again and compute again.
+The slots are then handed out to this process's threads in order, each waiting for its own. No
+process ever takes a slot another one reserved, so together they keep to the one schedule.
+
+A request that counts against two buckets (an identity PUT: ARM writes and the RP's window of
+identity creates) takes one slot in both at once: one query reads both entities, one entity group
+transaction writes both, conditional on both ETags. (Taken one after the other, the first slot
+would go stale while the request waits for the second: a token bucket's slot is cheap to take
+again, a window's costs a whole window.)
+
+Cost: a block costs a read and a conditional write; or the write alone while this process seems
+to be the only one writing the entity (the ETag did not change between our last two looks: our own
+last write is reused, and a 412 says when that stopped being true). A block holds the requests
+waiting in this process for the bucket plus its recent pace times `validity` (AHEAD_SECONDS when
+the bucket is backlogged), at most BLOCK_SECONDS' worth of the limit; a window's block only the
+requests waiting (a slot not used is lost for the whole window). Two processes that read the same
+state race for the write: the loser reads again after a few milliseconds of jitter. Measured
+(the `stats`; benchmarks/burst.py reports them): about 0.1-0.2 table operations per request for a
+saturated bucket, 2 per identity PUT, 0.5-0.9 per ARM request overall in a burst of onboardings
+by four processes, whose per-process pace is modest.
+
+Lateness: a reserved slot may be used a little late (a thread slow to wake), at most `validity`
+late; older slots are dropped (charged in the table, never sent: a small waste, never an excess),
+and the schedules keep that much more margin (Schedule `lateness`).
+
+Clock: the wall clock (time.time): processes on other machines share the table; NTP keeps clocks
+within milliseconds, which the margins cover.
+
+When the table cannot be reached (one attempt, short timeouts: shared.domain.retry_policy.PACING_TABLE),
+the process paces alone at KEYLESS_PACING_FALLBACK_SHARE of each limit for
+SHARED_PACING_RETRY_SECONDS, then asks the table again. Nothing waits on storage for longer than
+those timeouts, and no request waits for its slot longer than the pacer's `max_wait_seconds`.
+A 429 still comes through (another app, a throttle with no published figure): its Retry-After holds
+the bucket in this process and, through the table, in every other.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+
+from shared.adapters.counting import attempt_hook
+from shared.adapters.pacing import (
+    DEFAULT_MAX_WAIT,
+    Limit,
+    Pacer,
+    Rate,
+    Schedule,
+    SlidingWindow,
+    State,
+    schedule_for,
+    share_of,
+)
+from shared.domain import retry_policy
+from shared.domain.errors import Throttled
+from shared.domain.naming import short_hash
+from shared.domain.settings import Settings
+
+log = logging.getLogger("keyless.pacing")
+
+PARTITION = "pacing"
+VALIDITY_SECONDS = 2.0
+"""How late (Azure seconds) a reserved slot of a token bucket may still be used. It costs that much
+of the bucket's burst as margin (ARM reads: about 47 of 250; writes: about 18 of 200). A window keeps its own
+margin (pacing.WINDOW_MARGIN_SECONDS: 79 in 21 s against 80 in 20 s)."""
+AHEAD_SECONDS = 2.0
+"""When a bucket is backlogged (its next free slot in the future), a block holds, beyond the
+requests waiting, this process's use of the bucket over the last Azure second times this: the next
+AHEAD_SECONDS' worth if the pace holds. With room in the bucket, `validity`'s worth: its slots are
+all at once, and go stale after `validity`."""
+BLOCK_SECONDS = 2.0
+"""At most this much of a limit (Azure seconds' worth) in one reservation."""
+
+
+class _StorageDown(Exception):
+    """The pacing table did not answer: pace alone for a while."""
+
+
+@dataclasses.dataclass
+class SharedPacingStats:
+    """What the shared pacer did in this process (benchmarks and tests read it)."""
+
+    table_reads: int = 0
+    table_writes: int = 0
+    conflicts: int = 0  # writes refused because another process wrote first (412)
+    reservations: int = 0
+    slots_reserved: int = 0
+    slots_handed: int = 0  # slots given to requests (one per request and bucket)
+    slots_dropped: int = 0  # reserved, never used (too late, or under a 429's hold)
+    joint_writes: int = 0  # entities written by transactions (one slot in two buckets: identity PUTs)
+    fallback_requests: int = 0  # requests paced by the local fallback schedule
+    storage_failures: int = 0
+    by_bucket: dict[str, collections.Counter[str]] = dataclasses.field(
+        default_factory=lambda: collections.defaultdict(collections.Counter)
+    )  # the same figures per bucket name
+
+    @property
+    def table_ops(self) -> int:
+        return self.table_reads + self.table_writes
+
+    def as_dict(self) -> dict[str, Any]:
+        figures = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "by_bucket"}
+        return {**figures, "table_ops": self.table_ops, "by_bucket": {k: dict(v) for k, v in self.by_bucket.items()}}
+
+
+@dataclasses.dataclass
+class _Bucket:
+    key: tuple[str, ...]
+    row: str
+    cond: threading.Condition = dataclasses.field(default_factory=threading.Condition)
+    slots: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
+    handed: collections.deque[float] = dataclasses.field(default_factory=lambda: collections.deque(maxlen=1024))
+    waiting: int = 0  # threads of this process wanting a slot of this bucket
+    busy: bool = False  # a thread is talking to the table about this bucket
+    known: bool = False  # state and etag are the entity as of our last read or write
+    solo: bool = False  # at our last read, no other process had written since our write before it
+    state: State = ()
+    etag: str | None = None  # None with `known`: the entity does not exist
+    first_free: float = -math.inf  # the earliest free slot at our last look (it only moves forward)
+    not_before: float = -math.inf  # a 429's hold, in this process
+
+
+class SharedPacer(Pacer):
+    """A Pacer whose schedules live in an Azure Table shared by every process (see the module
+    docstring); `one_at_a_time` stays per process. `table`: an azure.data.tables TableClient (or
+    anything with its create_table, get_entity, query_entities, create_entity, update_entity and
+    submit_transaction)."""
+
+    def __init__(
+        self,
+        table: Any,
+        rates: dict[str, Limit] | None = None,
+        *,
+        scale: float = 1.0,
+        headroom: float = 0.95,
+        max_wait_seconds: float = DEFAULT_MAX_WAIT,
+        fallback_share: float = 0.25,
+        validity_seconds: float = VALIDITY_SECONDS,
+        retry_seconds: float = retry_policy.SHARED_PACING_RETRY_SECONDS,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(
+            rates, scale=scale, headroom=headroom, max_wait_seconds=max_wait_seconds, clock=clock, sleep=sleep
+        )
+        self.validity = validity_seconds / scale
+        self.shared: dict[str, Schedule] = {
+            k: schedule_for(v, scale, headroom, lateness=self.validity if isinstance(v, Rate) else 0.0)
+            for k, v in self.limits.items()
+        }
+        self.fallback = Pacer(
+            share_of(self.limits, fallback_share),
+            scale=scale,
+            headroom=headroom,
+            max_wait_seconds=max_wait_seconds,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.retry_seconds = retry_seconds
+        self.stats = SharedPacingStats()
+        self._table = table
+        self._table_ready = False
+        self._buckets: dict[tuple[str, ...], _Bucket] = {}
+        self._down_until = -math.inf
+
+    # --- the Pacer interface -----------------------------------------------------------------
+
+    def acquire(self, keys: list[tuple[str, ...]]) -> None:
+        keys = [k for k in keys if k[0] in self.shared]
+        if not keys:
+            return
+        if self._clock() >= self._down_until:
+            try:
+                self._acquire_shared(keys)
+                return
+            except _StorageDown:
+                pass
+        self._count("fallback_requests")
+        wait = self.fallback.reserve(keys)
+        self._waited(wait)
+        if wait > 0:
+            self._sleep(wait)
+
+    def hold(self, key: tuple[str, ...], seconds: float) -> None:
+        """Azure refused a request of this bucket for `seconds`: no thread of any process sends one
+        sooner (this one at once; the others through the table, best effort)."""
+        if key[0] not in self.shared:
+            return
+        self.fallback.hold(key, seconds)
+        until = self._clock() + seconds
+        b = self._bucket(key)
+        with b.cond:
+            b.not_before = max(b.not_before, until)
+        if self._clock() < self._down_until:
+            return
+        sched = self.shared[key[0]]
+        try:
+            with self._talking(b):
+                for _ in range(retry_policy.SHARED_PACING_CONFLICT_ROUNDS):
+                    if not (b.known and b.solo):
+                        self._read(b)
+                    if self._write(b, sched.hold(b.state, until)):
+                        return
+        except _StorageDown:
+            return  # held here; the others meet the 429 themselves
+
+    # --- slots --------------------------------------------------------------------------------
+
+    def _acquire_shared(self, keys: list[tuple[str, ...]]) -> None:
+        """The request's slot, waited for. One bucket: from this process's block of that bucket.
+        Several (an identity PUT: ARM writes and the RP's window): one slot for all, reserved in
+        every bucket at once (one entity group transaction): a slot taken in one and then left
+        to go stale while waiting for the other would be wasted, and a window's costs a window."""
+        if len(keys) == 1:
+            slot = self._next_slot(self._bucket(keys[0]))
+        else:
+            slot = self._reserve_together(sorted({self._bucket(k).row: self._bucket(k) for k in keys}.items()))
+        self._sleep_until(slot)
+
+    def _sleep_until(self, when: float) -> None:
+        wait = when - self._clock()
+        if wait > 0:
+            self._waited(wait)
+            self._sleep(wait)  # pacing before sending, not a retry
+
+    def _next_slot(self, b: _Bucket) -> float:
+        with b.cond:
+            b.waiting += 1
+            try:
+                while True:
+                    now = self._clock()
+                    slot = self._pop(b, now)
+                    if slot is not None:
+                        return slot
+                    if b.first_free > now + self.max_wait:
+                        raise self._throttled(b.first_free - now)
+                    if b.busy:
+                        b.cond.wait(1.0)  # another thread is reserving for us all
+                        continue
+                    b.busy = True
+                    n = self._block(b, now)
+                    b.cond.release()
+                    try:
+                        slots = self._reserve_block(b, n)
+                    finally:
+                        b.cond.acquire()
+                        b.busy = False
+                        b.cond.notify_all()
+                    b.slots.extend(slots)
+            finally:
+                b.waiting -= 1
+
+    def _pop(self, b: _Bucket, now: float) -> float | None:
+        grace = self.shared[b.key[0]].grace
+        while b.slots:
+            slot = b.slots.popleft()
+            if slot < now - grace or slot < b.not_before:
+                self._count("slots_dropped", bucket=b)
+                continue
+            b.handed.append(now)
+            self._count("slots_handed", bucket=b)
+            return slot
+        return None
+
+    def _block(self, b: _Bucket, now: float) -> int:
+        """Slots to reserve: the threads waiting, plus this process's use of the bucket over the
+        last Azure second times AHEAD_SECONDS; at most BLOCK_SECONDS' worth of the limit."""
+        sched = self.shared[b.key[0]]
+        second = 1 / self.scale
+        if isinstance(sched, SlidingWindow):  # a slot not used is gone for the whole window: none ahead
+            return max(1, min(b.waiting, sched.count))
+        recent = sum(1 for t in b.handed if t > now - second)
+        ahead = AHEAD_SECONDS * second if b.first_free > now else self.validity
+        wanted = b.waiting + math.ceil(recent * ahead / second)
+        return max(1, min(wanted, math.floor(sched.per_second * BLOCK_SECONDS * second)))
+
+    def _reserve_block(self, b: _Bucket, n: int) -> list[float]:
+        sched = self.shared[b.key[0]]
+        raced = 0
+        for _ in range(retry_policy.SHARED_PACING_CONFLICT_ROUNDS):
+            if not (b.known and b.solo):  # else our own last write is most likely still the entity
+                if raced:  # another process wrote between our read and our write: step aside a moment
+                    self._sleep(random.uniform(0, min(0.005 * 2**raced, 0.1)))  # noqa: S311 - jitter
+                self._read(b)
+                raced += 1
+            now = self._clock()
+            state = sched.hold(b.state, b.not_before) if b.not_before > now else b.state
+            first = max(now, sched.earliest(state, now))
+            b.first_free = first
+            if first > now + self.max_wait:
+                raise self._throttled(first - now)
+            slots, state = sched.slots(state, now, n, now + self.max_wait)
+            if self._write(b, state):
+                self._count("reservations", bucket=b)
+                self._count("slots_reserved", len(slots), bucket=b)
+                return slots
+        # Every round lost to another process: this request goes by the local fallback schedule.
+        self._count("fallback_requests")
+        return [self._clock() + self.fallback.reserve([b.key])]
+
+    def _reserve_together(self, rows: list[tuple[str, _Bucket]]) -> float:
+        """One slot in every bucket at once: the earliest all allow, written in one transaction."""
+        buckets = [b for _, b in rows]
+        with contextlib.ExitStack() as stack:
+            for b in buckets:  # in row order: two threads never wait for each other's
+                stack.enter_context(self._talking(b))
+            for attempt in range(retry_policy.SHARED_PACING_CONFLICT_ROUNDS):
+                stale = [b for b in buckets if not (b.known and b.solo)]
+                if attempt > 1:  # lost a race with another process's write: step aside a moment
+                    self._sleep(random.uniform(0, min(0.005 * 2**attempt, 0.1)))  # noqa: S311 - jitter
+                if len(stale) == 1:
+                    self._read(stale[0])
+                elif stale:
+                    self._read_together(stale)
+                now = self._clock()
+                scheds = [self.shared[b.key[0]] for b in buckets]
+                states = [
+                    sched.hold(b.state, b.not_before) if b.not_before > now else b.state
+                    for sched, b in zip(scheds, buckets, strict=True)
+                ]
+                slot = max([now, *(sched.earliest(st, now) for sched, st in zip(scheds, states, strict=True))])
+                if slot > now + self.max_wait:
+                    raise self._throttled(slot - now)
+                taken = [(b, sched.take(st, slot)) for b, sched, st in zip(buckets, scheds, states, strict=True)]
+                if self._write_together(taken):
+                    for b in buckets:
+                        self._count("reservations", bucket=b)
+                        self._count("slots_reserved", bucket=b)
+                        self._count("slots_handed", bucket=b)
+                    return slot
+        self._count("fallback_requests")
+        return self._clock() + self.fallback.reserve([b.key for b in buckets])
+
+    def _throttled(self, wait: float) -> Throttled:
+        return Throttled(f"pacing ARM requests under Azure's limits: next slot in {wait:.0f} s", wait + 1 / self.scale)
+
+    # --- the table ----------------------------------------------------------------------------
+
+    def _bucket(self, key: tuple[str, ...]) -> _Bucket:
+        with self._lock:
+            b = self._buckets.get(key)
+            if b is None:
+                b = self._buckets[key] = _Bucket(key, short_hash("|".join(key), length=40))
+            return b
+
+    @contextmanager
+    def _talking(self, b: _Bucket) -> Iterator[None]:
+        """This thread alone talks to the table about `b` (the others wait, then use what it learnt)."""
+        with b.cond:
+            while b.busy:
+                b.cond.wait(1.0)
+            b.busy = True
+        try:
+            yield
+        finally:
+            with b.cond:
+                b.busy = False
+                b.cond.notify_all()
+
+    @contextmanager
+    def _storage(self) -> Iterator[None]:
+        """Any failure of the table: pace alone for `retry_seconds`."""
+        try:
+            if not self._table_ready:
+                try:
+                    self._table.create_table()
+                except ResourceExistsError:
+                    pass
+                self._table_ready = True
+            yield
+        except (AzureError, OSError) as exc:
+            self._down_until = self._clock() + self.retry_seconds
+            self._count("storage_failures")
+            log.warning(
+                "shared pacing table unreachable (%s): pacing alone at a share of the limits for %g s",
+                type(exc).__name__,
+                self.retry_seconds,
+            )
+            raise _StorageDown() from exc
+
+    def _read(self, b: _Bucket) -> None:
+        self._count("table_reads", bucket=b)
+        with self._storage():
+            try:
+                entity = self._table.get_entity(PARTITION, b.row)
+            except ResourceNotFoundError:
+                entity = None
+        self._learn(b, entity)
+
+    def _read_together(self, buckets: list[_Bucket]) -> None:
+        """Several entities of the partition in one query."""
+        self._count("table_reads")
+        names = {f"r{i}": b.row for i, b in enumerate(buckets)}
+        rows = " or ".join(f"RowKey eq @{n}" for n in names)
+        query = f"PartitionKey eq '{PARTITION}' and ( {rows} )"  # (the SDK finds parameters between spaces)
+        with self._storage():
+            found = {e["RowKey"]: e for e in self._table.query_entities(query, parameters=names)}
+        for b in buckets:
+            self._learn(b, found.get(b.row))
+
+    @staticmethod
+    def _learn(b: _Bucket, entity: Any) -> None:
+        if entity is None:
+            b.state, b.etag, b.known, b.solo = (), None, True, False
+            return
+        etag = entity.metadata.get("etag")
+        b.solo = etag is not None and etag == b.etag  # nobody wrote since we last did (or read)
+        b.state, b.etag, b.known = tuple(float(x) for x in json.loads(entity["state"])), etag, True
+
+    @staticmethod
+    def _entity(b: _Bucket, state: State) -> dict[str, Any]:
+        return {"PartitionKey": PARTITION, "RowKey": b.row, "bucket": "|".join(b.key)[:512], "state": json.dumps(state)}
+
+    def _write(self, b: _Bucket, state: State) -> bool:
+        """Write `state` if the entity is still what we last saw; False when it is not (re-read)."""
+        from azure.data.tables import UpdateMode
+
+        entity = self._entity(b, state)
+        self._count("table_writes", bucket=b)
+        try:
+            with self._storage():
+                try:
+                    if b.etag is None:
+                        meta = self._table.create_entity(entity)
+                    else:
+                        meta = self._table.update_entity(
+                            entity, mode=UpdateMode.REPLACE, etag=b.etag, match_condition=MatchConditions.IfNotModified
+                        )
+                except (ResourceExistsError, ResourceModifiedError):
+                    meta = None
+                except ResourceNotFoundError:  # the entity (or the whole table) was deleted meanwhile
+                    self._table_ready = False
+                    meta = None
+                except HttpResponseError as exc:
+                    if exc.status_code not in (409, 412):
+                        raise
+                    meta = None
+        except _StorageDown:
+            b.known = False
+            raise
+        if meta is None:
+            b.known = b.solo = False
+            self._count("conflicts", bucket=b)
+            return False
+        b.state, b.etag, b.known = state, meta.get("etag"), True
+        return True
+
+    def _write_together(self, items: list[tuple[_Bucket, State]]) -> bool:
+        """`_write` for several entities of the partition, all or none (an entity group transaction)."""
+        from azure.data.tables import UpdateMode
+
+        operations: list[Any] = []
+        for b, state in items:
+            if b.etag is None:
+                operations.append(("create", self._entity(b, state)))
+            else:
+                condition = {
+                    "mode": UpdateMode.REPLACE,
+                    "etag": b.etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                }
+                operations.append(("update", self._entity(b, state), condition))
+        self._count("table_writes")
+        for b, _ in items:
+            self._count("joint_writes", bucket=b)
+        results: list[Any] | None = None
+        try:
+            with self._storage():
+                try:
+                    results = list(self._table.submit_transaction(operations))
+                except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                    results = None
+                except HttpResponseError as exc:  # TableTransactionError: one operation's status
+                    if exc.status_code not in (404, 409, 412):
+                        raise
+                    results = None
+        except _StorageDown:
+            for b, _ in items:
+                b.known = False
+            raise
+        if results is None:
+            for b, _ in items:
+                b.known = b.solo = False
+            self._count("conflicts")
+            return False
+        for (b, state), meta in zip(items, results, strict=True):
+            b.state, b.etag, b.known = state, (meta or {}).get("etag"), True
+        return True
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _count(self, name: str, n: int = 1, bucket: _Bucket | None = None) -> None:
+        with self._lock:
+            setattr(self.stats, name, getattr(self.stats, name) + n)
+            if bucket is not None:
+                self.stats.by_bucket[bucket.key[0]][name] += n
+
+    def _waited(self, seconds: float) -> None:
+        with self._lock:
+            self.waited_seconds += seconds
+
+
+def pacing_table_name(ledger_table: str) -> str:
+    """The pacing table: the ledger's name plus "pacing" (a table of its own: the ledger's readers
+    never meet its entities); at most 63 characters."""
+    return ledger_table[:57] + "pacing"
+
+
+def pacing_table(settings: Settings, credential: Any) -> Any:
+    """A TableClient for the pacing table: from the connection string (Azurite) or the account name
+    and Entra credential (Azure); one attempt, short timeouts (retry_policy.PACING_TABLE)."""
+    from azure.data.tables import TableClient
+
+    connect, read = retry_policy.PACING_TABLE.timeouts()
+    options: dict[str, Any] = {
+        **retry_policy.PACING_TABLE.retry.kwargs(),
+        "connection_timeout": connect,
+        "read_timeout": read,
+        "raw_request_hook": attempt_hook("table"),
+    }
+    name = pacing_table_name(settings.table_name)
+    if settings.storage_connection_string:
+        return TableClient.from_connection_string(settings.storage_connection_string, name, **options)
+    url = f"https://{settings.storage_account_name}.table.core.windows.net"
+    return TableClient(url, name, credential=credential, **options)
+
+
+def pacer_from_settings(settings: Settings, credential: Any) -> Pacer | None:
+    """Azure's limits × KEYLESS_ARM_PACING_SCALE (None when 0), shared through the pacing table
+    when KEYLESS_SHARED_PACING is on, else this process alone."""
+    scale = settings.arm_pacing_scale
+    if scale <= 0:
+        return None
+    if not settings.shared_pacing:
+        return Pacer(scale=scale)
+    return SharedPacer(pacing_table(settings, credential), scale=scale, fallback_share=settings.pacing_fallback_share)
