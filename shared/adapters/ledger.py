@@ -240,11 +240,12 @@ class Ledger:
         cls,
         table_name: str,
         connection_string: str | None = None,
-        account_name: str | None = None,
+        endpoint: str | None = None,
         credential: Any = None,
+        connection_verify: str | None = None,
     ) -> Ledger:
-        """From a connection string (Azurite), or an account name + Entra credential (Azure)."""
-        return cls(table_client(table_name, connection_string, account_name, credential))
+        """From a connection string (Azurite), or a table service URI + Entra credential (Azure)."""
+        return cls(table_client(table_name, connection_string, endpoint, credential, connection_verify))
 
     # --- the table and its layout -----------------------------------------------------------
 

@@ -63,10 +63,11 @@ class SweepLog:
         cls,
         table_name: str,
         connection_string: str | None = None,
-        account_name: str | None = None,
+        endpoint: str | None = None,
         credential: Any = None,
+        connection_verify: str | None = None,
     ) -> SweepLog:
-        return cls(table_client(table_name, connection_string, account_name, credential))
+        return cls(table_client(table_name, connection_string, endpoint, credential, connection_verify))
 
     def _ensure(self) -> None:
         if not self._ready:

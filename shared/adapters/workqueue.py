@@ -24,10 +24,13 @@ class WorkQueue:
         self,
         queue_name: str = WORK_QUEUE,
         connection_string: str | None = None,
-        account_name: str | None = None,
+        endpoint: str | None = None,
         credential: Any = None,
+        connection_verify: str | None = None,
     ) -> None:
-        """From a connection string (Azurite), or an account name + Entra credential (Azure)."""
+        """From a connection string (Azurite), or a queue service URI + Entra credential (Azure:
+        shared.domain.storage.StorageConnection.endpoint("queue")); `connection_verify`: a CA bundle to
+        trust (KEYLESS_CA_BUNDLE: tests' HTTPS Azurite), else the system's."""
         from azure.storage.queue import LinearRetry, QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
         self.name = queue_name
@@ -41,12 +44,14 @@ class WorkQueue:
             "read_timeout": read,
             "raw_request_hook": attempt_hook("queue"),  # every attempt counted
         }
+        if connection_verify:
+            policies["connection_verify"] = connection_verify
         if connection_string:
             self._queue = QueueClient.from_connection_string(connection_string, queue_name, **policies)
+        elif endpoint:
+            self._queue = QueueClient(endpoint, queue_name, credential=credential, **policies)
         else:
-            self._queue = QueueClient(
-                f"https://{account_name}.queue.core.windows.net", queue_name, credential=credential, **policies
-            )
+            raise ValueError("a work queue needs a connection string or a queue service URI")
         self._ready = False
 
     def _ensure(self) -> None:

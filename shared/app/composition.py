@@ -35,7 +35,7 @@ def reset() -> None:
 
 
 def _build(settings: Settings) -> Keyless:
-    from shared.adapters.credentials import default_credential
+    from shared.adapters.credentials import default_credential, storage_credential
     from shared.adapters.ledger import Ledger
     from shared.adapters.sweep_log import SweepLog
     from shared.adapters.topic import OutcomeTopic
@@ -47,16 +47,19 @@ def _build(settings: Settings) -> Keyless:
     settings.require_storage()
     policy = AccessPolicy.parse(settings.access_policy, settings.system_namespaces, settings.default_role)
     credential = default_credential(settings)
+    # AzureWebJobsStorage as the host reads it (shared.domain.storage): a connection string, or service
+    # URIs with the storage credential; KEYLESS_CA_BUNDLE is trusted here too (tests' HTTPS Azurite).
     storage = {
-        "connection_string": settings.storage_connection_string,
-        "account_name": settings.storage_account_name,
-        "credential": credential,
+        "connection_string": settings.storage.connection_string,
+        "credential": storage_credential(settings, credential),
+        "connection_verify": settings.ca_bundle,
     }
+    tables = {**storage, "endpoint": settings.storage.endpoint("table")}
     return Keyless(
         settings=settings,
-        ledger=Ledger.connect(settings.table_name, **storage),
-        queue=WorkQueue(**storage),
-        sweeps=SweepLog.connect(settings.table_name, **storage),
+        ledger=Ledger.connect(settings.table_name, **tables),
+        queue=WorkQueue(**storage, endpoint=settings.storage.endpoint("queue")),
+        sweeps=SweepLog.connect(settings.table_name, **tables),
         engine=Engine.from_settings(settings, credential),
         topic=OutcomeTopic(settings, credential) if settings.outcome_topic_endpoint else None,
         policy=policy,

@@ -16,6 +16,8 @@ from shared.domain import retry_policy
 from shared.domain.binding import OPENAI_USER_ROLE_ID, resolve_role
 from shared.domain.errors import PermanentError
 from shared.domain.ids import SUBSCRIPTION_ID
+from shared.domain.storage import StorageConnection
+from shared.domain.storage import read as read_storage
 
 AKS_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
 """The Entra application of every AKS API server (the audience of kubelogin tokens)."""
@@ -127,6 +129,22 @@ def _list(env: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in (env.get(key) or "").replace(";", ",").split(",") if item.strip())
 
 
+def _share(env: Mapping[str, str], key: str, default: float) -> float:
+    value = _float(env, key, default)
+    if not 0 < value <= 1:
+        raise SettingsError(f"{key}: a share of the limits, > 0 and <= 1")
+    return value
+
+
+def _shared_pacing(env: Mapping[str, str]) -> bool:
+    """KEYLESS_SHARED_PACING: on by default when there is storage to share the budget through."""
+    storage = bool((env.get("AzureWebJobsStorage") or env.get("AzureWebJobsStorage__accountName") or "").strip())
+    value = _bool(env, "KEYLESS_SHARED_PACING", storage)
+    if value and not storage:
+        raise SettingsError("KEYLESS_SHARED_PACING: needs AzureWebJobsStorage (the budget is kept in a table)")
+    return value
+
+
 def _dev_principal(env: Mapping[str, str]) -> str | None:
     """A development caller for local runs; impossible to turn on inside Azure App Service."""
     value = (env.get("KEYLESS_DEV_PRINCIPAL") or "").strip() or None
@@ -155,6 +173,12 @@ class Settings:
     request_timeout_seconds: float = 30.0  # read timeout of one ARM / Kubernetes call (connect: at most 10 s)
     storage_connection_string: str | None = dataclasses.field(default=None, repr=False)
     storage_account_name: str | None = None
+    # AzureWebJobsStorage as the Functions host reads it: connection string, else service URIs / account
+    # name with __credential and __clientId (shared.domain.storage); the two fields above mirror it.
+    storage: StorageConnection = StorageConnection()
+    # The user-assigned identity DefaultAzureCredential signs in as in Azure: AZURE_CLIENT_ID, else the
+    # storage connection's __clientId when its __credential is managedidentity (one app identity).
+    managed_identity_client_id: str | None = None
     table_name: str = "keylessbindings"
     # --- who may onboard what (README: Security) ---
     access_policy: str | None = None  # JSON text, or a path to a JSON file
@@ -171,6 +195,8 @@ class Settings:
     # --- reads and throttling ---
     arm_read_cache_seconds: float = 20.0
     arm_pacing_scale: float = 1.0  # Azure's published ARM/MSI limits times this; 0 = no client-side pacing
+    shared_pacing: bool = False  # pace against one budget kept in Azure Tables, shared by every process
+    pacing_fallback_share: float = 0.25  # of the limits, per process, while that table cannot be reached
     retry_delay_scale: float = 1.0  # every "not yet" re-queue delay and run lease times this
     # --- workloads, verification and keyless accounts ---
     api_key_variables: tuple[str, ...] = DEFAULT_API_KEY_VARIABLES
@@ -218,6 +244,13 @@ class Settings:
         ca_bundle = (env.get("KEYLESS_CA_BUNDLE") or "").strip() or None
         if ca_bundle and not os.path.isfile(ca_bundle):
             raise SettingsError(f"KEYLESS_CA_BUNDLE: no file at {ca_bundle!r}")
+        try:
+            store = read_storage(env, arm)
+        except PermanentError as exc:
+            raise SettingsError(exc.reason) from None
+        app_client_id = (env.get("AZURE_CLIENT_ID") or "").strip() or None
+        if not app_client_id and store.managed_identity:
+            app_client_id = store.client_id
         return cls(
             arm_endpoint=arm,
             arm_scope=(env.get("KEYLESS_ARM_SCOPE") or f"{arm}/.default").strip(),
@@ -235,8 +268,10 @@ class Settings:
             field_manager=field_manager,
             kube_credentials_ttl_seconds=_float(env, "KEYLESS_KUBE_CREDENTIALS_TTL_SECONDS", 900.0),
             request_timeout_seconds=_float(env, "KEYLESS_REQUEST_TIMEOUT_SECONDS", 30.0, minimum=0.1),
-            storage_connection_string=(env.get("AzureWebJobsStorage") or "").strip() or None,
-            storage_account_name=(env.get("AzureWebJobsStorage__accountName") or "").strip() or None,
+            storage_connection_string=store.connection_string,
+            storage_account_name=store.account_name,
+            storage=store,
+            managed_identity_client_id=app_client_id,
             table_name=(env.get("KEYLESS_TABLE_NAME") or cls.table_name).strip(),
             access_policy=(env.get("KEYLESS_ACCESS_POLICY") or "").strip() or None,
             dev_principal=_dev_principal(env),
@@ -251,6 +286,8 @@ class Settings:
             app_service_auth=_bool(env, "WEBSITE_AUTH_ENABLED", False),
             arm_read_cache_seconds=_float(env, "KEYLESS_ARM_READ_CACHE_SECONDS", 20.0),
             arm_pacing_scale=_float(env, "KEYLESS_ARM_PACING_SCALE", 1.0),
+            shared_pacing=_shared_pacing(env),
+            pacing_fallback_share=_share(env, "KEYLESS_PACING_FALLBACK_SHARE", 0.25),
             retry_delay_scale=_float(env, "KEYLESS_RETRY_DELAY_SCALE", 1.0, minimum=0.001),
             api_key_variables=_list(env, "KEYLESS_API_KEY_VARIABLES") or DEFAULT_API_KEY_VARIABLES,
             api_key_secret_patterns=_list(env, "KEYLESS_API_KEY_SECRET_PATTERNS") or DEFAULT_API_KEY_SECRET_PATTERNS,
@@ -262,8 +299,7 @@ class Settings:
         )
 
     def require_storage(self) -> None:
-        if not self.storage_connection_string and not self.storage_account_name:
-            raise SettingsError(
-                "AzureWebJobsStorage: set a connection string (UseDevelopmentStorage=true locally) "
-                "or AzureWebJobsStorage__accountName for identity-based access"
-            )
+        """The work queue and the ledger can be reached (SettingsError names the key to set)."""
+        problem = self.storage.problem()
+        if problem:
+            raise SettingsError(problem)
