@@ -9,7 +9,7 @@ from collections.abc import Callable
 import azure.functions as func
 
 from handlers._http import ApiError, field_error
-from shared.app import composition
+from shared.app import composition, observability
 from shared.domain import access
 from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError
@@ -75,14 +75,23 @@ def onboarding_key(req: func.HttpRequest) -> str:
     key = (req.route_params.get("id") or "").strip().lower()
     if not _KEY.fullmatch(key):
         raise ApiError(400, "InvalidField", "an onboarding id is 32 lower-case hex characters", "id")
+    observability.annotate(**{"keyless.onboarding.id": key})
     return key
 
 
-def handle_errors(fn: Callable[[func.HttpRequest], func.HttpResponse], req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        return fn(req)
-    except ApiError as exc:
-        return exc.response()
-    except KeylessError as exc:
-        log.warning("request failed: %s", exc.reason)
-        return ApiError(503, "Unavailable", exc.reason).response()
+def handle_errors(
+    fn: Callable[[func.HttpRequest], func.HttpResponse], req: func.HttpRequest, route: str
+) -> func.HttpResponse:
+    """The call as one span (`<METHOD> <route>`, its status code), its errors as JSON answers."""
+    with observability.http_request(req.method or "", route) as span:
+        try:
+            resp = fn(req)
+        except ApiError as exc:
+            resp = exc.response()
+        except KeylessError as exc:
+            log.warning("request failed: %s", exc.reason)
+            resp = ApiError(503, "Unavailable", exc.reason).response()
+        span.set("http.response.status_code", resp.status_code)
+        if resp.status_code >= 500:
+            span.fail(str(resp.status_code))
+        return resp

@@ -66,7 +66,7 @@ def onboardings_create(req: func.HttpRequest) -> func.HttpResponse:
         location = f"/api/onboardings/{record.key}"
         return json_response(record.as_api(), 202 if created else 200, {"Location": location})
 
-    return handle_errors(handle, req)
+    return handle_errors(handle, req, "/api/onboardings")
 
 
 @bp.function_name("onboardings_list")
@@ -97,7 +97,7 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
             body["continuationToken"] = token
         return json_response(body)
 
-    return handle_errors(handle, req)
+    return handle_errors(handle, req, "/api/onboardings")
 
 
 @bp.function_name("onboardings_get")
@@ -111,7 +111,7 @@ def onboardings_get(req: func.HttpRequest) -> func.HttpResponse:
         authorize_record(caller, record, "read")
         return json_response(record.as_api())
 
-    return handle_errors(handle, req)
+    return handle_errors(handle, req, "/api/onboardings/{id}")
 
 
 @bp.function_name("onboardings_delete")
@@ -130,7 +130,7 @@ def onboardings_delete(req: func.HttpRequest) -> func.HttpResponse:
         log.info("caller %s asked to offboard %s", caller.object_id, key)
         return json_response(record.as_api(), 202, {"Location": f"/api/onboardings/{record.key}"})
 
-    return handle_errors(handle, req)
+    return handle_errors(handle, req, "/api/onboardings/{id}")
 
 
 @bp.function_name("openapi")

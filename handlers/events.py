@@ -11,7 +11,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.app import composition
+from shared.app import composition, observability
 from shared.domain.resource_events import MalformedEvent, parse_event
 
 bp = func.Blueprint()
@@ -52,4 +52,7 @@ def handle(raw: dict[str, Any]) -> str:
 @bp.function_name("resource_events")
 @bp.event_grid_trigger(arg_name="event")
 def resource_events(event: func.EventGridEvent) -> None:
-    handle(event_as_dict(event))
+    raw = event_as_dict(event)
+    kind = str(raw.get("eventType", raw.get("type")))
+    with observability.event("resource_events", str(raw.get("id")), kind, str(raw.get("subject"))) as span:
+        span.set("keyless.event.action", handle(raw))

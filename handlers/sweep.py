@@ -8,7 +8,7 @@ import os
 
 import azure.functions as func
 
-from shared.app import composition
+from shared.app import composition, observability
 
 bp = func.Blueprint()
 log = logging.getLogger("keyless.sweep")
@@ -27,7 +27,10 @@ def schedule() -> str:
 @bp.function_name("drift_sweep")
 @bp.timer_trigger(arg_name="timer", schedule=schedule(), run_on_startup=False, use_monitor=True)
 def drift_sweep(timer: func.TimerRequest) -> None:
-    report = composition.service().start_sweep()
+    with observability.timer("drift_sweep") as span:
+        report = composition.service().start_sweep()
+        span.set("keyless.sweep.id", report.run_id)
+        span.set("keyless.sweep.action", report.action)
     log.info(
         "drift sweep %s %s: %d shards, %d suspects (%s)%s",
         report.run_id,

@@ -37,4 +37,4 @@ def onboardings_verification(req: func.HttpRequest) -> func.HttpResponse:
         body["onboardingStatus"] = record.status
         return json_response(body)
 
-    return handle_errors(handle, req)
+    return handle_errors(handle, req, "/api/onboardings/{id}/verification")

@@ -11,7 +11,7 @@ import logging
 
 import azure.functions as func
 
-from shared.app import composition
+from shared.app import composition, observability
 from shared.app.messages import BadMessage
 from shared.domain.settings import POISON_QUEUE, WORK_QUEUE
 
@@ -27,10 +27,11 @@ def reconcile_worker(msg: func.QueueMessage) -> None:
     except UnicodeDecodeError:
         log.error("dropped message %s: body is not UTF-8", msg.id)
         return
-    try:
-        composition.service().process(body)
-    except BadMessage as exc:
-        log.error("dropped message %s: %s", msg.id, exc)
+    with observability.queued_message(WORK_QUEUE, body, msg.id, msg.insertion_time, msg.dequeue_count):
+        try:
+            composition.service().process(body)
+        except BadMessage as exc:
+            log.error("dropped message %s: %s", msg.id, exc)
 
 
 @bp.function_name("reconcile_poison")
@@ -41,7 +42,8 @@ def reconcile_poison(msg: func.QueueMessage) -> None:
     except UnicodeDecodeError:
         log.error("dropped poison message %s: body is not UTF-8", msg.id)
         return
-    try:
-        composition.service().give_up(body)
-    except BadMessage as exc:
-        log.error("dropped poison message %s: %s", msg.id, exc)
+    with observability.queued_message(POISON_QUEUE, body, msg.id, msg.insertion_time, msg.dequeue_count):
+        try:
+            composition.service().give_up(body)
+        except BadMessage as exc:
+            log.error("dropped poison message %s: %s", msg.id, exc)

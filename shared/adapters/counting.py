@@ -12,7 +12,12 @@ Each client is counted once per attempt, after its SDK's retry policy decided to
 per-retry pipeline policy (shared.adapters.arm), Azure Tables, the storage queue and Event Grid by
 the `raw_request_hook` their pipelines call before each attempt (`attempt_hook`), Kubernetes when the
 call starts and again each time urllib3's Retry grants a retry (shared.adapters.kube). A retry is
-also logged (method and path, never a query string or a header).
+also logged (method and path, never a query string or a header). Each attempt is also the metric
+`keyless.requests` (by client, and whether it was a retry), and each 429 answer `keyless.requests.throttled`
+(`answered`), through shared.adapters.telemetry: Kubernetes when its call raises; an azure-core client's
+every answer by `pipeline_response`, which `pipeline_attempt` leaves in the call's context as its
+`raw_response_hook` (azure-core's CustomHookPolicy, after the retry policy, runs it on every attempt's
+answer) unless the call brought its own (the Event Grid publisher's, which counts by itself).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, cast
 
+from shared.adapters import telemetry
 from shared.domain.results import RequestCounts
 
 Target = Literal["arm", "kube"]
@@ -38,6 +44,9 @@ _current: contextvars.ContextVar[RequestCounts | None] = contextvars.ContextVar(
 
 _ATTEMPT = "keyless_attempt"
 """Pipeline context key: the number of the attempt being sent (the context lives across retries)."""
+
+_RESPONSE_HOOK = "raw_response_hook"
+"""Pipeline context key azure-core's CustomHookPolicy takes a call's response hook from, every attempt."""
 
 
 @contextlib.contextmanager
@@ -92,6 +101,7 @@ def attempts() -> dict[str, dict[str, int]]:
 def record(client: Client, method: str, path: str, retry: bool = False) -> None:
     """One attempt of `client` (`retry`: not the call's first)."""
     _tally.add(client, retry)
+    telemetry.measure("keyless.requests", client=client, retry=retry)
     if retry:
         log.info("retrying %s %s %s", client, method.upper(), urllib.parse.urlsplit(path).path)
     counts = _current.get()
@@ -105,8 +115,22 @@ def pipeline_attempt(client: Client, request: Any) -> None:
     PipelineResponse (both carry the call's context and its HTTP request)."""
     number = int(request.context.get(_ATTEMPT, 0)) + 1
     request.context[_ATTEMPT] = number
+    if number == 1:
+        request.context.setdefault(_RESPONSE_HOOK, functools.partial(pipeline_response, client))
     http = request.http_request
     record(client, http.method, http.url, retry=number > 1)
+
+
+def answered(client: Client, status: int | None) -> None:
+    """The answer to one attempt of `client`: a 429 is counted as throttled."""
+    if status == 429:
+        telemetry.measure("keyless.requests.throttled", client=client)
+
+
+def pipeline_response(client: Client, response: Any) -> None:
+    """The answer to one attempt of an azure-core pipeline call (a PipelineResponse), from the
+    `on_response` of the policy that counted the attempt (or a `raw_response_hook`)."""
+    answered(client, getattr(response.http_response, "status_code", None))
 
 
 def attempt_hook(client: Client) -> Callable[[Any], None]:

@@ -18,8 +18,9 @@ from typing import Any, Self, TypeVar
 
 from urllib3.util.retry import Retry
 
+from shared.adapters import telemetry
 from shared.adapters.clusters import ClusterAdapter
-from shared.adapters.counting import record
+from shared.adapters.counting import answered, record
 from shared.domain import manifests, retry_policy
 from shared.domain.errors import PermanentError, TemporaryError, Throttled
 from shared.domain.ids import ResourceId
@@ -225,11 +226,17 @@ class KubeAdapter:
             self._connections.pop(cluster_id.key, None)
 
     def _call(self, cluster_id: ResourceId, what: str, fn: Any) -> Any:
+        """One Kubernetes operation (a span around it: its requests are beneath), translated."""
+        with telemetry.span(f"kubernetes {what}", {"keyless.cluster.id": str(cluster_id)}, kind="client"):
+            return self._call_translated(cluster_id, what, fn)
+
+    def _call_translated(self, cluster_id: ResourceId, what: str, fn: Any) -> Any:
         from kubernetes.client.exceptions import ApiException
 
         try:
             return fn(self._api(cluster_id))
         except ApiException as exc:
+            answered("kube", exc.status)  # a 429 is never retried inside the call (retry_policy.KUBERNETES)
             if exc.status == 401:
                 self.forget(cluster_id)
             raise _translate(exc, what) from exc

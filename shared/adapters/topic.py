@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from shared.adapters.counting import pipeline_attempt, record
+from shared.adapters.counting import pipeline_attempt, pipeline_response, record
 from shared.domain import retry_policy
 from shared.domain.outcome_events import DATA_VERSION, OutcomeEvent
 from shared.domain.settings import Settings
@@ -52,6 +52,7 @@ class OutcomeTopic:
             nonlocal answered
             answered += 1
             pipeline_attempt("eventgrid", response)
+            pipeline_response("eventgrid", response)  # a 429 is measured (keyless.requests.throttled)
 
         try:
             self._publisher().send([self._shape(event)], raw_response_hook=count, **kwargs)

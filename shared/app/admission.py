@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from shared.app.keyless import Keyless
 
+from shared.app import observability
 from shared.domain import access, cluster_tags
 from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError, TemporaryError
@@ -43,7 +44,10 @@ def admit(app: Keyless, record: BindingRecord, binding: Binding) -> tuple[Bindin
         app.enqueue_binding(record.key, f"checking access: {exc.reason}", exc.delay_seconds)
         return record, False
     except access.Refused as exc:
-        return _refuse(app, record, exc.reason)
+        record, go_on = _refuse(app, record, exc.reason)
+        if not go_on:
+            observability.run_ended(record.status, "quota" if isinstance(exc, access.QuotaExceeded) else "access")
+        return record, go_on
     if record.revoked_at or record.status in ("refused", "revoked"):
         log.info("binding %s: access granted (again) by %s", record.key, grant.by)
         record.revoked_at = record.offboard_at = None

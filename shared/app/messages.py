@@ -8,11 +8,21 @@
 
 A binding message may carry the versions of the cluster/account state it was made from
 (`clusterVersion`, `accountVersion`), so that an instance whose read cache is older reads again.
+
+Any message may carry `traceparent`, the W3C trace context of the span that queued it (when telemetry
+is on, shared.adapters.telemetry), so that the worker's run continues that trace: one onboarding, one
+trace. A message without one (queued before, or with telemetry off) works as ever; a malformed one is
+dropped from the message, never a reason to drop the message.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
+
+from shared.adapters import telemetry
+
+TRACEPARENT = "traceparent"
 
 
 class BadMessage(ValueError):
@@ -20,7 +30,24 @@ class BadMessage(ValueError):
 
 
 def message(kind: str, **fields: str) -> str:
-    return json.dumps({"kind": kind, **fields})
+    """A message's body; with the current trace context when telemetry is on."""
+    trace = telemetry.traceparent()
+    return json.dumps({"kind": kind, **fields, **({TRACEPARENT: trace} if trace else {})})
+
+
+def peek(body: str) -> dict[str, str]:
+    """What a message says about itself before it is parsed (its kind, its binding or resource, its
+    trace context), for the worker's span: {} for a body that is not a JSON object, never an error."""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    seen = {k: data[k] for k in ("kind", "key", "id", "sweep", "cluster", TRACEPARENT) if isinstance(data.get(k), str)}
+    if TRACEPARENT in seen and not telemetry.TRACEPARENT.fullmatch(seen[TRACEPARENT]):
+        del seen[TRACEPARENT]
+    return seen
 
 
 def parse_message(body: str) -> dict[str, str]:
@@ -31,6 +58,8 @@ def parse_message(body: str) -> dict[str, str]:
     kinds = ("binding", "cluster", "account", "sweep", "identity", "role-assignment")
     if not isinstance(data, dict) or data.get("kind") not in kinds:
         raise BadMessage("message kind must be binding, cluster, account, sweep, identity or role-assignment")
+    if not isinstance(data.get(TRACEPARENT), str) or not telemetry.TRACEPARENT.fullmatch(data[TRACEPARENT]):
+        data.pop(TRACEPARENT, None)  # kept when well-formed (re-queued work stays in its trace)
     if data["kind"] == "sweep":
         for field in ("sweep", "cluster"):
             if not isinstance(data.get(field), str) or not data[field]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shared.app import after_ready
+from shared.app import after_ready, observability
 from shared.app.admission import quota_exceeded
 from shared.domain import access
 from shared.domain.binding import Binding
@@ -30,6 +30,7 @@ def request_onboarding(
     """Record the binding the caller was granted (shared.domain.access) and queue it. (record, True) if new,
     revived or changed, (record, False) if it is live as asked. QuotaExceeded when the grant's
     quota is used up by other live bindings."""
+    observability.annotate(**{"keyless.onboarding.id": binding.key})
     counted, count = app.ledger.claim_quota(grant.quota_key, binding.key, grant.quota_limit)
     record = BindingRecord.for_binding(binding, requested_by=caller.audit, source=SOURCE_API)
     record.principal = access.recorded_principal(caller)

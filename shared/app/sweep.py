@@ -23,6 +23,7 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from shared.app import observability
 from shared.app.messages import message
 from shared.app.ports import LedgerConflict
 from shared.domain import sweep_plan
@@ -56,7 +57,8 @@ def start(app: Keyless, now: float | None = None) -> SweepStart:
     if current is not None and not current.finished:
         if current.planned and app.sweeps.pending(current.id) == 0:
             current.finished_at = now
-            _save_quietly(app, current)
+            if _save_quietly(app, current):
+                observability.sweep_finished(current)
         elif now - current.started_at < sweep_plan.SHARD_REQUEUE_SECONDS * scale:
             return SweepStart("busy", current.id, current.shards)
         elif current.resumes < sweep_plan.MAX_RESUMES:
@@ -94,7 +96,9 @@ def _resume(app: Keyless, run: SweepRun, now: float) -> SweepStart:
 
 
 def _plan(app: Keyless, run: SweepRun, now: float) -> SweepStart:
-    records = [r for r in app.ledger.all(live_only=True) if r.account]
+    live = list(app.ledger.all(live_only=True))
+    observability.bindings_counted(live)
+    records = [r for r in live if r.account]
     snapshot = app.engine.inventory.azure(sweep_plan.scope_of(records))
     when = dt.datetime.fromtimestamp(now, dt.UTC)
     recent = sweep_plan.RECENT_SECONDS * app.settings.retry_delay_scale
@@ -131,6 +135,8 @@ def _plan(app: Keyless, run: SweepRun, now: float) -> SweepStart:
     if not shards:
         run.finished_at = now
     app.sweeps.save(run)
+    observability.suspects_found(run.suspects, "plan")
+    observability.sweep_finished(run)
     for shard in shards:
         _queue_shard(app, run, shard, now)
     log.info("drift sweep %s: %d bindings, %d clusters, %d suspects from the %s inventory", run.id, len(records),
@@ -142,11 +148,13 @@ def _queue_shard(app: Keyless, run: SweepRun, shard: Shard, now: float) -> None:
     app.queue.enqueue_raw(message("sweep", sweep=run.id, cluster=shard.cluster))
 
 
-def _save_quietly(app: Keyless, run: SweepRun) -> None:
+def _save_quietly(app: Keyless, run: SweepRun) -> bool:
+    """Save the run; False when another instance wrote it first (and finished it too)."""
     try:
         app.sweeps.save(run)
     except LedgerConflict:
-        pass  # another instance wrote it (finished it too)
+        return False
+    return True
 
 
 def _purge_removed(app: Keyless, now: float) -> int:
@@ -204,6 +212,8 @@ def run_shard(app: Keyless, run_id: str, cluster: str) -> dict[str, Any]:
         if key in live:
             app.enqueue_binding(key, f"drift sweep: {reason}")
     stats["queued"] = len([k for k in suspects if k in live])
+    observability.suspects_found(len(suspects) - stats["planned"], "cluster")
+    observability.annotate(**{"keyless.sweep.suspects": len(suspects)})
     shard.done, shard.result = True, stats
     app.sweeps.save_shard(run_id, shard)
     _finish_if_last(app, run_id)
@@ -217,5 +227,6 @@ def _finish_if_last(app: Keyless, run_id: str) -> None:
     if run is None or run.id != run_id or run.finished:
         return
     run.finished_at = time.time()
-    _save_quietly(app, run)
+    if _save_quietly(app, run):
+        observability.sweep_finished(run)
     log.info("drift sweep %s finished", run_id)

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from shared.app import after_ready, deletions
+from shared.app import after_ready, deletions, observability
 from shared.app.admission import admit
 from shared.app.messages import parse_message
 from shared.app.ports import LedgerConflict
@@ -34,6 +34,13 @@ log = logging.getLogger("keyless.service")
 
 def process(app: Keyless, body: str) -> None:
     """Handle one queue message. Raises only for conditions the queue should retry."""
+    try:
+        _process(app, body)
+    finally:
+        observability.pacing_waited(app.engine)
+
+
+def _process(app: Keyless, body: str) -> None:
     msg = parse_message(body)
     if msg["kind"] == "binding":
         app.process_binding(msg["key"], msg)
@@ -82,6 +89,7 @@ def give_up(app: Keyless, body: str) -> None:
         except LedgerConflict:
             continue
         log.error("binding %s: %s", record.key, record.reason)
+        observability.run_ended("failed", "gave-up")
         if not record.live:
             app.enqueue_binding(
                 record.key, "offboarding gave up; trying again", retry_policy.POISONED_OFFBOARDING_SECONDS
@@ -105,6 +113,7 @@ def process_binding(app: Keyless, key: str, msg: dict[str, str] | None = None) -
     except PermanentError as exc:
         record.status, record.reason, record.last_error = "failed", exc.reason, exc.reason
         app.ledger.save(record)
+        observability.run_ended("failed", "binding")
         return record
     lease = f"run|{key}"
     scale = app.settings.retry_delay_scale
@@ -167,10 +176,12 @@ def _run(app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = No
         record.status = "not-ready"
         record.last_error = record.reason = f"internal error: {type(exc).__name__}"
         app.ledger.save(record)
+        observability.run_ended("error", type(exc).__name__)
         raise
     if record.live and result.throttled:
         return _no_verdict(app, before, record, result)
     record = _record(app, record, result)
+    observability.run_recorded(record, result)
     after_ready.after_run(app, record, result)  # re-check a rollout; the account may go keyless
     return record
 
@@ -185,6 +196,7 @@ def _no_verdict(app: Keyless, before: BindingRecord, record: BindingRecord, resu
         pass  # someone wrote since: theirs stands, and the message below runs it again anyway
     log.info("binding %s: throttled (%s); status kept, again in %s s", record.key, result.reason,
              result.retry_after_seconds)  # fmt: skip
+    observability.run_ended("throttled", observability.stopped_at(result))
     delay = result.retry_after_seconds or retry_policy.NOT_YET_DEFAULT_SECONDS
     app.enqueue_binding(record.key, f"throttled: {result.reason}", delay)
     return kept

@@ -18,9 +18,11 @@ over one step runner (shared.engine.steps) and one cluster-access seam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from shared.adapters import telemetry
 from shared.adapters.account_auth import AccountAuthAdapter
 from shared.adapters.accounts import AccountAdapter
 from shared.adapters.arm import ArmClients
@@ -70,11 +72,14 @@ class Engine:
         self._accounts = KeylessAccounts(self.world)
         self._verifier = Verifier(self.world, self._accounts.opted_in)
 
+    pacer: Any = None
+    """The ARM pacer (shared.adapters.pacing) of an engine built from settings: what it waited is a metric."""
+
     @classmethod
     def from_settings(cls, settings: Settings, credential: Any) -> Engine:
         arm = ArmClients(credential, settings)
         clusters = ClusterAdapter(arm)
-        return cls(
+        engine = cls(
             settings,
             clusters,
             AccountAdapter(arm),
@@ -85,6 +90,8 @@ class Engine:
             RunCommandAdapter(arm, credential, settings),
             ResourceGraphAdapter(credential, settings),
         )
+        engine.pacer = arm.pacer
+        return engine
 
     def identity_location(self, binding: Binding) -> tuple[str, str]:
         """(subscription, resource group) of the binding's identity: settings, else the cluster's."""
@@ -95,14 +102,15 @@ class Engine:
 
         With `dry_run`, only reads: each step reports what it would do (`created` = would create)."""
         result = ReconcileResult(binding_key=binding.key, desired="present", dry_run=dry_run)
-        run = Run(binding, result, on_step, self.world.reach.connect(binding), dry_run)
-        with counting(result.requests):
-            try:
-                self._onboarding.run(run)
-            except Stop:
-                pass
-            finally:
-                run.skip_rest(onboard_steps(binding))
+        with _run_span("keyless.reconcile", binding, result, dry_run=dry_run):
+            run = Run(binding, result, on_step, self.world.reach.connect(binding), dry_run)
+            with counting(result.requests):
+                try:
+                    self._onboarding.run(run)
+                except Stop:
+                    pass
+                finally:
+                    run.skip_rest(onboard_steps(binding))
         return result
 
     def offboard(
@@ -113,21 +121,25 @@ class Engine:
         `others` are the bindings still live; the identity, its credential, the service account
         annotations and a shared ConfigMap stay while another binding uses them."""
         result = ReconcileResult(binding_key=binding.key, desired="absent")
-        run = Run(binding, result, on_step, self.world.reach.connect(binding))
-        shared_workload = planner.workload_still_bound(binding, list(others))
-        shared_configmap = planner.configmap_still_used(binding, list(others))
-        with counting(result.requests):
-            try:
-                self._offboarding.run(run, shared_workload, shared_configmap)
-            except Stop:
-                pass
-            finally:
-                run.skip_rest(offboard_steps(binding))
+        with _run_span("keyless.offboard", binding, result):
+            run = Run(binding, result, on_step, self.world.reach.connect(binding))
+            shared_workload = planner.workload_still_bound(binding, list(others))
+            shared_configmap = planner.configmap_still_used(binding, list(others))
+            with counting(result.requests):
+                try:
+                    self._offboarding.run(run, shared_workload, shared_configmap)
+                except Stop:
+                    pass
+                finally:
+                    run.skip_rest(offboard_steps(binding))
         return result
 
     def verify(self, binding: Binding, after: ReconcileResult | None = None) -> verification.VerificationReport:
         """Check that the binding really works keyless, check by check (reads only)."""
-        return self._verifier.verify(binding, after)
+        with telemetry.span("keyless.verify", _binding_attributes(binding)) as span:
+            report = self._verifier.verify(binding, after)
+            span.set("keyless.verification.status", report.status)
+            return report
 
     def keyless_opt_in(self, account: AccountState) -> bool:
         return self._accounts.opted_in(account)
@@ -135,3 +147,23 @@ class Engine:
     def enforce_keyless_account(self, account_id: ResourceId, blockers: Callable[[], Sequence[str]]) -> StepOutcome:
         """Turn keys off on an opted-in account once nothing that uses it still needs them."""
         return self._accounts.enforce(account_id, blockers)
+
+
+def _binding_attributes(binding: Binding) -> dict[str, str]:
+    """A binding as span attributes: its id and the ids and names it is made of."""
+    return {
+        "keyless.onboarding.id": binding.key,
+        "keyless.cluster.id": str(binding.cluster),
+        "keyless.namespace": binding.namespace,
+        "keyless.service_account": binding.service_account,
+        "keyless.account.id": str(binding.account),
+    }
+
+
+@contextlib.contextmanager
+def _run_span(name: str, binding: Binding, result: ReconcileResult, dry_run: bool = False) -> Iterator[None]:
+    """One run of one binding as a span (its steps beneath), its status the outcome."""
+    attributes: dict[str, str | bool] = {**_binding_attributes(binding), "keyless.dry_run": dry_run}
+    with telemetry.span(name, attributes) as span:
+        yield
+        span.set("keyless.run.outcome", "throttled" if result.throttled else result.status)

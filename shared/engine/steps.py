@@ -4,6 +4,7 @@ A run (onboarding or offboarding one binding) is a list of named steps. Each ste
 planner, writes only the difference, and records an outcome. A step that raises TemporaryError ends
 the run `not-yet` (retry after its delay), PermanentError ends it `failed`; the steps not reached are
 reported `skipped`. `on_step` sees every outcome as it is recorded (the worker renews its lease there).
+Each step is a span (shared.adapters.telemetry) with its outcome.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from shared.adapters import telemetry
 from shared.domain.binding import Binding
 from shared.domain.errors import PermanentError, TemporaryError, Throttled
 from shared.domain.observed import ClusterState, CredentialState
@@ -90,7 +92,22 @@ class Run:
             self.on_step(self.binding, entry)
 
     def run(self, step: str, fn: Callable[[], Any]) -> Any:
-        """Carry out one step; its TemporaryError / PermanentError becomes its outcome and stops the run."""
+        """Carry out one step; its TemporaryError / PermanentError becomes its outcome and stops the run.
+
+        One span per step (`step <name>`, a Deployment's as `step deployment`), its outcome an attribute;
+        the ARM and Kubernetes calls it makes are beneath it."""
+        attributes = {"keyless.step": step, "keyless.onboarding.id": self.binding.key}
+        with telemetry.span("step " + step.split("/", 1)[0], attributes, expected=(Stop,)) as span:
+            recorded = len(self.result.steps)
+            try:
+                return self._run(step, fn)
+            finally:
+                outcome = next((s.outcome for s in reversed(self.result.steps[recorded:]) if s.step == step), None)
+                span.set("keyless.step.outcome", outcome)
+                if outcome == "failed":
+                    span.fail("StepFailed")
+
+    def _run(self, step: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
         except TemporaryError as exc:

@@ -277,7 +277,7 @@ class Host:
         handled = 0
         for m in list(self.poison.receive_messages(max_messages=32, visibility_timeout=60)):
             msg = QueueMessage(id=m.id, body=base64.b64decode(m.content), dequeue_count=m.dequeue_count,
-                               pop_receipt=m.pop_receipt)  # fmt: skip
+                               pop_receipt=m.pop_receipt, insertion_time=m.inserted_on)  # fmt: skip
             self.functions["reconcile_poison"](msg)
             self.poison.delete_message(m)
             handled += 1
@@ -294,7 +294,11 @@ class Host:
             for m in batch:
                 handled += 1
                 msg = QueueMessage(
-                    id=m.id, body=base64.b64decode(m.content), dequeue_count=m.dequeue_count, pop_receipt=m.pop_receipt
+                    id=m.id,
+                    body=base64.b64decode(m.content),
+                    dequeue_count=m.dequeue_count,
+                    pop_receipt=m.pop_receipt,
+                    insertion_time=m.inserted_on,
                 )
                 try:
                     self.functions["reconcile_worker"](msg)
