@@ -287,9 +287,9 @@ class TestServiceAccount:
     def test_handed_over_the_value_is_taken_with_force(self):
         observed = sa_state({CID: "theirs", **ADOPT}, {CID: HELM, **{k: HELM for k in ADOPT}}, managers=("helm",))
         plan = planner.service_account_plan(observed, IDENTITY, "keyless")
-        assert plan == planner.KubePlan(
-            "update", {CID: "cid", TID: "tid"}, planner.SA_BOUND_LABELS, force=True
-        ), "adopted, not created"
+        assert plan == planner.KubePlan("update", {CID: "cid", TID: "tid"}, planner.SA_BOUND_LABELS, force=True), (
+            "adopted, not created"
+        )
 
     def test_a_marker_someone_else_wrote_does_not_count(self):
         forged = sa_state(dict(CREATED), {k: HELM for k in CREATED}, managers=("helm", "keyless"))

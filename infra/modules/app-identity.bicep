@@ -1,0 +1,16 @@
+// The app's own user-assigned identity: the Functions host (storage, deployment package, Application
+// Insights) and the Keyless code (ARM, Kubernetes, Event Grid) both sign in as it.
+param name string
+param location string
+param tags object
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: name
+  location: location
+  tags: tags
+}
+
+output id string = identity.id
+output name string = identity.name
+output clientId string = identity.properties.clientId
+output principalId string = identity.properties.principalId

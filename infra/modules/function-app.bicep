@@ -1,0 +1,187 @@
+// The Keyless Function App on a Flex Consumption plan (Linux, Python 3.11), with the app's user-assigned
+// identity for everything: the deployment package (functionAppConfig.deployment.storage), the host's storage
+// (AzureWebJobsStorage__* identity-based connection), Application Insights (Entra auth) and the Keyless code
+// (DefaultAzureCredential reads AZURE_CLIENT_ID). Sources for the shapes:
+// - Flex Consumption: functionAppConfig (deployment.storage with UserAssignedIdentity, scaleAndConcurrency,
+//   runtime), kind 'functionapp,linux', plan sku FC1 / tier FlexConsumption with reserved: true, as in
+//   Microsoft's samples (Azure/azure-quickstart-templates quickstarts/microsoft.web/
+//   function-app-flex-managed-identities; Azure-Samples/functions-quickstart-python-http-azd infra/app/api.bicep)
+//   and "Automate resource deployment for your function app" (learn.microsoft.com/azure/azure-functions/
+//   functions-infrastructure-as-code). The runtime comes from functionAppConfig.runtime: FUNCTIONS_WORKER_RUNTIME
+//   and FUNCTIONS_EXTENSION_VERSION are not app settings there.
+// - Host storage with an identity ("Azure Functions developer reference", connecting to host storage with an
+//   identity): AzureWebJobsStorage__accountName or __<service>ServiceUri, __credential = managedidentity,
+//   __clientId for a user-assigned identity.
+// - Application Insights with Entra ID: APPLICATIONINSIGHTS_AUTHENTICATION_STRING = ClientId=<id>;Authorization=AAD
+//   (learn.microsoft.com/azure/azure-monitor/app/azure-ad-authentication).
+// - Virtual network integration on Flex Consumption: virtualNetworkSubnetId, a subnet delegated to
+//   Microsoft.App/environments (learn.microsoft.com/azure/azure-functions/flex-consumption-plan).
+param name string
+param planName string
+param location string
+param tags object
+param identityId string
+param identityClientId string
+param storageAccountName string
+param blobEndpoint string
+param queueEndpoint string
+param tableEndpoint string
+param deploymentContainerUrl string
+param appInsightsConnectionString string
+param appInsightsEntraAuth bool
+@description('The KEYLESS_* settings (main.bicep, one parameter each).')
+param appSettings object
+@description('Client id of the Entra app registration that callers get tokens for; empty: no App Service Authentication (the API then answers 503 AuthenticationNotConfigured).')
+param apiClientId string
+@description('Subnet for virtual network integration (delegated to Microsoft.App/environments); empty: none.')
+param subnetId string
+param maximumInstanceCount int
+param instanceMemoryMB int
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  // azd finds the code's target by this tag (azure.yaml: services.api).
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: deploymentContainerUrl
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// What the platform and the SDKs read; every KEYLESS_* setting comes in appSettings.
+var platformSettings = {
+  AzureWebJobsStorage__accountName: storageAccountName
+  AzureWebJobsStorage__blobServiceUri: blobEndpoint
+  AzureWebJobsStorage__queueServiceUri: queueEndpoint
+  AzureWebJobsStorage__tableServiceUri: tableEndpoint
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  AZURE_CLIENT_ID: identityClientId
+  APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+}
+var telemetryAuth = appInsightsEntraAuth ? {
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+} : {}
+
+resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'appsettings'
+  properties: union(appSettings, platformSettings, telemetryAuth)
+}
+
+// No publishing with user names and passwords: azd deploys with the signed-in user's Entra token.
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  dependsOn: [settings]
+  properties: {
+    allow: false
+  }
+}
+
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  dependsOn: [scmBasicAuth]
+  properties: {
+    allow: false
+  }
+}
+
+// App Service Authentication (Entra ID) in front of the API: only callers with a token for the app
+// registration get through, and the platform hands Keyless the X-MS-CLIENT-PRINCIPAL header it trusts.
+// Bearer tokens only (no login flow, no client secret, no token store). The Event Grid webhook is left to
+// its own protection (the Event Grid extension's system key), so that deliveries are not refused with 401.
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(apiClientId)) {
+  parent: site
+  name: 'authsettingsV2'
+  // One configuration write at a time on the site.
+  dependsOn: [ftpBasicAuth]
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/runtime/webhooks/eventgrid'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: apiClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${apiClientId}'
+            apiClientId
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
+}
+
+output id string = site.id
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName
