@@ -1,6 +1,6 @@
 """Run every benchmark once and write their figures to benchmarks/RESULTS.md.
 
-python -m benchmarks            # all (about 10 minutes on 2 cores), writes RESULTS.md
+python -m benchmarks            # all (about 15 minutes on 2 cores), writes RESULTS.md
 python -m benchmarks --print    # all, printed only
 """
 
@@ -11,8 +11,10 @@ import io
 import sys
 import time
 
-from benchmarks import burst, cold_start, faults, replication, requests_per_onboarding
+from benchmarks import burst, cold_start, faults, replication, requests_per_onboarding, sweep
 from benchmarks.common import ROOT, machine
+
+SWEEP = "--bindings 10000 --clusters 200 --accounts 50"
 
 RUNS = [
     ("Cold start", "python -m benchmarks.cold_start", cold_start.main, []),
@@ -20,6 +22,13 @@ RUNS = [
     ("Burst throughput", "python -m benchmarks.burst", burst.main, []),
     ("Replication delay", "python -m benchmarks.replication", replication.main, []),
     ("Fault suite (full sizes)", "python -m benchmarks.faults", faults.main, []),
+    ("Drift sweep, nothing drifted", f"python -m benchmarks.sweep {SWEEP}", sweep.main, SWEEP.split()),
+    (
+        "Drift sweep, 1 % drift",
+        f"python -m benchmarks.sweep {SWEEP} --drift 0.01",
+        sweep.main,
+        [*SWEEP.split(), "--drift", "0.01"],
+    ),
 ]
 
 HEADER = """# Benchmark results

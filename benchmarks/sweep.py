@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             assert w.driver is not None
             w.driver.settle(300)  # the checks the credential delete events queued (Event Grid, before the sweep)
             by_events = sum(1 for d in drifts if fleet.repaired(d))
-            event_writes = w.arm_writes() + sum(1 for k in w.kubes for r in k.log.items if r.method not in ("GET", "HEAD"))
+            event_writes = w.arm_writes() + sum(
+                1 for k in w.kubes for r in k.log.items if r.method not in ("GET", "HEAD")
+            )
             w.arm.enforce_limits(args.scale)  # full buckets for the sweep
             m = measure_sweep(w, fleet, drifts, deadline=3600, later=3600)
 
