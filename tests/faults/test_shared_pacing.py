@@ -79,9 +79,11 @@ def test_pacers_sharing_a_real_table_keep_together_to_one_limit(storage):
     ops = sum(p.stats.table_ops for p in pacers)
     assert ops / len(sent) < 0.5, f"{ops} table operations for {len(sent)} requests"
     assert sum(p.stats.fallback_requests + p.stats.storage_failures for p in pacers) == 0
-    # The window too: 4 x 30 identity creates, 79 at once, the rest a window (2 s at x10) later.
+    # The window too: 4 x 30 identity creates, 79 at once, the rest a window (5 s at x4) later. Times are taken
+    # when a thread wakes from its wait, up to ~0.5 s late on a loaded 2-core CI: judged with that tolerance
+    # (the pacer keeps 79 in any 5.25 s here).
     creates: list[float] = []
-    window_pacers = [SharedPacer(table_client(storage, name), limits, scale=10, max_wait_seconds=60) for _ in range(4)]
+    window_pacers = [SharedPacer(table_client(storage, name), limits, scale=4, max_wait_seconds=60) for _ in range(4)]
 
     def create(pacer: SharedPacer) -> None:
         for _ in range(30):
@@ -94,8 +96,8 @@ def test_pacers_sharing_a_real_table_keep_together_to_one_limit(storage):
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert len(creates) == 120 and refused_by_window(creates, Window(80, 2.0)) == 0
-    assert max(creates) - min(creates) >= 2.0
+    assert len(creates) == 120 and refused_by_window(creates, Window(80, 4.75)) == 0
+    assert max(creates) - min(creates) >= 4.75
 
 
 def test_with_storage_gone_a_pacer_goes_on_alone_at_its_share(storage):
