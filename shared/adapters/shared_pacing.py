@@ -24,7 +24,9 @@ last write is reused, and a 412 says when that stopped being true). A block hold
 waiting in this process for the bucket plus its recent pace times `validity` (AHEAD_SECONDS when
 the bucket is backlogged), at most BLOCK_SECONDS' worth of the limit; a window's block only the
 requests waiting (a slot not used is lost for the whole window). Two processes that read the same
-state race for the write: the loser reads again after a few milliseconds of jitter. Measured
+state race for the write: the loser reads again after a few milliseconds of jitter (for at most
+SHARED_PACING_CONTENTION_SECONDS; then the request goes back to the queue, Throttled: never by
+the local fallback schedule, whose budget would come on top of the shared one). Measured
 (the `stats`; benchmarks/burst.py reports them): about 0.1-0.2 table operations per request for a
 saturated bucket, 2 per identity PUT, 0.5-0.9 per ARM request overall in a burst of onboardings
 by four processes, whose per-process pace is modest.
@@ -117,7 +119,8 @@ class SharedPacingStats:
     slots_handed: int = 0  # slots given to requests (one per request and bucket)
     slots_dropped: int = 0  # reserved, never used (too late, or under a 429's hold)
     joint_writes: int = 0  # entities written by transactions (one slot in two buckets: identity PUTs)
-    fallback_requests: int = 0  # requests paced by the local fallback schedule
+    fallback_requests: int = 0  # requests paced by the local fallback schedule (storage down only)
+    contended: int = 0  # requests handed back after losing every race for the table for a while
     storage_failures: int = 0
     by_bucket: dict[str, collections.Counter[str]] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(collections.Counter)
@@ -305,13 +308,11 @@ class SharedPacer(Pacer):
 
     def _reserve_block(self, b: _Bucket, n: int) -> list[float]:
         sched = self.shared[b.key[0]]
-        raced = 0
-        for _ in range(retry_policy.SHARED_PACING_CONFLICT_ROUNDS):
+        for raced in self._rounds():
             if not (b.known and b.solo):  # else our own last write is most likely still the entity
                 if raced:  # another process wrote between our read and our write: step aside a moment
-                    self._sleep(random.uniform(0, min(0.005 * 2**raced, 0.1)))  # noqa: S311 - jitter
+                    self._step_aside(raced)
                 self._read(b)
-                raced += 1
             now = self._clock()
             state = sched.hold(b.state, b.not_before) if b.not_before > now else b.state
             first = max(now, sched.earliest(state, now))
@@ -323,9 +324,7 @@ class SharedPacer(Pacer):
                 self._count("reservations", bucket=b)
                 self._count("slots_reserved", len(slots), bucket=b)
                 return slots
-        # Every round lost to another process: this request goes by the local fallback schedule.
-        self._count("fallback_requests")
-        return [self._clock() + self.fallback.reserve([b.key])]
+        raise self._contended()
 
     def _reserve_together(self, rows: list[tuple[str, _Bucket]]) -> float:
         """One slot in every bucket at once: the earliest all allow, written in one transaction."""
@@ -333,10 +332,10 @@ class SharedPacer(Pacer):
         with contextlib.ExitStack() as stack:
             for b in buckets:  # in row order: two threads never wait for each other's
                 stack.enter_context(self._talking(b))
-            for attempt in range(retry_policy.SHARED_PACING_CONFLICT_ROUNDS):
+            for attempt in self._rounds():
                 stale = [b for b in buckets if not (b.known and b.solo)]
                 if attempt > 1:  # lost a race with another process's write: step aside a moment
-                    self._sleep(random.uniform(0, min(0.005 * 2**attempt, 0.1)))  # noqa: S311 - jitter
+                    self._step_aside(attempt)
                 if len(stale) == 1:
                     self._read(stale[0])
                 elif stale:
@@ -357,8 +356,27 @@ class SharedPacer(Pacer):
                         self._count("slots_reserved", bucket=b)
                         self._count("slots_handed", bucket=b)
                     return slot
-        self._count("fallback_requests")
-        return self._clock() + self.fallback.reserve([b.key for b in buckets])
+        raise self._contended()
+
+    def _rounds(self) -> Iterator[int]:
+        """Rounds of read-compute-write, until one wins or SHARED_PACING_CONTENTION_SECONDS pass.
+        Lost rounds never fall back to the local schedule: its budget would come on top of the
+        shared one (a window of 80 identity creates once let 81 through that way)."""
+        deadline = self._clock() + retry_policy.SHARED_PACING_CONTENTION_SECONDS
+        n = 0
+        while n == 0 or self._clock() < deadline:
+            yield n
+            n += 1
+
+    def _step_aside(self, raced: int) -> None:
+        self._sleep(random.uniform(0, min(0.005 * 2**raced, 0.1)))  # noqa: S311 - jitter, not security
+
+    def _contended(self) -> Throttled:
+        self._count("contended")
+        return Throttled(
+            f"pacing table contended for {retry_policy.SHARED_PACING_CONTENTION_SECONDS:g} s: handed back to the queue",
+            1 / self.scale,
+        )
 
     def _throttled(self, wait: float) -> Throttled:
         return Throttled(f"pacing ARM requests under Azure's limits: next slot in {wait:.0f} s", wait + 1 / self.scale)

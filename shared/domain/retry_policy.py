@@ -174,8 +174,14 @@ SHARED_PACING_RETRY_SECONDS = 30.0
 alone, at KEYLESS_PACING_FALLBACK_SHARE of the limits, this long before it asks the table again."""
 
 SHARED_PACING_CONFLICT_ROUNDS = 10
-"""ETag conflicts (412) in a row on one bucket's entity before a request takes a slot of the local
-fallback schedule instead: each lost round means another process reserved in between."""
+"""ETag conflicts (412) in a row on one bucket's entity before a 429's hold stops being shared
+(best effort: the others meet the 429 themselves)."""
+
+SHARED_PACING_CONTENTION_SECONDS = 5.0
+"""How long a request keeps losing the race for its bucket's entity (412: another process reserved
+in between, read again after a little jitter) before it is handed back to the queue (Throttled).
+Never a slot of the local fallback schedule: that schedule's budget comes on top of the shared one
+(it once let 81 identity creates into an 80-per-window)."""
 
 RUN_COMMAND_POLL_SECONDS = 2.0
 """Between polls of a run command's result when AKS names no Retry-After (azure-core's LRO poller
@@ -265,7 +271,7 @@ PACING_TABLE = ClientPolicy(
     connect_timeout=2.0,
     read_timeout=5.0,
     attempts="1",
-    notes=f"412 (another process reserved first): read again, at most {SHARED_PACING_CONFLICT_ROUNDS} rounds; "
+    notes=f"412 (another process reserved first): read again, for at most {SHARED_PACING_CONTENTION_SECONDS:g} s; "
     f"unreachable: local pacing at `KEYLESS_PACING_FALLBACK_SHARE` for {SHARED_PACING_RETRY_SECONDS:g} s",
 )
 

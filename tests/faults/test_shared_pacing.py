@@ -19,6 +19,7 @@ import pytest
 from shared.adapters.arm import ArmClients
 from shared.adapters.pacing import Pacer, Rate, Window
 from shared.adapters.shared_pacing import SharedPacer, pacing_table
+from shared.domain.errors import Throttled
 from shared.domain.settings import Settings
 from tests.azurite import ACCOUNT, DEV_KEY, Azurite, connection_string_from_env
 from tests.conftest import SUB
@@ -81,15 +82,21 @@ def test_pacers_sharing_a_real_table_keep_together_to_one_limit(storage):
     assert sum(p.stats.fallback_requests + p.stats.storage_failures for p in pacers) == 0
     # The window too: 4 x 30 identity creates, 79 at once, the rest a window (5 s at x4) later. Times are taken
     # when a thread wakes from its wait, up to ~0.5 s late on a loaded 2-core CI: judged with that tolerance
-    # (the pacer keeps 79 in any 5.25 s here).
+    # (the pacer keeps 79 in any 5.3 s here). A race lost to the others once sent a create by the local
+    # fallback schedule, on top of the shared window: 81 in one window, one run in three.
     creates: list[float] = []
     window_pacers = [SharedPacer(table_client(storage, name), limits, scale=4, max_wait_seconds=60) for _ in range(4)]
 
     def create(pacer: SharedPacer) -> None:
-        for _ in range(30):
-            pacer.acquire([("arm-writes", "t"), ("msi-identity-creates", "t", "eastus")])
+        done = 0
+        while done < 30:
+            try:
+                pacer.acquire([("arm-writes", "t"), ("msi-identity-creates", "t", "eastus")])
+            except Throttled:  # lost every race for a while: the queue would run it again
+                continue
             with lock:
                 creates.append(time.time())
+            done += 1
 
     threads = [threading.Thread(target=create, args=(p,)) for p in window_pacers]
     for thread in threads:
@@ -98,10 +105,8 @@ def test_pacers_sharing_a_real_table_keep_together_to_one_limit(storage):
         thread.join(60)
     assert len(creates) == 120
     assert max(creates) - min(creates) >= 4.75
-    if refused_by_window(creates, Window(80, 4.75)):
-        # Known issue (stop 16 note): on a fresh CI clone one create in 120 came inside the window twice
-        # in a row; not reproduced on the development machine. Recorded, not hidden: xfail until fixed.
-        pytest.xfail("shared identity-creation window let 81 through in 4.75 s (known issue, see notes)")
+    assert refused_by_window(creates, Window(80, 4.75)) == 0, "Azure (x4) would refuse none"
+    assert sum(p.stats.fallback_requests for p in window_pacers) == 0, "a lost race never takes a budget of its own"
 
 
 def test_with_storage_gone_a_pacer_goes_on_alone_at_its_share(storage):
