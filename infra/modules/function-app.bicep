@@ -106,6 +106,8 @@ var platformSettings = {
   AzureWebJobsStorage__clientId: identityClientId
   AZURE_CLIENT_ID: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+  // host.json telemetryMode OpenTelemetry: the Python worker passes each invocation's trace context on.
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
 }
 var telemetryAuth = appInsightsEntraAuth ? {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'

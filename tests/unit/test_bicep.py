@@ -55,6 +55,7 @@ PLATFORM_SETTINGS = {
     "AZURE_CLIENT_ID",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_ENABLE_OPENTELEMETRY",
 }
 
 # Role file -> (the module in keyless-access.bicep that assigns it, the scope list it loops over, the
@@ -417,6 +418,7 @@ def test_the_platform_settings_are_identity_based_and_nothing_else_is_set():
     assert not set(platform) & set(SAMPLE), "a platform setting would override a sample setting"
     assert platform["AzureWebJobsStorage__credential"] == "managedidentity"
     assert platform["AzureWebJobsStorage__clientId"] == platform["AZURE_CLIENT_ID"] == "identityClientId"
+    assert platform["PYTHON_ENABLE_OPENTELEMETRY"] == "true", "host.json's OpenTelemetry mode needs the worker's too"
     assert evaluator.eval(platform["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"], {"identityClientId": "c1"}) == (
         "ClientId=c1;Authorization=AAD"
     )
