@@ -482,6 +482,13 @@ def test_the_workbook_is_deployed_and_reads_the_apps_telemetry():
     for name in ("keyless.bindings", "keyless.runs", "keyless.sweep.duration", "keyless.sweep.suspects"):
         assert f'"{name}"' in queries, name
     assert '"drift sweep"' in queries
+    from shared.adapters.telemetry import METRICS
+
+    for item in workbook["items"]:  # a counter is exported as deltas: a chart sums them, never takes the max
+        query = item["content"].get("query", "")
+        for name, (kind, _, _) in METRICS.items():
+            if kind == "counter" and f'"{name}"' in query:
+                assert "sum(" in query and "max(value)" not in query, f"{name} is a counter: {query}"
     (resource,) = (body(r) for r in resources_of(MODULES / "workbook.bicep", "Microsoft.Insights/workbooks").values())
     assert call(resource["properties"]["serializedData"], "load_text_content")["file_path"] == "../workbook.json"
     assert modules_of(MAIN, "modules/workbook.bicep")
