@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from shared.adapters.counting import pipeline_attempt
+from shared.adapters.counting import pipeline_attempt, pipeline_response
 from shared.adapters.pacing import Pacer, PacingPolicy
 from shared.adapters.shared_pacing import pacer_from_settings
 from shared.domain import retry_policy
@@ -31,6 +31,9 @@ class _CountingPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
 
     def on_request(self, request: Any) -> None:
         pipeline_attempt("arm", request)
+
+    def on_response(self, request: Any, response: Any) -> None:
+        pipeline_response("arm", response)  # a 429 is measured (keyless.requests.throttled)
 
 
 def error_code(exc: Exception) -> str:

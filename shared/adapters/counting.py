@@ -15,9 +15,9 @@ call starts and again each time urllib3's Retry grants a retry (shared.adapters.
 also logged (method and path, never a query string or a header). Each attempt is also the metric
 `keyless.requests` (by client, and whether it was a retry), and each 429 answer `keyless.requests.throttled`
 (`answered`), through shared.adapters.telemetry: Kubernetes when its call raises; an azure-core client's
-every answer by `pipeline_response`, which `pipeline_attempt` leaves in the call's context as its
-`raw_response_hook` (azure-core's CustomHookPolicy, after the retry policy, runs it on every attempt's
-answer) unless the call brought its own (the Event Grid publisher's, which counts by itself).
+every answer by `pipeline_response`: ARM's and Resource Graph's from the counting policy's
+`on_response`, Tables' and the storage queue's from the constructor's `raw_response_hook`
+(`counting_hooks`: both hooks at once), Event Grid's from the publisher's own per-call hook.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ _current: contextvars.ContextVar[RequestCounts | None] = contextvars.ContextVar(
 _ATTEMPT = "keyless_attempt"
 """Pipeline context key: the number of the attempt being sent (the context lives across retries)."""
 
-_RESPONSE_HOOK = "raw_response_hook"
 """Pipeline context key azure-core's CustomHookPolicy takes a call's response hook from, every attempt."""
 
 
@@ -115,26 +114,34 @@ def pipeline_attempt(client: Client, request: Any) -> None:
     PipelineResponse (both carry the call's context and its HTTP request)."""
     number = int(request.context.get(_ATTEMPT, 0)) + 1
     request.context[_ATTEMPT] = number
-    if number == 1:
-        request.context.setdefault(_RESPONSE_HOOK, functools.partial(pipeline_response, client))
     http = request.http_request
     record(client, http.method, http.url, retry=number > 1)
 
 
-def answered(client: Client, status: int | None) -> None:
-    """The answer to one attempt of `client`: a 429 is counted as throttled."""
-    if status == 429:
+STORAGE_BUSY = "ServerBusy"
+"""Azure Storage throttles with 503 and this x-ms-error-code, not 429 (its scalability targets:
+"503 (Server Busy)"), counted as throttled too."""
+
+
+def answered(client: Client, status: int | None, error_code: str | None = None) -> None:
+    """The answer to one attempt of `client`: a 429, or Storage's 503 ServerBusy, is counted as throttled."""
+    if status == 429 or (status == 503 and error_code == STORAGE_BUSY):
         telemetry.measure("keyless.requests.throttled", client=client)
 
 
 def pipeline_response(client: Client, response: Any) -> None:
     """The answer to one attempt of an azure-core pipeline call (a PipelineResponse), from the
     `on_response` of the policy that counted the attempt (or a `raw_response_hook`)."""
-    answered(client, getattr(response.http_response, "status_code", None))
+    http = response.http_response
+    answered(client, getattr(http, "status_code", None), http.headers.get("x-ms-error-code"))
 
 
-def attempt_hook(client: Client) -> Callable[[Any], None]:
-    """A `raw_request_hook` for an azure-core client's constructor (its CustomHookPolicy, or the
-    storage queue's StorageRequestHook, runs it before every attempt). Given to the constructor, not
-    to a call: a call's hook runs on the first attempt only."""
-    return functools.partial(pipeline_attempt, client)
+def counting_hooks(client: Client) -> dict[str, Callable[[Any], None]]:
+    """`raw_request_hook` and `raw_response_hook` for an azure-core client's constructor (Tables:
+    its CustomHookPolicy; the storage queue: StorageRequestHook and StorageResponseHook, which run
+    them on every attempt and its answer). Given to the constructor, not to a call: a call's hook
+    runs on the first attempt only."""
+    return {
+        "raw_request_hook": functools.partial(pipeline_attempt, client),
+        "raw_response_hook": functools.partial(pipeline_response, client),
+    }

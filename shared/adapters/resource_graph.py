@@ -50,7 +50,7 @@ from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from shared.adapters.arm import ARM_ERRORS, error_code, retry_after, status_of, translate
-from shared.adapters.counting import pipeline_attempt
+from shared.adapters.counting import pipeline_attempt, pipeline_response
 from shared.domain import retry_policy
 from shared.domain.errors import KeylessError, PermanentError, TemporaryError
 from shared.domain.ids import ACCOUNT_TYPE, SUBSCRIPTION_ID, parse_resource_id
@@ -151,6 +151,9 @@ class _CountingPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
 
     def on_request(self, request: Any) -> None:
         pipeline_attempt("arm", request)
+
+    def on_response(self, request: Any, response: Any) -> None:
+        pipeline_response("arm", response)  # a 429 is measured (keyless.requests.throttled)
 
 
 class QuotaWindow:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.adapters.counting import attempt_hook
+from shared.adapters.counting import counting_hooks
 from shared.domain import retry_policy
 
 
@@ -17,7 +17,7 @@ def client_options() -> dict[str, Any]:
         **retry_policy.TABLES.retry.kwargs(),
         "connection_timeout": connect,
         "read_timeout": read,
-        "raw_request_hook": attempt_hook("table"),
+        **counting_hooks("table"),
     }
 
 

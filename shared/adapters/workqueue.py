@@ -12,7 +12,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.adapters.counting import attempt_hook
+from shared.adapters.counting import counting_hooks
 from shared.domain import retry_policy
 from shared.domain.settings import WORK_QUEUE
 
@@ -42,7 +42,7 @@ class WorkQueue:
             "retry_policy": LinearRetry(**retry_policy.QUEUE.retry.kwargs()),
             "connection_timeout": connect,
             "read_timeout": read,
-            "raw_request_hook": attempt_hook("queue"),  # every attempt counted
+            **counting_hooks("queue"),  # every attempt counted
         }
         if connection_verify:
             policies["connection_verify"] = connection_verify

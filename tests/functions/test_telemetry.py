@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +339,47 @@ def test_first_use_configures_azure_monitor_with_the_entra_credential(identity_e
 )
 def test_the_authentication_string_is_read_as_the_host_reads_it(setting, expected):
     assert telemetry.entra_client(setting) == expected
+
+
+@pytest.mark.parametrize("client", ["queue", "table"])
+def test_storage_throttling_is_measured(otel, client):
+    """Azure Storage throttles with 503 ServerBusy (not 429): the queue's and the tables' answers are
+    counted as throttled, each attempt as a request. A storage stand-in answers the first request so,
+    then as the service would."""
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    from shared.adapters.tables import table_client
+    from shared.adapters.workqueue import WorkQueue
+    from tests.azurite import ACCOUNT, DEV_KEY
+
+    answers: list[int] = []
+
+    @Request.application
+    def storage(request: Request) -> Response:
+        if not answers:
+            answers.append(503)
+            body = '<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code><Message>busy</Message></Error>'
+            return Response(body, 503, {"x-ms-error-code": "ServerBusy", "Content-Type": "application/xml"})
+        answers.append(201 if request.method in ("PUT", "POST") else 200)
+        if client == "table":
+            return Response('{"TableName":"t"}', answers[-1], {"Content-Type": "application/json;odata=nometadata"})
+        return Response("", answers[-1], {"x-ms-approximate-messages-count": "0"})
+
+    server = make_server("127.0.0.1", 0, storage, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/{ACCOUNT}"
+        conn = f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={DEV_KEY};"
+        if client == "queue":
+            WorkQueue(connection_string=conn + f"QueueEndpoint={base}").ping()
+        else:
+            table_client("t", connection_string=conn + f"TableEndpoint={base}").create_table()
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert answers[0] == 503 and len(answers) >= 2, answers
+    points = otel.points()
+    assert value(points, "keyless.requests.throttled", client=client) == 1
+    assert value(points, "keyless.requests", client=client) == len(answers), "every attempt, the retry too"
