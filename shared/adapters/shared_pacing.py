@@ -70,7 +70,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 
-from shared.adapters.counting import attempt_hook
+from shared.adapters.counting import counting_hooks
 from shared.adapters.pacing import (
     DEFAULT_MAX_WAIT,
     Limit,
@@ -554,22 +554,30 @@ def pacing_table_name(ledger_table: str) -> str:
 
 
 def pacing_table(settings: Settings, credential: Any) -> Any:
-    """A TableClient for the pacing table: from the connection string (Azurite) or the account name
-    and Entra credential (Azure); one attempt, short timeouts (retry_policy.PACING_TABLE)."""
+    """A TableClient for the pacing table, on AzureWebJobsStorage as the host reads it (a connection
+    string, or the table service URI with the storage credential: shared.domain.storage), one
+    attempt, short timeouts (retry_policy.PACING_TABLE). `credential`: the app's (the storage
+    credential falls back to it)."""
     from azure.data.tables import TableClient
+
+    from shared.adapters.credentials import storage_credential
 
     connect, read = retry_policy.PACING_TABLE.timeouts()
     options: dict[str, Any] = {
         **retry_policy.PACING_TABLE.retry.kwargs(),
         "connection_timeout": connect,
         "read_timeout": read,
-        "raw_request_hook": attempt_hook("table"),
+        **counting_hooks("table"),
     }
+    if settings.ca_bundle:
+        options["connection_verify"] = settings.ca_bundle
     name = pacing_table_name(settings.table_name)
-    if settings.storage_connection_string:
-        return TableClient.from_connection_string(settings.storage_connection_string, name, **options)
-    url = f"https://{settings.storage_account_name}.table.core.windows.net"
-    return TableClient(url, name, credential=credential, **options)
+    if settings.storage.connection_string:
+        return TableClient.from_connection_string(settings.storage.connection_string, name, **options)
+    endpoint = settings.storage.endpoint("table")
+    if not endpoint:
+        raise ValueError("shared pacing needs AzureWebJobsStorage (a connection string or a table service URI)")
+    return TableClient(endpoint, name, credential=storage_credential(settings, credential), **options)
 
 
 def pacer_from_settings(settings: Settings, credential: Any) -> Pacer | None:

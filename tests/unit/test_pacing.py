@@ -17,7 +17,7 @@ import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, ServiceRequestError
 
 from shared.adapters.pacing import AZURE_RATES, Gcra, Pacer, Rate, SlidingWindow, Window, region_of, share_of
-from shared.adapters.shared_pacing import SharedPacer, pacer_from_settings, pacing_table_name
+from shared.adapters.shared_pacing import SharedPacer, pacer_from_settings, pacing_table, pacing_table_name
 from shared.domain import retry_policy
 from shared.domain.errors import Throttled
 from shared.domain.settings import Settings, SettingsError
@@ -413,3 +413,21 @@ def test_the_pacer_follows_the_settings():
     assert pacer_from_settings(Settings.from_env({**storage, "KEYLESS_ARM_PACING_SCALE": "0"}), None) is None
     assert pacing_table_name("keylessbindings") == "keylessbindingspacing"
     assert len(pacing_table_name("k" * 63)) == 63
+
+
+@pytest.mark.parametrize(
+    ("storage", "url"),
+    [
+        ({"__tableServiceUri": "https://tables.example.net/"}, "https://tables.example.net"),
+        ({"__accountName": "keylessstore"}, "https://keylessstore.table.core.windows.net"),
+    ],
+    ids=["service URI only", "account name"],
+)
+def test_the_pacing_table_is_on_the_storage_the_host_uses(storage, url):
+    """Identity-based AzureWebJobsStorage as the host reads it: the table service URI given (no
+    account name to build one from), or built from the account name and the cloud's suffix."""
+    env = {f"AzureWebJobsStorage{k}": v for k, v in storage.items()}
+    env |= {"AzureWebJobsStorage__credential": "managedidentity", "KEYLESS_TABLE_NAME": "keylessbindings"}
+    table = pacing_table(Settings.from_env(env), None)
+    assert table.url.rstrip("/") == url and table.table_name == "keylessbindingspacing"
+    assert type(table.credential).__name__ == "ManagedIdentityCredential"
