@@ -8,6 +8,7 @@ unexpected errors raise so the host retries up to maxDequeueCount, then moves th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import azure.functions as func
 
@@ -22,28 +23,25 @@ log = logging.getLogger("keyless.worker")
 @bp.function_name("reconcile_worker")
 @bp.queue_trigger(arg_name="msg", queue_name=WORK_QUEUE, connection="AzureWebJobsStorage")
 def reconcile_worker(msg: func.QueueMessage) -> None:
-    try:
-        body = msg.get_body().decode("utf-8")
-    except UnicodeDecodeError:
-        log.error("dropped message %s: body is not UTF-8", msg.id)
-        return
-    with observability.queued_message(WORK_QUEUE, body, msg.id, msg.insertion_time, msg.dequeue_count):
-        try:
-            composition.service().process(body)
-        except BadMessage as exc:
-            log.error("dropped message %s: %s", msg.id, exc)
+    _take(msg, WORK_QUEUE, "message", lambda body: composition.service().process(body))
 
 
 @bp.function_name("reconcile_poison")
 @bp.queue_trigger(arg_name="msg", queue_name=POISON_QUEUE, connection="AzureWebJobsStorage")
 def reconcile_poison(msg: func.QueueMessage) -> None:
+    _take(msg, POISON_QUEUE, "poison message", lambda body: composition.service().give_up(body))
+
+
+def _take(msg: func.QueueMessage, queue: str, what: str, use_case: Callable[[str], None]) -> None:
+    """Decode the body, run `use_case` in the message's trace; a body that cannot be read (not UTF-8,
+    or BadMessage) is logged and dropped: another delivery would not make it readable."""
     try:
         body = msg.get_body().decode("utf-8")
     except UnicodeDecodeError:
-        log.error("dropped poison message %s: body is not UTF-8", msg.id)
+        log.error("dropped %s %s: body is not UTF-8", what, msg.id)
         return
-    with observability.queued_message(POISON_QUEUE, body, msg.id, msg.insertion_time, msg.dequeue_count):
+    with observability.queued_message(queue, body, msg.id, msg.insertion_time, msg.dequeue_count):
         try:
-            composition.service().give_up(body)
+            use_case(body)
         except BadMessage as exc:
-            log.error("dropped poison message %s: %s", msg.id, exc)
+            log.error("dropped %s %s: %s", what, msg.id, exc)
