@@ -122,6 +122,8 @@ param keylessApiKeyVariables string = 'AZURE_OPENAI_API_KEY,AZURE_OPENAI_KEY,OPE
 param keylessApiKeySecretPatterns string = '*openai*key*,*openai*secret*'
 @description('true also assigns Keyless Local Auth Disabler at every OpenAI scope.')
 param keylessEnforceKeylessAccounts string = 'false'
+@description('true: verification proves access with the workload\'s own token (Entra exchange and one OpenAI data-plane read).')
+param keylessProveAccess string = 'false'
 @description('true also assigns Keyless Run Command Invoker at privateClusterScopes.')
 param keylessRunCommandFallback string = 'true'
 param keylessRunCommandWaitSeconds string = '60'
@@ -267,6 +269,7 @@ var keylessSettings = {
   KEYLESS_API_KEY_VARIABLES: keylessApiKeyVariables
   KEYLESS_API_KEY_SECRET_PATTERNS: keylessApiKeySecretPatterns
   KEYLESS_ENFORCE_KEYLESS_ACCOUNTS: keylessEnforceKeylessAccounts
+  KEYLESS_PROVE_ACCESS: keylessProveAccess
   KEYLESS_RUN_COMMAND_FALLBACK: keylessRunCommandFallback
   KEYLESS_RUN_COMMAND_WAIT_SECONDS: keylessRunCommandWaitSeconds
   KEYLESS_OUTCOME_TOPIC_ENDPOINT: deployOutcomeTopic ? outcomeTopic.outputs.endpoint : keylessOutcomeTopicEndpoint

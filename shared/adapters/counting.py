@@ -36,7 +36,7 @@ from shared.adapters import telemetry
 from shared.domain.results import RequestCounts
 
 Target = Literal["arm", "kube"]
-Client = Literal["arm", "kube", "table", "queue", "eventgrid"]
+Client = Literal["arm", "kube", "table", "queue", "eventgrid", "openai"]
 
 log = logging.getLogger("keyless.requests")
 

@@ -22,7 +22,7 @@ from shared.adapters import telemetry
 from shared.adapters.clusters import ClusterAdapter
 from shared.adapters.counting import answered, record
 from shared.domain import manifests, retry_policy
-from shared.domain.errors import PermanentError, TemporaryError, Throttled
+from shared.domain.errors import NotFoundError, PermanentError, TemporaryError, Throttled
 from shared.domain.ids import ResourceId
 from shared.domain.observed import KubeObjectState
 from shared.domain.settings import Settings
@@ -498,6 +498,29 @@ class KubeAdapter:
             raise AssertionError("unreachable")
 
         return self._call(cluster_id, what, call)  # type: ignore[no-any-return]
+
+    # --- service account tokens -----------------------------------------------------------
+
+    def request_token(self, cluster_id: ResourceId, namespace: str, name: str, audience: str, seconds: int) -> str:
+        """A short-lived token of the service account (the TokenRequest API), as the kubelet would
+        project it into a pod. Returned to the caller only; never logged or kept."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": [audience], "expirationSeconds": seconds},
+        }
+
+        from kubernetes.client.exceptions import ApiException
+
+        def call(api: Any) -> str:
+            try:
+                return str(api.create_namespaced_service_account_token(name, namespace, body).status.token)
+            except ApiException as exc:
+                if exc.status == 404:
+                    raise NotFoundError(f"service account {namespace}/{name} not found") from None
+                raise
+
+        return self._call(cluster_id, "requesting a service account token", call)  # type: ignore[no-any-return]
 
     # --- pods -------------------------------------------------------------------------------
 

@@ -55,6 +55,22 @@ class RoleAssignmentAdapter:
         except ARM_ERRORS as exc:
             raise_translated(exc, "listing role assignments at the account")
 
+    def data_actions(self, subscription_id: str, role_guid: str) -> tuple[list[str], list[str]]:
+        """The role definition's (dataActions, notDataActions), all permissions merged: what Azure RBAC
+        matches a data-plane request against."""
+        try:
+            definition = self._clients.authorization(subscription_id).role_definitions.get(
+                f"/subscriptions/{subscription_id}", role_guid
+            )
+        except ARM_ERRORS as exc:
+            raise_translated(exc, "reading the role definition")
+        allowed: list[str] = []
+        denied: list[str] = []
+        for permission in definition.permissions or []:
+            allowed += list(permission.data_actions or [])
+            denied += list(permission.not_data_actions or [])
+        return allowed, denied
+
     def count_in_subscription(self, subscription_id: str) -> int:
         """Role assignments in the subscription, at every scope inside it (what Azure's 4,000 counts)."""
         try:

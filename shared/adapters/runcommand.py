@@ -234,6 +234,15 @@ class RunCommandKube:
         self._snapshot[("Deployment", name)] = obj
         return _deployment_state(obj)
 
+    def request_token(self, cluster_id: ResourceId, namespace: str, name: str, audience: str, seconds: int) -> str:
+        """`kubectl create token` in the cluster: the token comes back in the command's logs (AKS keeps
+        a command's result for a while; the token lives 10 minutes and only Entra accepts its audience)."""
+        self.commands += 1
+        logs = self._adapter.run(
+            self._cluster, cluster_id, kubectl.create_token_command(namespace, name, audience, seconds)
+        )
+        return kubectl.parse_token(logs)
+
     def list_pods(self, cluster_id: ResourceId, namespace: str) -> list[dict[str, Any]]:
         """The namespace's pods, and its Deployments with them (one command; verification wants both)."""
         objects = self._run(cluster_id, kubectl.list_command("deployments,pods", namespace))

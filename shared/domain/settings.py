@@ -153,6 +153,9 @@ def _dev_principal(env: Mapping[str, str]) -> str | None:
     return value
 
 
+KNOWN_AUTHORITY_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn")
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     arm_endpoint: str = "https://management.azure.com"
@@ -202,6 +205,7 @@ class Settings:
     api_key_variables: tuple[str, ...] = DEFAULT_API_KEY_VARIABLES
     api_key_secret_patterns: tuple[str, ...] = DEFAULT_API_KEY_SECRET_PATTERNS
     enforce_keyless_accounts: bool = False
+    prove_access: bool = False  # verification exchanges the workload's own token (shared.domain.access_proof)
     run_command_fallback: bool = True
     run_command_wait_seconds: float = 60.0  # how long a run waits for one run command before handing back
     # --- outcome events ---
@@ -220,6 +224,13 @@ class Settings:
     @property
     def aks_server_scope(self) -> str:
         return f"{self.aks_server_app_id}/.default"
+
+    @property
+    def authority_is_public_cloud(self) -> bool:
+        """An authority MSAL knows (Azure's clouds): it may run instance discovery against it. Another
+        host (an emulator, Azure Stack) is taken as given."""
+        host = self.authority_host.split("://", 1)[-1].split("/", 1)[0].lower()
+        return host in KNOWN_AUTHORITY_HOSTS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -292,6 +303,7 @@ class Settings:
             api_key_variables=_list(env, "KEYLESS_API_KEY_VARIABLES") or DEFAULT_API_KEY_VARIABLES,
             api_key_secret_patterns=_list(env, "KEYLESS_API_KEY_SECRET_PATTERNS") or DEFAULT_API_KEY_SECRET_PATTERNS,
             enforce_keyless_accounts=_bool(env, "KEYLESS_ENFORCE_KEYLESS_ACCOUNTS", False),
+            prove_access=_bool(env, "KEYLESS_PROVE_ACCESS", False),
             run_command_fallback=_bool(env, "KEYLESS_RUN_COMMAND_FALLBACK", True),
             run_command_wait_seconds=_float(env, "KEYLESS_RUN_COMMAND_WAIT_SECONDS", 60.0, minimum=1.0),
             outcome_topic_endpoint=_https_url(env, "KEYLESS_OUTCOME_TOPIC_ENDPOINT"),

@@ -2,6 +2,8 @@
 
 Reads only. A read that fails becomes a `pending` (temporary) or `fail` (permanent) check. The
 cluster is reached as a run would (shared.engine.cluster_access: run command for a private cluster).
+With KEYLESS_PROVE_ACCESS, the `access` check does what the pod will do (shared.engine.access):
+verified then means a token of the service account opened the account.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError, TemporaryError
 from shared.domain.observed import AccountState, IdentityState
 from shared.domain.results import ReconcileResult
+from shared.engine.access import prove_access
 from shared.engine.cluster_access import ClusterConnection
 from shared.engine.world import World
 
@@ -49,6 +52,8 @@ class Verifier:
             identity = self._azure_side(b, read, connection, checks)
         if account is not None:
             checks.append(verification.check_account(account))
+        if self.w.settings.prove_access and identity is not None and account is not None:
+            checks.append(prove_access(self.w, b, identity, account, connection))
         pods = read("pods", lambda: connection.call(lambda kube: kube.list_pods(b.cluster, b.namespace)))
         deployments = read(
             "pods",

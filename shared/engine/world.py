@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from shared.adapters.access_probe import AccessProbe
 from shared.adapters.account_auth import AccountAuthAdapter
 from shared.adapters.accounts import AccountAdapter
 from shared.adapters.clusters import ClusterAdapter
@@ -31,10 +32,12 @@ class World:
     run_command: RunCommandAdapter | None
     reach: ClusterReach = dataclasses.field(init=False)
     key_rules: ApiKeyRules = dataclasses.field(init=False)
+    probe: AccessProbe = dataclasses.field(init=False)  # Entra exchange and the OpenAI read (KEYLESS_PROVE_ACCESS)
 
     def __post_init__(self) -> None:
         self.reach = ClusterReach(self.settings, self.clusters, self.kube, self.run_command)
         self.key_rules = ApiKeyRules.from_settings(self.settings)
+        self.probe = AccessProbe(self.settings)
 
     def identity_location(self, binding: Binding) -> tuple[str, str]:
         """(subscription, resource group) of the binding's identity: settings, else the cluster's."""

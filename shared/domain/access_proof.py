@@ -1,0 +1,218 @@
+"""Proof of access, decided without side effects: what each stage's answer means, and what to fix.
+
+Why: the other checks compare configuration (annotations, issuer and subject, role, endpoint), which
+is what a careful person checks by hand. They miss what only shows when a pod asks for a token: a
+subject with a typo Entra matches exactly, an issuer the cluster does not actually sign with, a role
+without the data action, an account whose network refuses the caller, a credential or role Entra
+has not seen yet. So, with KEYLESS_PROVE_ACCESS, Keyless does what the pod will do, stage by stage
+(shared.engine.access): a service account token from the cluster (`token`), exchanged at Entra for
+the identity (`exchange`), one harmless OpenAI data-plane read with Entra's token (`data-plane`).
+
+Each stage's answer becomes the `access` check: `pass` when the read succeeded; `pending` (retried
+with growing delays) when the answer is what propagation looks like — Entra not yet knowing a
+federated credential the identity has, or a role assignment the identity holds not effective yet;
+`fail` otherwise, with the stage, the evidence (the token's issuer, subject, audience and expiry —
+never the token —, Entra's error code, the data plane's status and code) and what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Any
+
+from shared.domain.observed import CredentialState
+from shared.domain.planner import AUDIENCE
+from shared.domain.verification import Check
+
+CHECK = "access"
+TOKEN_SECONDS = 600
+"""The token's lifetime: the shortest the TokenRequest API grants (expirationSeconds >= 600)."""
+OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
+DATA_ACTION = "Microsoft.CognitiveServices/accounts/OpenAI/deployments/read"
+"""What the data-plane read needs (listing the account's deployments); Cognitive Services OpenAI User
+grants it through `Microsoft.CognitiveServices/accounts/OpenAI/*/read`."""
+
+# Entra's "no matching federated identity record" family: the assertion is fine, no credential matched.
+NO_MATCHING_CREDENTIAL = {"AADSTS70021", "AADSTS700211", "AADSTS700212", "AADSTS700213"}
+UNKNOWN_CLIENT = {"AADSTS700016"}
+ASSERTION_TIME = {"AADSTS700024"}
+ISSUER_KEYS = {"AADSTS700027", "AADSTS90061", "AADSTS50166"}  # signature, or the issuer's keys unreachable
+NETWORK_MARKERS = ("virtual network", "firewall", "public access is disabled", "private endpoint")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenClaims:
+    """What the cluster's token says (read from it, never kept)."""
+
+    issuer: str
+    subject: str
+    audiences: tuple[str, ...]
+    expires_at: str
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "issuer": self.issuer,
+            "subject": self.subject,
+            "audiences": list(self.audiences),
+            "expiresAt": self.expires_at,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class EntraRefusal:
+    """Entra's answer to the exchange: its AADSTS code ('' when it gave none) and HTTP status."""
+
+    code: str
+    status: int | None
+    description: str = ""  # the first sentence of error_description (no token in it)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPlaneAnswer:
+    status: int
+    code: str = ""
+    message: str = ""
+
+
+def _check(status: str, stage: str, reason: str, evidence: dict[str, Any], fix: str = "", retry: bool = False) -> Check:
+    details = {"stage": stage, **evidence}
+    if fix:
+        details["fix"] = fix
+    return Check(CHECK, status, reason, details, retry=retry)  # type: ignore[arg-type]
+
+
+def token_refused(reason: str, temporary: bool, not_found: bool = False) -> Check:
+    """The cluster gave no token: the service account missing, Keyless not allowed, or unreachable."""
+    if temporary:
+        return _check("pending", "token", f"the cluster gave no token yet: {reason}", {"passed": []}, retry=True)
+    fix = (
+        "create the service account (or let Keyless onboard it again)"
+        if not_found
+        else "allow Keyless to create tokens of the service account: `serviceaccounts/token` create in its "
+        "namespace (infra/kubernetes/keyless-rbac.yaml; the AKS Workload Binder role on Azure RBAC clusters)"
+    )
+    return _check("fail", "token", f"the cluster refused a token of the service account: {reason}", {"passed": []}, fix)
+
+
+def token_problems(claims: TokenClaims, cluster_issuer: str | None, subject: str) -> list[str]:
+    """What in the cluster's own token differs from what the credential must trust."""
+    problems = []
+    if cluster_issuer and claims.issuer != cluster_issuer:
+        problems.append(f"the cluster signs with issuer '{claims.issuer}', ARM publishes '{cluster_issuer}'")
+    if claims.subject != subject:
+        problems.append(f"the token's subject is '{claims.subject}', not '{subject}'")
+    if AUDIENCE not in claims.audiences:
+        problems.append(f"the token's audiences {list(claims.audiences)} lack {AUDIENCE}")
+    return problems
+
+
+def exchange_refused(refusal: EntraRefusal, claims: TokenClaims, credentials: list[CredentialState]) -> Check:
+    """Entra refused to exchange the cluster's token for the identity: propagation, or a mismatch."""
+    evidence: dict[str, Any] = {
+        "passed": ["token"],
+        "token": claims.evidence(),
+        "entra": {"error": refusal.code or None, "status": refusal.status},
+    }
+    if refusal.code in NO_MATCHING_CREDENTIAL:
+        matching = [c for c in credentials if c.issuer == claims.issuer and c.subject == claims.subject]
+        ready = [c for c in matching if AUDIENCE in c.audiences]
+        if ready:
+            evidence["credential"] = ready[0].name
+            reason = f"Entra does not match federated credential {ready[0].name} yet (it propagates in minutes)"
+            return _check("pending", "exchange", reason, evidence, retry=True)
+        return _check("fail", "exchange", _mismatch(claims, credentials, matching), evidence, _MISMATCH_FIX)
+    if refusal.code in UNKNOWN_CLIENT:
+        reason = "Entra does not know the identity's client id yet (a new identity replicates in a minute or two)"
+        return _check("pending", "exchange", reason, evidence, retry=True)
+    if refusal.code in ASSERTION_TIME:
+        reason = "Entra found the cluster's token outside its validity (the cluster's clock?)"
+        return _check("fail", "exchange", reason, evidence, "check the cluster nodes' time synchronisation")
+    if refusal.code in ISSUER_KEYS:
+        reason = f"Entra could not validate the token against the keys of issuer {claims.issuer}"
+        fix = (
+            "the cluster's OIDC issuer must be enabled and public, and the credential must trust the "
+            "cluster's current issuer"
+        )
+        return _check("fail", "exchange", reason, evidence, fix)
+    if refusal.status is None or refusal.status == 429 or refusal.status >= 500:
+        return _check("pending", "exchange", "Entra did not answer; tried again later", evidence, retry=True)
+    reason = f"Entra refused the exchange ({refusal.code or refusal.status}): {refusal.description}".rstrip(": ")
+    return _check("fail", "exchange", reason, evidence, "see Entra's error code")
+
+
+_MISMATCH_FIX = (
+    "the identity's federated credential must trust exactly the token's issuer (trailing slash included) "
+    "and subject, with audience api://AzureADTokenExchange: correct or delete the credential and let Keyless "
+    "write it again"
+)
+
+
+def _mismatch(claims: TokenClaims, credentials: list[CredentialState], matching: list[CredentialState]) -> str:
+    if matching:
+        names = ", ".join(c.name for c in matching)
+        return f"federated credential {names} trusts the token's issuer and subject but not audience {AUDIENCE}"
+    same_subject = [c for c in credentials if c.subject == claims.subject]
+    if same_subject:
+        c = same_subject[0]
+        return f"federated credential {c.name} trusts issuer '{c.issuer}'; the token's issuer is '{claims.issuer}'"
+    same_issuer = [c for c in credentials if c.issuer == claims.issuer]
+    if same_issuer:
+        subjects = ", ".join(f"'{c.subject}' ({c.name})" for c in same_issuer)
+        trusted = f"the cluster's issuer is trusted for {subjects}"
+        return f"no federated credential trusts subject '{claims.subject}' ({trusted})"
+    return f"no federated credential of the identity trusts issuer '{claims.issuer}'"
+
+
+def role_grants(data_actions: list[str], not_data_actions: list[str], action: str = DATA_ACTION) -> bool:
+    """Azure RBAC's matching of one data action: a wildcard pattern in dataActions, none in notDataActions
+    (case-insensitive)."""
+
+    def matches(patterns: list[str]) -> bool:
+        return any(fnmatch.fnmatchcase(action.lower(), p.lower()) for p in patterns)
+
+    return matches(data_actions) and not matches(not_data_actions)
+
+
+def data_plane_answered(
+    answer: DataPlaneAnswer, claims: TokenClaims, endpoint: str, role_grants_action: bool | None
+) -> Check:
+    """The OpenAI data plane's answer to the read made with Entra's token for the identity.
+    `role_grants_action`: whether the role assigned has the data action (None: not known)."""
+    evidence: dict[str, Any] = {
+        "passed": ["token", "exchange"],
+        "token": claims.evidence(),
+        "dataPlane": {"endpoint": endpoint, "status": answer.status, "code": answer.code or None},
+    }
+    if 200 <= answer.status < 300:
+        return Check(
+            CHECK, "pass", evidence={**evidence, "stage": "data-plane", "passed": ["token", "exchange", "data-plane"]}
+        )
+    message = answer.message.lower()
+    if answer.status == 403 and any(m in message for m in NETWORK_MARKERS):
+        reason = f"the account's network rules refuse the request ({answer.message[:160]})"
+        fix = (
+            "allow the cluster's network (a private endpoint, or its egress in the account's firewall); "
+            "Keyless probes from its own network"
+        )
+        return _check("fail", "data-plane", reason, evidence, fix)
+    if answer.status == 403:
+        if role_grants_action is False:
+            reason = f"the role assigned has no data action {DATA_ACTION}"
+            return _check(
+                "fail",
+                "data-plane",
+                reason,
+                evidence,
+                "assign a role with the OpenAI data actions (Cognitive Services OpenAI User)",
+            )
+        reason = "the identity's role assignment is not effective yet (it propagates in up to 10 minutes)"
+        return _check("pending", "data-plane", reason, evidence, retry=True)
+    if answer.status == 401:
+        reason = f"the OpenAI endpoint refused Entra's token ({answer.code or 401})"
+        fix = "use the account's custom-subdomain endpoint in the identity's tenant"
+        return _check("fail", "data-plane", reason, evidence, fix)
+    if answer.status == 429 or answer.status >= 500:
+        return _check("pending", "data-plane", f"the OpenAI endpoint answered {answer.status}", evidence, retry=True)
+    reason = f"the OpenAI endpoint answered {answer.status} ({answer.code or answer.message[:80]})"
+    return _check("fail", "data-plane", reason, evidence, f"check the account's endpoint {endpoint}")

@@ -1,0 +1,62 @@
+"""Proving access I/O: the workload's token from the cluster, Entra's exchange, one OpenAI read.
+
+The stages run in order and stop at the first that does not pass; shared.domain.access_proof says
+what each answer means. Extra reads happen only to explain a refusal: the identity's federated
+credentials when Entra matched none, the role's definition when the data plane answered 403.
+"""
+
+from __future__ import annotations
+
+from shared.adapters.access_probe import token_claims
+from shared.domain import access_proof, planner
+from shared.domain.access_proof import EntraRefusal
+from shared.domain.binding import Binding
+from shared.domain.errors import KeylessError, NotFoundError, TemporaryError
+from shared.domain.observed import AccountState, IdentityState
+from shared.domain.verification import Check
+from shared.engine.cluster_access import ClusterConnection
+from shared.engine.world import World
+
+
+def prove_access(
+    w: World, b: Binding, identity: IdentityState, account: AccountState, connection: ClusterConnection
+) -> Check:
+    # 1. the token, as the kubelet would project it into the pod
+    try:
+        token = connection.call(
+            lambda kube: kube.request_token(
+                b.cluster, b.namespace, b.service_account, planner.AUDIENCE, access_proof.TOKEN_SECONDS
+            )
+        )
+        claims = token_claims(token)
+    except TemporaryError as exc:
+        return access_proof.token_refused(exc.reason, temporary=True)
+    except NotFoundError as exc:
+        return access_proof.token_refused(exc.reason, temporary=False, not_found=True)
+    except KeylessError as exc:
+        return access_proof.token_refused(exc.reason, temporary=False, not_found=" not found" in exc.reason)
+    except ValueError as exc:
+        return access_proof.token_refused(str(exc), temporary=False)
+
+    # 2. Entra's exchange, as azure-identity does it in the pod
+    exchanged = w.probe.exchange(identity.tenant_id, identity.client_id, token)
+    del token
+    if isinstance(exchanged, EntraRefusal):
+        sub, rg = w.identity_location(b)
+        try:
+            credentials = w.identities.list_credentials(sub, rg, identity.name)
+        except KeylessError:
+            credentials = []
+        return access_proof.exchange_refused(exchanged, claims, credentials)
+
+    # 3. one harmless data-plane read with Entra's token
+    endpoint = account.endpoint or ""
+    answer = w.probe.read_deployments(endpoint, exchanged)
+    grants: bool | None = None
+    if answer.status == 403:
+        try:
+            allowed, denied = w.roles.data_actions(b.account.subscription_id, b.role_definition_id)
+            grants = access_proof.role_grants(allowed, denied)
+        except KeylessError:
+            grants = None
+    return access_proof.data_plane_answered(answer, claims, endpoint, grants)

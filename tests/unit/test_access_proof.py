@@ -1,0 +1,140 @@
+"""What each stage's answer means when proving access (shared.domain.access_proof), without I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.domain import access_proof, kubectl
+from shared.domain.access_proof import DataPlaneAnswer, EntraRefusal, TokenClaims
+from shared.domain.observed import CredentialState
+
+ISSUER = "https://eastus.oic.prod-aks.azure.com/tenant/0000/"
+SUBJECT = "system:serviceaccount:team-a:chat-api"
+CLAIMS = TokenClaims(ISSUER, SUBJECT, ("api://AzureADTokenExchange",), "2026-12-03T12:10:00Z")
+MATCHING = CredentialState("keyless-aks1", ISSUER, SUBJECT)
+
+
+def test_no_matching_credential_while_the_identity_has_one_is_propagation():
+    check = access_proof.exchange_refused(EntraRefusal("AADSTS700213", 400), CLAIMS, [MATCHING])
+    assert check.status == "pending" and check.retry
+    assert check.evidence["stage"] == "exchange" and check.evidence["passed"] == ["token"]
+    assert check.evidence["entra"]["error"] == "AADSTS700213" and check.evidence["credential"] == "keyless-aks1"
+
+
+@pytest.mark.parametrize(
+    ("credential", "said"),
+    [
+        (
+            CredentialState("adopted", ISSUER, "system:serviceaccount:team-a:chat-apí"),
+            "no federated credential trusts subject",
+        ),
+        (
+            CredentialState("adopted", ISSUER.rstrip("/"), SUBJECT),
+            "trusts issuer 'https://eastus.oic.prod-aks.azure.com/tenant/0000'",
+        ),
+        (CredentialState("adopted", ISSUER, SUBJECT, ("api://other",)), "but not audience api://AzureADTokenExchange"),
+        (CredentialState("adopted", "https://other/", "system:serviceaccount:x:y"), "trusts issuer 'https://eastus"),
+    ],
+    ids=["subject typo", "issuer without its trailing slash", "audience", "nothing alike"],
+)
+def test_a_credential_that_does_not_match_the_token_fails_naming_the_difference(credential, said):
+    check = access_proof.exchange_refused(EntraRefusal("AADSTS70021", 400), CLAIMS, [credential])
+    assert check.status == "fail" and not check.retry
+    assert said in check.reason
+    assert "fix" in check.evidence and check.evidence["token"]["subject"] == SUBJECT
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "verdict"),
+    [
+        ("AADSTS700016", 400, "pending"),  # a new identity not replicated yet
+        ("AADSTS700024", 400, "fail"),  # the token's time
+        ("AADSTS700027", 401, "fail"),  # signature: not the issuer's keys
+        ("AADSTS90061", 400, "fail"),  # the issuer's keys could not be fetched
+        ("", None, "pending"),  # Entra did not answer
+        ("", 503, "pending"),
+        ("AADSTS90002", 400, "fail"),  # anything else: fail with its code
+    ],
+)
+def test_entra_codes(code, status, verdict):
+    check = access_proof.exchange_refused(EntraRefusal(code, status, "x"), CLAIMS, [MATCHING])
+    assert check.status == verdict and check.retry == (verdict == "pending")
+
+
+def test_the_data_plane_read_passes_every_stage():
+    check = access_proof.data_plane_answered(DataPlaneAnswer(200), CLAIMS, "https://oai.openai.azure.com/", None)
+    assert check.status == "pass" and check.evidence["passed"] == ["token", "exchange", "data-plane"]
+    assert check.evidence["dataPlane"]["status"] == 200
+
+
+@pytest.mark.parametrize(
+    ("answer", "grants", "verdict", "said"),
+    [
+        (
+            DataPlaneAnswer(403, "PermissionDenied", "The principal lacks the required data action"),
+            True,
+            "pending",
+            "not effective yet",
+        ),
+        (
+            DataPlaneAnswer(403, "PermissionDenied", "lacks the required data action"),
+            None,
+            "pending",
+            "not effective yet",
+        ),
+        (DataPlaneAnswer(403, "PermissionDenied", "lacks the required data action"), False, "fail", "no data action"),
+        (
+            DataPlaneAnswer(403, "403", "Access denied due to Virtual Network/Firewall rules."),
+            True,
+            "fail",
+            "network rules",
+        ),
+        (
+            DataPlaneAnswer(403, "AccessDenied", "Public access is disabled. Please configure private endpoint."),
+            True,
+            "fail",
+            "network",
+        ),
+        (
+            DataPlaneAnswer(401, "401", "Unauthorized. Access token is missing, invalid"),
+            True,
+            "fail",
+            "refused Entra's token",
+        ),
+        (DataPlaneAnswer(404, "404", "Resource not found"), True, "fail", "answered 404"),
+        (DataPlaneAnswer(429, "429", "busy"), True, "pending", "answered 429"),
+    ],
+)
+def test_data_plane_answers(answer, grants, verdict, said):
+    check = access_proof.data_plane_answered(answer, CLAIMS, "https://oai.openai.azure.com/", grants)
+    assert check.status == verdict and said in check.reason
+    assert check.evidence["stage"] == "data-plane" and check.evidence["passed"] == ["token", "exchange"]
+
+
+def test_role_data_actions_match_as_azure_rbac_does():
+    assert access_proof.role_grants(["Microsoft.CognitiveServices/accounts/OpenAI/*/read"], [])
+    assert access_proof.role_grants(["Microsoft.CognitiveServices/*"], [])
+    assert not access_proof.role_grants(["Microsoft.CognitiveServices/accounts/OpenAI/*/action"], [])
+    assert not access_proof.role_grants(
+        ["Microsoft.CognitiveServices/*"], ["Microsoft.CognitiveServices/accounts/OpenAI/*"]
+    )
+    assert not access_proof.role_grants([], [])
+
+
+def test_a_token_the_cluster_would_not_give_says_what_to_grant():
+    missing = access_proof.token_refused("service account team-a/chat-api not found", temporary=False, not_found=True)
+    assert missing.status == "fail" and "create the service account" in missing.evidence["fix"]
+    forbidden = access_proof.token_refused("not allowed (403)", temporary=False)
+    assert "serviceaccounts/token" in forbidden.evidence["fix"]
+    assert access_proof.token_refused("unreachable", temporary=True).status == "pending"
+
+
+def test_kubectl_create_token_is_quoted_and_its_token_found_alone():
+    command = kubectl.create_token_command("team-a", "chat-api", "api://AzureADTokenExchange", 600)
+    assert command == "kubectl create token chat-api -n team-a --audience api://AzureADTokenExchange --duration 600s"
+    assert kubectl.parse_token("Warning: x\naaa.bbb.ccc\n") == "aaa.bbb.ccc"
+    with pytest.raises(ValueError, match="printed 0 tokens") as err:
+        kubectl.parse_token("error: failed to create token")
+    assert "error" not in str(err.value).split("printed")[0]
+    with pytest.raises(ValueError, match="printed 2 tokens"):
+        kubectl.parse_token("a.b.c\nd.e.f")
