@@ -213,8 +213,11 @@ def azure_suspicion(
         return "cluster's OIDC issuer or workload identity is off"
     if cluster.issuer_url != (record.credential or {}).get("issuer"):
         return "cluster's OIDC issuer differs from the credential's"
-    if record.account.lower() not in snapshot.accounts:
+    account = snapshot.accounts.get(record.account.lower())
+    if account is None:
         return "account not in the inventory"
+    if not account.custom_subdomain:
+        return "account has no custom subdomain: Entra tokens are refused there (keys only)"
     return None
 
 

@@ -58,6 +58,8 @@ class TestAzureSuspicion:
             ({"role_assignments": []}, "role assignment not in the inventory"),
             ({"clusters": []}, "cluster not in the inventory"),
             ({"accounts": []}, "account not in the inventory"),
+            ({"accounts": [AccountState(ACCOUNT, "oai1", "OpenAI", "https://eastus.api.cognitive.microsoft.com/", None,
+                                        "Succeeded")]}, "no custom subdomain"),
             ({"clusters": [ClusterState(CLUSTER, "aks1", "eastus", "Succeeded", True, ISSUER + "x/", True)]},
              "issuer differs"),
             ({"identities": [IdentityState(IDENTITY, "id1", "eastus", "cid", "other", "tid", {})]},
