@@ -3,8 +3,9 @@
 Why: see shared.domain.access_proof. This module is the I/O of the last two stages (the token comes
 from the cluster: shared.adapters.kube / runcommand). The exchange is azure-identity's
 ClientAssertionCredential — the same client-assertion flow WorkloadIdentityCredential runs in the
-pod from its token file — against KEYLESS_AUTHORITY_HOST, in the identity's tenant. The read is one
-GET of the account's deployments with Entra's token: harmless, and it needs an OpenAI data action.
+pod from its token file — against KEYLESS_AUTHORITY_HOST, in the identity's tenant: one POST to
+the tenant's token endpoint (azure-identity's own client, no MSAL discovery). The read is one
+GET of the account's models with Entra's token: harmless, and it needs an OpenAI data action.
 
 Nothing here keeps or logs a token: the cluster's token is handed to the credential and dropped,
 Entra's is used for one request and dropped, and neither appears in any error text (an Entra error
@@ -21,8 +22,10 @@ from shared.domain import retry_policy
 from shared.domain.access_proof import OPENAI_SCOPE, DataPlaneAnswer, EntraRefusal, TokenClaims
 from shared.domain.settings import Settings
 
-OPENAI_API_VERSION = "2022-12-01"
-"""A GA data-plane api-version that lists deployments (`GET /openai/deployments`)."""
+OPENAI_API_VERSION = "2024-10-21"
+"""The newest GA data-plane api-version with `GET /openai/models` (Models_List, the authoring spec of
+azure-rest-api-specs data-plane/AzureOpenAI; deployments are no longer listed by the data plane after
+2022-12-01)."""
 _AADSTS = re.compile(r"\bAADSTS\d{5,7}\b")
 
 
@@ -62,8 +65,6 @@ class AccessProbe:
         options: dict[str, Any] = {"authority": self._settings.authority_host}
         if self._settings.ca_bundle:
             options["connection_verify"] = self._settings.ca_bundle
-        if not self._settings.authority_is_public_cloud:
-            options["disable_instance_discovery"] = True
         credential = ClientAssertionCredential(tenant_id, client_id, lambda: assertion, **options)
         try:
             return credential.get_token(OPENAI_SCOPE).token
@@ -74,8 +75,8 @@ class AccessProbe:
         finally:
             credential.close()
 
-    def read_deployments(self, endpoint: str, access_token: str) -> DataPlaneAnswer:
-        """One GET of the account's deployments with the identity's token; its status and error code."""
+    def read_models(self, endpoint: str, access_token: str) -> DataPlaneAnswer:
+        """One GET of the account's models with the identity's token; its status and error code."""
         from azure.core import PipelineClient
         from azure.core.exceptions import ServiceRequestError, ServiceResponseError
         from azure.core.pipeline.policies import CustomHookPolicy, RetryPolicy, UserAgentPolicy
@@ -92,7 +93,7 @@ class AccessProbe:
         base = endpoint if endpoint.endswith("/") else endpoint + "/"
         request = HttpRequest(
             "GET",
-            f"{base}openai/deployments",
+            f"{base}openai/models",
             params={"api-version": OPENAI_API_VERSION},
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
         )
@@ -126,7 +127,10 @@ def _error_of(response: Any) -> tuple[str, str]:
         body = response.json()
     except Exception:  # noqa: BLE001 - a non-JSON body simply has no code
         return "", (response.text() or "")[:200]
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
+    if not isinstance(body, dict):
+        return "", ""
+    error = body.get("error")
+    if isinstance(error, dict):  # {"error": {"code", "message"}}
         return str(error.get("code") or ""), str(error.get("message") or "")[:300]
-    return "", ""
+    # The token checks answer {"statusCode": 401, "message": "Unauthorized. Access token is missing, ..."}.
+    return str(body.get("statusCode") or ""), str(body.get("message") or "")[:300]

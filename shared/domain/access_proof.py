@@ -29,15 +29,18 @@ CHECK = "access"
 TOKEN_SECONDS = 600
 """The token's lifetime: the shortest the TokenRequest API grants (expirationSeconds >= 600)."""
 OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
-DATA_ACTION = "Microsoft.CognitiveServices/accounts/OpenAI/deployments/read"
-"""What the data-plane read needs (listing the account's deployments); Cognitive Services OpenAI User
+DATA_ACTION = "Microsoft.CognitiveServices/accounts/OpenAI/models/read"
+"""What the data-plane read needs (listing the account's models); Cognitive Services OpenAI User
 grants it through `Microsoft.CognitiveServices/accounts/OpenAI/*/read`."""
+PERMISSION_DENIED = "PermissionDenied"
+"""The endpoint's code for a valid token whose principal lacks the data action (answered with 401)."""
 
 # Entra's "no matching federated identity record" family: the assertion is fine, no credential matched.
 NO_MATCHING_CREDENTIAL = {"AADSTS70021", "AADSTS700211", "AADSTS700212", "AADSTS700213"}
 UNKNOWN_CLIENT = {"AADSTS700016"}
 ASSERTION_TIME = {"AADSTS700024"}
-ISSUER_KEYS = {"AADSTS700027", "AADSTS90061", "AADSTS50166"}  # signature, or the issuer's keys unreachable
+# The signature, the key id unknown to the issuer's JWKS, or the issuer's documents unreachable.
+ISSUER_KEYS = {"AADSTS700027", "AADSTS7000272", "AADSTS90061", "AADSTS50166"}
 NETWORK_MARKERS = ("virtual network", "firewall", "public access is disabled", "private endpoint")
 
 
@@ -174,11 +177,19 @@ def role_grants(data_actions: list[str], not_data_actions: list[str], action: st
     return matches(data_actions) and not matches(not_data_actions)
 
 
+def no_entra_endpoint(claims: TokenClaims, endpoint: str | None) -> Check:
+    """An account without a custom subdomain takes no Entra token (keys only): nothing to read."""
+    evidence = {"passed": ["token", "exchange"], "token": claims.evidence(), "dataPlane": {"endpoint": endpoint}}
+    reason = "the account has no custom-subdomain endpoint: its regional endpoint refuses Entra tokens"
+    return _check("fail", "data-plane", reason, evidence, "give the account a custom subdomain (customSubDomainName)")
+
+
 def data_plane_answered(
     answer: DataPlaneAnswer, claims: TokenClaims, endpoint: str, role_grants_action: bool | None
 ) -> Check:
     """The OpenAI data plane's answer to the read made with Entra's token for the identity.
-    `role_grants_action`: whether the role assigned has the data action (None: not known)."""
+    `role_grants_action`: whether a role the identity holds at the account or above has the data action
+    (None: not known)."""
     evidence: dict[str, Any] = {
         "passed": ["token", "exchange"],
         "token": claims.evidence(),
@@ -196,16 +207,11 @@ def data_plane_answered(
             "Keyless probes from its own network"
         )
         return _check("fail", "data-plane", reason, evidence, fix)
-    if answer.status == 403:
+    if answer.status in (401, 403) and answer.code == PERMISSION_DENIED:
         if role_grants_action is False:
-            reason = f"the role assigned has no data action {DATA_ACTION}"
-            return _check(
-                "fail",
-                "data-plane",
-                reason,
-                evidence,
-                "assign a role with the OpenAI data actions (Cognitive Services OpenAI User)",
-            )
+            reason = f"no role the identity holds at the account or above has data action {DATA_ACTION}"
+            fix = "assign a role with the OpenAI data actions (Cognitive Services OpenAI User)"
+            return _check("fail", "data-plane", reason, evidence, fix)
         reason = "the identity's role assignment is not effective yet (it propagates in up to 10 minutes)"
         return _check("pending", "data-plane", reason, evidence, retry=True)
     if answer.status == 401:

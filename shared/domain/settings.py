@@ -153,9 +153,6 @@ def _dev_principal(env: Mapping[str, str]) -> str | None:
     return value
 
 
-KNOWN_AUTHORITY_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn")
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
     arm_endpoint: str = "https://management.azure.com"
@@ -224,13 +221,6 @@ class Settings:
     @property
     def aks_server_scope(self) -> str:
         return f"{self.aks_server_app_id}/.default"
-
-    @property
-    def authority_is_public_cloud(self) -> bool:
-        """An authority MSAL knows (Azure's clouds): it may run instance discovery against it. Another
-        host (an emulator, Azure Stack) is taken as given."""
-        host = self.authority_host.split("://", 1)[-1].split("/", 1)[0].lower()
-        return host in KNOWN_AUTHORITY_HOSTS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -50,13 +50,24 @@ def prove_access(
         return access_proof.exchange_refused(exchanged, claims, credentials)
 
     # 3. one harmless data-plane read with Entra's token
-    endpoint = account.endpoint or ""
-    answer = w.probe.read_deployments(endpoint, exchanged)
+    if not account.custom_subdomain or not account.endpoint:
+        return access_proof.no_entra_endpoint(claims, account.endpoint)
+    answer = w.probe.read_models(account.endpoint, exchanged)
     grants: bool | None = None
-    if answer.status == 403:
-        try:
-            allowed, denied = w.roles.data_actions(b.account.subscription_id, b.role_definition_id)
-            grants = access_proof.role_grants(allowed, denied)
-        except KeylessError:
-            grants = None
-    return access_proof.data_plane_answered(answer, claims, endpoint, grants)
+    if answer.code == access_proof.PERMISSION_DENIED:
+        grants = _holds_data_action(w, b, identity)
+    return access_proof.data_plane_answered(answer, claims, account.endpoint, grants)
+
+
+def _holds_data_action(w: World, b: Binding, identity: IdentityState) -> bool | None:
+    """Whether any role the identity holds at the account or above grants the read's data action
+    (None: not known). Only read to tell "not effective yet" from "never will be"."""
+    sub = b.account.subscription_id
+    try:
+        assignments = w.roles.list_for_principal(sub, str(b.account), identity.principal_id)
+        for guid in {ra.role_guid for ra in assignments}:
+            if access_proof.role_grants(*w.roles.data_actions(sub, guid)):
+                return True
+    except KeylessError:
+        return None
+    return False

@@ -71,18 +71,23 @@ def test_the_data_plane_read_passes_every_stage():
     ("answer", "grants", "verdict", "said"),
     [
         (
-            DataPlaneAnswer(403, "PermissionDenied", "The principal lacks the required data action"),
+            DataPlaneAnswer(401, "PermissionDenied", "Principal does not have access to API/Operation."),
             True,
             "pending",
             "not effective yet",
         ),
         (
-            DataPlaneAnswer(403, "PermissionDenied", "lacks the required data action"),
+            DataPlaneAnswer(401, "PermissionDenied", "Principal does not have access to API/Operation."),
             None,
             "pending",
             "not effective yet",
         ),
-        (DataPlaneAnswer(403, "PermissionDenied", "lacks the required data action"), False, "fail", "no data action"),
+        (
+            DataPlaneAnswer(401, "PermissionDenied", "Principal does not have access to API/Operation."),
+            False,
+            "fail",
+            "has data action",
+        ),
         (
             DataPlaneAnswer(403, "403", "Access denied due to Virtual Network/Firewall rules."),
             True,
