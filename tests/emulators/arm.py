@@ -421,11 +421,16 @@ class ArmEmulator:
         tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47",
         clock: Clock | None = None,
         token_scope: str = ARM_SCOPE,
+        openai_endpoint_base: str | None = None,
     ) -> None:
         self.ca = ca
         self.tenant_id = tenant_id
         self.clock = clock or Clock()
         self.token_scope = token_scope
+        # Where OpenAI / AIServices accounts with a custom subdomain say their OpenAI endpoint is: None = the real
+        # `https://{subdomain}.openai.azure.com/`; e.g. `https://127.0.0.1:PORT/` = `{base}{subdomain}/`, served by
+        # tests/emulators/openai.py. Read when an account is seeded (plain attribute; set it before add_*).
+        self.openai_endpoint_base = openai_endpoint_base
         self.log = RequestLog()
         self.url = ""
         self._lock = threading.RLock()
@@ -646,7 +651,27 @@ class ArmEmulator:
             if provisioning_state in _LRO_STATES:
                 c.op = self._new_operation(_key(cluster_id))
             self._clusters[_key(cluster_id)] = c
+            self._sync_kube_issuer(c)
             return copy.deepcopy(c.json)
+
+    @staticmethod
+    def _sync_kube_issuer(c: _Cluster, *, deleted: bool = False) -> None:
+        """Tell the Kubernetes emulator serving this cluster (the one started at `c.kube_server_url`, if any)
+        the cluster's OIDC issuer URL, so that the service account tokens it issues carry that issuer and
+        are signed with that issuer's key (published for the Entra emulator; tests.emulators.kube
+        set_issuer). Called wherever issuerURL is assigned, changed or removed. One kube emulator may back
+        several clusters in a test: the last issuer set wins; a deleted cluster withdraws its issuer only
+        while it is still the kube emulator's current one."""
+        from tests.emulators.kube import KubeEmulator  # here, not at the top: no import cycle to think about
+
+        kube = KubeEmulator.at(c.kube_server_url)
+        if kube is None:
+            return
+        issuer = (c.json.get("properties", {}).get("oidcIssuerProfile") or {}).get("issuerURL") or None
+        if not deleted:
+            kube.set_issuer(issuer)
+        elif issuer is not None and kube.issuer == issuer:
+            kube.set_issuer(None)
 
     def recreate_managed_cluster(self, cluster_id: str) -> str:
         """Same id, new cluster: a new OIDC issuer URL (returned; empty string if OIDC is off)."""
@@ -658,13 +683,17 @@ class ArmEmulator:
             props["provisioningState"] = "Succeeded"
             oidc = props.setdefault("oidcIssuerProfile", {"enabled": False})
             if not oidc.get("enabled"):
+                self._sync_kube_issuer(c)
                 return ""
             oidc["issuerURL"] = self._issuer_url(c.json["location"], c.issuer_uuid)
+            self._sync_kube_issuer(c)
             return oidc["issuerURL"]
 
     def delete_managed_cluster(self, cluster_id: str) -> None:
         with self._lock:
             c = self._clusters.pop(_key(cluster_id), None)
+            if c is not None:
+                self._sync_kube_issuer(c, deleted=True)
             if c is not None and c.unreachable is not None:
                 c.unreachable.close()
 
@@ -867,6 +896,14 @@ class ArmEmulator:
                 for ra in self._role_assignments.values()
                 if scope is None or _key(ra["properties"]["scope"]) == _key(scope)
             ]
+
+    def role_definition(self, guid_or_id: str) -> dict | None:
+        """A role definition (built-in or added) by GUID or full id, case-insensitive, as a tenant-level GET shows
+        it (`/providers/Microsoft.Authorization/roleDefinitions/{guid}`, properties with `permissions`); None if
+        unknown."""
+        guid = guid_or_id.rstrip("/").split("/")[-1].lower()
+        with self._lock:
+            return self._role_definition_json("/", guid) if guid in self._role_definitions else None
 
     def managed_cluster(self, cluster_id: str) -> dict | None:
         with self._lock:
@@ -1673,6 +1710,7 @@ class ArmEmulator:
         oidc = props.get("oidcIssuerProfile") or {}
         if oidc.get("enabled") and not oidc.get("issuerURL"):
             oidc["issuerURL"] = self._issuer_url(c.json["location"], c.issuer_uuid)  # assigned when the update ends
+            self._sync_kube_issuer(c)
 
     def _find_cluster(self, ctx: _Ctx) -> _Cluster:
         self._require_rg(ctx.groups["sub"], ctx.groups["rg"])
@@ -1887,12 +1925,15 @@ class ArmEmulator:
     def _account_json(
         self, sub: str, rg: str, name: str, kind: str, subdomain: str | None, location: str, sku: str
     ) -> dict:
-        """Shaped like GetAccount.json; the endpoint follows the kind and the custom subdomain."""
+        """Shaped like GetAccount.json; the endpoint follows the kind and the custom subdomain (and, for the OpenAI
+        endpoint, `openai_endpoint_base`)."""
+        base = self.openai_endpoint_base
+        openai = f"{base.rstrip('/')}/{subdomain}/" if base else f"https://{subdomain}.openai.azure.com/"
         if subdomain is None:
             endpoint = f"https://{_norm_location(location)}.api.cognitive.microsoft.com/"
             endpoints = {"Token Service API": endpoint}
         elif kind == "OpenAI":
-            endpoint = f"https://{subdomain}.openai.azure.com/"
+            endpoint = openai
             endpoints = {api: endpoint for api in ("OpenAI Language Model Instance API", "OpenAI Dall-E API",
                                                    "OpenAI Whisper API", "OpenAI Model Scaleset API")}  # fmt: skip
             endpoints["Token Service API"] = f"https://{subdomain}.cognitiveservices.azure.com/"
@@ -1900,7 +1941,7 @@ class ArmEmulator:
             endpoint = f"https://{subdomain}.cognitiveservices.azure.com/"
             endpoints = {"Token Service API": endpoint}
             if kind == "AIServices":
-                endpoints["OpenAI Language Model Instance API"] = f"https://{subdomain}.openai.azure.com/"
+                endpoints["OpenAI Language Model Instance API"] = openai
                 endpoints["Azure AI Model Inference API"] = f"https://{subdomain}.services.ai.azure.com/"
         props: dict[str, Any] = {
             "endpoint": endpoint, "internalId": uuid.uuid4().hex, "dateCreated": _iso(self.clock.now()),

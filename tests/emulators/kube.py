@@ -66,14 +66,47 @@ What is emulated (core/v1 Namespaces, ServiceAccounts, ConfigMaps, Pods; apps/v1
   `azure.workload.identity/use: "true"` only, at creation only; `webhook_enabled` switches it off).
 - A kubelet: a pod runs once its ConfigMap references resolve (else Pending with
   CreateContainerConfigError) and the clock passed its start time.
+- Service account tokens, as kube-apiserver v1.33 issues them (`TokenRequest`, the `token`
+  subresource of ServiceAccounts, `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`,
+  operation createCoreV1NamespacedServiceAccountToken of the reference OpenAPI). Copied from kubernetes
+  pkg/registry/core/serviceaccount/storage/token.go (TokenREST.Create: order of checks, defaulting of
+  audiences to the server's API audiences, boundObjectRef to a Pod (its service account must match;
+  node info added, feature ServiceAccountTokenPodNodeInfo), a Node or a Secret, anything else a 400
+  "cannot bind token to object of type ...", a UID mismatch a 409, `--service-account-max-token-expiration`
+  shortening with a Warning, the one-year extension of 3607 s pod-bound kube-audience tokens (kubelet's
+  default) with a `warnafter` claim, status.expirationTimestamp = now + expirationSeconds),
+  pkg/apis/authentication/v1/defaults.go (expirationSeconds defaults to 3600),
+  pkg/apis/authentication/validation/validation.go (ValidateTokenRequest: less than 600 s or more than
+  2^32 s is 422 on `spec.expirationSeconds`, the TokenRequest named ""), pkg/serviceaccount/claims.go
+  (Claims: sub `system:serviceaccount:<ns>:<name>`, aud, iat = nbf = now, exp, jti (ServiceAccountTokenJTI),
+  the private `kubernetes.io` claim {namespace, serviceaccount {name, uid}, pod/secret/node {name, uid},
+  warnafter}) and pkg/serviceaccount/jwt.go (JWTTokenGenerator: RS256, header {alg, kid} without typ,
+  iss = the issuer; claims serialised as one JSON object with sorted keys, as go-jose's builder does;
+  kid = keyIDFromPublicKey: base64url of the SHA-256 of the key's PKIX DER, not the RFC 7638 JWK
+  thumbprint). `issued_tokens` records each token's claims (never the token).
+- The service account issuer (feature ServiceAccountIssuerDiscovery, kubernetes
+  pkg/serviceaccount/openidmetadata.go and pkg/routes/openidmetadata.go): `GET
+  /.well-known/openid-configuration` ({issuer, jwks_uri, response_types_supported ["id_token"],
+  subject_types_supported ["public"], id_token_signing_alg_values_supported ["RS256"]}, application/json)
+  and `GET /openid/v1/jwks` ({"keys": [{use, kty, kid, alg, n, e}]}, application/jwk-set+json), both
+  `Cache-Control: public, max-age=3600`, bearer auth like every route. The issuer is the cluster's: the
+  ARM emulator calls `set_issuer(issuerURL)` for the cluster whose kube_server_url this server is (found
+  with `KubeEmulator.at(url)`), which makes a new RSA 2048 key (generated on first use), publishes the
+  two documents under that exact URL in the IssuerDirectory (tests.emulators.oidc) for the Entra emulator
+  and withdraws the previous issuer; jwks_uri is `<issuer>openid/v1/jwks`, as AKS's issuer serves it.
+  Without an OIDC issuer tokens carry kube-apiserver's default `https://kubernetes.default.svc.cluster.local`
+  (published nowhere). One server may back several clusters in a test: the last issuer set wins.
 
-Not emulated: watch (a list with `watch=true` is refused with a 400), subresources (status, scale,
-log, exec, token), other kinds (no ReplicaSets, Secrets, Events), RBAC, other admission plugins and
-webhooks, rolling-update surge/unavailability arithmetic (a new generation replaces the old one at
-once), finalizers, the list options sendInitialEvents, shardSelector and timeoutSeconds (ignored),
-protobuf/CBOR, fieldValidation, apply of list items by anything but the field name (list-map keys
-are looked up by field name only), other `$patch` directives, and most field-level validation
-beyond names, labels, annotations and the Deployment selector/containers.
+Not emulated: watch (a list with `watch=true` is refused with a 400), subresources other than token
+(status, scale, log, exec; `dryRun` on a TokenRequest is refused), TokenRequest attestations and
+webhook-configuration binding (1.34+), the legacy Secret-based tokens, TokenReview (the emulator's own
+bearer tokens stay `accepted_tokens`, service account tokens are not accepted by it), other kinds (no
+ReplicaSets, Secrets, Nodes, Events), RBAC, other admission plugins and webhooks, rolling-update
+surge/unavailability arithmetic (a new generation replaces the old one at once), finalizers, the list
+options sendInitialEvents, shardSelector and timeoutSeconds (ignored), protobuf/CBOR, fieldValidation,
+apply of list items by anything but the field name (list-map keys are looked up by field name only),
+other `$patch` directives, and most field-level validation beyond names, labels, annotations and the
+Deployment selector/containers.
 Stopping a server takes 0.5 s (werkzeug's poll interval): share one per module and call reset().
 """
 
@@ -95,10 +128,13 @@ import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt import api_jws
 from werkzeug.wrappers import Request, Response
 
 from tests.emulators.common import (
@@ -111,6 +147,7 @@ from tests.emulators.common import (
     json_response,
     token_for_scope,
 )
+from tests.emulators.oidc import DEFAULT_DIRECTORY, IssuerDirectory
 
 AKS_SERVER_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
 """The Entra ID scope of the AKS AAD server application (the audience of AKS user tokens)."""
@@ -271,6 +308,8 @@ def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> ApiError:
         "kind": kind,
         "causes": [{"reason": f"FieldValue{c.kind}", "message": c.message(), "field": c.field} for c in causes],
     }
+    if not name:  # StatusDetails.name is omitempty
+        del details["name"]
     if group:
         details["group"] = group
     return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {summary}', details)
@@ -775,7 +814,8 @@ def _deployment_causes(obj: dict, old: dict | None) -> list[Cause]:
 
 
 def _go_type(value: Any) -> str:
-    return {bool: "bool", int: "number", float: "number", dict: "object", list: "array"}.get(type(value), "null")
+    names = {bool: "bool", str: "string", int: "number", float: "number", dict: "object", list: "array"}
+    return names.get(type(value), "null")
 
 
 def check_string_maps(obj: dict) -> None:
@@ -1712,6 +1752,185 @@ def deployment_status(
     return status
 
 
+# --------------------------------------------------------------------------- service account tokens
+
+TOKEN_REQUEST_KIND = "TokenRequest"
+TOKEN_REQUEST_GROUP = "authentication.k8s.io"
+TOKEN_REQUEST_API_VERSION = f"{TOKEN_REQUEST_GROUP}/v1"
+DEFAULT_SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+"""kube-apiserver's usual --service-account-issuer (and so its API audience) when the cluster has no OIDC issuer."""
+DEFAULT_TOKEN_EXPIRATION_SECONDS = 60 * 60  # pkg/apis/authentication/v1/defaults.go
+MIN_TOKEN_EXPIRATION_SECONDS = 10 * 60  # pkg/apis/authentication/validation: MinTokenAgeSec
+MAX_TOKEN_EXPIRATION_SECONDS = 1 << 32  # ... "may not specify a duration larger than 2^32 seconds"
+WARN_ONLY_BOUND_TOKEN_EXPIRATION_SECONDS = 60 * 60 + 7  # pkg/serviceaccount/claims.go: kubelet's default request
+EXPIRATION_EXTENSION_SECONDS = 24 * 365 * 60 * 60  # ... ExpirationExtensionSeconds
+OPENID_CONFIG_PATH = "/.well-known/openid-configuration"  # pkg/serviceaccount/openidmetadata.go
+JWKS_PATH = "/openid/v1/jwks"
+ISSUER_CACHE_CONTROL = "public, max-age=3600"  # pkg/routes/openidmetadata.go
+JWKS_CONTENT_TYPE = "application/jwk-set+json"  # RFC 7517 section 8.5.1, as pkg/routes/openidmetadata.go serves it
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64url_uint(value: int) -> str:
+    return _b64url(value.to_bytes((value.bit_length() + 7) // 8 or 1, "big"))
+
+
+def key_id(public_key: rsa.RSAPublicKey) -> str:
+    """The `kid` kube-apiserver gives a signing key (pkg/serviceaccount/jwt.go keyIDFromPublicKey):
+    base64url (unpadded) of the SHA-256 of the public key's PKIX (SubjectPublicKeyInfo) DER."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return _b64url(hashlib.sha256(der).digest())
+
+
+def jwks_uri_for(issuer: str) -> str:
+    """`<issuer>openid/v1/jwks`: where AKS's OIDC issuer (and the API server, --service-account-jwks-uri) says
+    its keys are."""
+    return issuer.rstrip("/") + JWKS_PATH
+
+
+class IssuerKey:
+    """One service account issuer and its RSA 2048 signing key. The key is generated on first use
+    (signing, or someone reading the JWKS): generating one takes about 0.1 s, and most tests that seed a
+    cluster never ask for a token."""
+
+    def __init__(self, issuer: str, jwks_uri: str) -> None:
+        self.issuer, self.jwks_uri = issuer, jwks_uri
+        self._lock = threading.Lock()
+        self._private: rsa.RSAPrivateKey | None = None
+        self._kid = ""
+
+    @property
+    def private_key(self) -> rsa.RSAPrivateKey:
+        with self._lock:
+            if self._private is None:
+                self._private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                self._kid = key_id(self._private.public_key())
+            return self._private
+
+    @property
+    def kid(self) -> str:
+        self.private_key  # noqa: B018 (makes the key)
+        return self._kid
+
+    def discovery(self) -> dict:
+        """The OIDC discovery document as openidmetadata.go renders it (field order kept)."""
+        return {
+            "issuer": self.issuer,
+            "jwks_uri": self.jwks_uri,
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+
+    def jwks(self) -> dict:
+        """The JWKS (go-jose's JSONWebKey field order: use, kty, kid, alg, n, e)."""
+        numbers = self.private_key.public_key().public_numbers()
+        key = {"use": "sig", "kty": "RSA", "kid": self.kid, "alg": "RS256"}
+        return {"keys": [{**key, "n": _b64url_uint(numbers.n), "e": _b64url_uint(numbers.e)}]}
+
+    def sign(self, claims: dict) -> str:
+        """A compact JWS as JWTTokenGenerator makes it: header {"alg":"RS256","kid":...} (no typ), the claims
+        as one JSON object with sorted keys (go-jose merges them into a map)."""
+        payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
+        return api_jws.encode(payload, self.private_key, algorithm="RS256", headers={"kid": self.kid, "typ": None})
+
+
+def _parse_group_version(api_version: str) -> tuple[str, str] | None:
+    """k8s.io/apimachinery schema.ParseGroupVersion: "" -> ("", ""), "v1" -> ("", "v1"), "g/v" -> ("g", "v")."""
+    if api_version in ("", "/"):
+        return "", ""
+    parts = api_version.split("/")
+    if len(parts) == 1:
+        return "", parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    return None
+
+
+def _gvk_string(group: str, version: str, kind: str) -> str:
+    """schema.GroupVersionKind.String(): `/v1, Kind=ConfigMap`, `apps/v1, Kind=Deployment`."""
+    return f"{group}/{version}, Kind={kind}"
+
+
+def _undecodable(detail: str) -> ApiError:
+    return bad_request(f'{TOKEN_REQUEST_KIND} in version "v1" cannot be handled as a {TOKEN_REQUEST_KIND}: {detail}')
+
+
+def parse_token_request(body: dict) -> tuple[dict, list[str], int | None, dict | None]:
+    """(metadata, spec.audiences, spec.expirationSeconds, spec.boundObjectRef) of a TokenRequest body, with
+    the type checks the JSON decoder makes (wrong types are 400, in the decoder's words, roughly)."""
+    kind, api_version = body.get("kind"), body.get("apiVersion")
+    if kind and kind != TOKEN_REQUEST_KIND:
+        raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({TOKEN_REQUEST_KIND})")
+    if api_version and api_version != TOKEN_REQUEST_API_VERSION:
+        raise bad_request(
+            f"the API version in the data ({api_version}) does not match the expected API version "
+            f"({TOKEN_REQUEST_API_VERSION})"
+        )
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    for field, value in (("metadata", meta), ("spec", spec)):
+        if not isinstance(value, dict):
+            raise _undecodable(f"json: cannot unmarshal {_go_type(value)} into Go struct field {field}")
+    audiences = spec.get("audiences") or []
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        raise _undecodable(f"json: cannot unmarshal {_go_type(audiences)} into Go struct field "
+                           "TokenRequestSpec.spec.audiences of type []string")  # fmt: skip
+    expiration = spec.get("expirationSeconds")
+    if expiration is not None and (isinstance(expiration, bool) or not isinstance(expiration, int)):
+        raise _undecodable(f"json: cannot unmarshal {_go_type(expiration)} into Go struct field "
+                           "TokenRequestSpec.spec.expirationSeconds of type int64")  # fmt: skip
+    ref = spec.get("boundObjectRef")
+    if ref is not None:
+        if not isinstance(ref, dict) or not all(isinstance(v, str) for v in ref.values()):
+            raise _undecodable(f"json: cannot unmarshal {_go_type(ref)} into Go struct field "
+                               "TokenRequestSpec.spec.boundObjectRef")  # fmt: skip
+        ref = {k: ref[k] for k in ("kind", "apiVersion", "name", "uid") if ref.get(k)}  # all omitempty
+    return meta, list(audiences), expiration, ref
+
+
+def service_account_claims(
+    service_account: dict,
+    issuer: str,
+    now: int,
+    expiration_seconds: int,
+    audiences: list[str],
+    *,
+    pod: dict | None = None,
+    secret: dict | None = None,
+    node: dict | None = None,
+    warn_after: int = 0,
+) -> dict:
+    """The claims of a service account token (pkg/serviceaccount/claims.go Claims, plus iss from jwt.go).
+    `node` is {"name"[, "uid"]} (a pod's node, or the bound Node); name/uid are omitempty."""
+    meta = service_account["metadata"]
+    private: dict[str, Any] = {
+        "namespace": meta["namespace"],
+        "serviceaccount": {"name": meta["name"], "uid": meta["uid"]},
+    }
+    if pod is not None:
+        private["pod"] = {"name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}
+    if secret is not None:
+        private["secret"] = {"name": secret["metadata"]["name"], "uid": secret["metadata"]["uid"]}
+    if node is not None:
+        private["node"] = {k: v for k, v in node.items() if v}
+    if warn_after:
+        private["warnafter"] = now + warn_after
+    return {
+        "aud": list(audiences),
+        "exp": now + expiration_seconds,
+        "iat": now,
+        "iss": issuer,
+        "jti": str(uuid.uuid4()),
+        "kubernetes.io": private,
+        "nbf": now,
+        "sub": f"system:serviceaccount:{meta['namespace']}:{meta['name']}",
+    }
+
+
 # --------------------------------------------------------------------------- the emulator
 
 
@@ -1739,20 +1958,40 @@ PATCH_TYPES = (
 
 
 class KubeEmulator:
-    """The kube-apiserver emulator. Thread-safe: every request runs under one lock."""
+    """The kube-apiserver emulator. Thread-safe: every request runs under one lock.
 
-    def __init__(self, ca: TestCA, *, accepted_tokens: set[str] | None = None, clock: Clock | None = None) -> None:
+    `issuers` is where the cluster's OIDC issuer documents are published (see `set_issuer`). While started,
+    the server is found by its URL with `KubeEmulator.at(url)` (how the ARM emulator finds the API server
+    of a cluster it seeds)."""
+
+    _running: ClassVar[dict[str, KubeEmulator]] = {}  # url -> started emulator
+    _running_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        ca: TestCA,
+        *,
+        accepted_tokens: set[str] | None = None,
+        clock: Clock | None = None,
+        issuers: IssuerDirectory = DEFAULT_DIRECTORY,
+    ) -> None:
         self.ca = ca
         self._initial_tokens = (
             set(accepted_tokens) if accepted_tokens is not None else {token_for_scope(AKS_SERVER_SCOPE)}
         )
         self.clock = clock or Clock()
         self.log = RequestLog()
+        self.issuers = issuers
         self._lock = threading.RLock()
         self._resource_version = 1000
         self._routes = self._route_table()
         self._server = HttpsServer(self._wsgi, ca)
         self.url = self._server.url
+        self._node_uid = str(uuid.uuid4())  # the kubelet's node (NODE_NAME), for node claims of pod-bound tokens
+        # the key that signs service account tokens while the cluster has no OIDC issuer (never published)
+        self._default_key = IssuerKey(DEFAULT_SERVICE_ACCOUNT_ISSUER, self.url + JWKS_PATH)
+        self._key = self._default_key
+        self._oidc_issuer: str | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -1773,6 +2012,11 @@ class KubeEmulator:
             self._faults: list[_Fault] = []
             self._snapshots: dict[tuple[str, str, int], _ListSnapshot] = {}  # (kind, key prefix, resourceVersion)
             self.continue_ttl_seconds = CONTINUE_TTL_SECONDS  # a continue token older than this is 410 Gone
+            # service account tokens (the issuer and its key are the cluster's: they survive reset())
+            self.issued_tokens: list[dict] = []  # the claims of every token issued, in order (never the token)
+            self.api_audiences = [DEFAULT_SERVICE_ACCOUNT_ISSUER]  # --api-audiences: what an empty request gets
+            self.max_token_expiration_seconds: int | None = None  # --service-account-max-token-expiration
+            self.extend_token_expiration = True  # --service-account-extend-token-expiration (default true)
             for name in ("default", "kube-system"):
                 self.put_object({"kind": "Namespace", "metadata": {"name": name}}, field_manager="kube-apiserver")
             self.log.clear()
@@ -1781,10 +2025,65 @@ class KubeEmulator:
 
     def start(self) -> KubeEmulator:
         self._server.start()
+        with KubeEmulator._running_lock:
+            KubeEmulator._running[self.url] = self
         return self
 
     def stop(self) -> None:
+        """Stop serving; forget the URL and withdraw the published issuer (nothing serves it any more)."""
+        with KubeEmulator._running_lock:
+            if KubeEmulator._running.get(self.url) is self:
+                del KubeEmulator._running[self.url]
+        self.set_issuer(None)
         self._server.stop()
+
+    @classmethod
+    def at(cls, url: str) -> KubeEmulator | None:
+        """The started emulator serving `url` (a trailing slash is ignored), or None."""
+        with cls._running_lock:
+            return cls._running.get(url.rstrip("/"))
+
+    # ---------------------------------------------------------------- the service account issuer
+
+    def set_issuer(self, issuer: str | None) -> None:
+        """The cluster's OIDC issuer URL (`oidcIssuerProfile.issuerURL`), or None when it has none.
+
+        A new issuer comes with a new RSA 2048 signing key (a recreated cluster has a new issuer and new
+        keys; the key is generated on first use); its discovery document and JWKS are published in
+        `self.issuers` under that exact URL, and the previous issuer is withdrawn (its tokens no longer
+        validate at Entra). None withdraws: tokens are then signed with the server's own key for
+        kube-apiserver's default issuer `https://kubernetes.default.svc.cluster.local`, published nowhere.
+        Setting the current issuer again changes nothing. One server may back several clusters in a test:
+        the last issuer set wins (the ARM emulator withdraws a deleted cluster's issuer only while it is
+        still the current one). Like kube-apiserver (pkg/serviceaccount/openidmetadata.go), the issuer must be
+        an https URL without query or fragment."""
+        if issuer is not None:
+            parts = urlsplit(issuer)
+            if parts.scheme != "https" or parts.query or parts.fragment or not parts.netloc:
+                raise ValueError(f"issuer URL must be https, without query or fragment, got: {issuer}")
+        with self._lock:
+            if issuer == self._oidc_issuer:
+                return
+            if self._oidc_issuer is not None:
+                self.issuers.withdraw(self._oidc_issuer)
+            self._oidc_issuer = issuer
+            if issuer is None:
+                self._key = self._default_key
+                return
+            self._key = IssuerKey(issuer, jwks_uri_for(issuer))
+            self.issuers.publish(issuer, self._key.discovery(), self._key.jwks)
+
+    @property
+    def issuer(self) -> str | None:
+        """The OIDC issuer set with `set_issuer` (None: none)."""
+        with self._lock:
+            return self._oidc_issuer
+
+    @property
+    def token_issuer(self) -> str:
+        """The `iss` of the tokens issued now: the OIDC issuer, else kube-apiserver's default."""
+        with self._lock:
+            return self._key.issuer
 
     def add_namespace(self, name: str, labels: dict | None = None) -> None:
         self.put_object({"kind": "Namespace", "metadata": {"name": name, "labels": dict(labels or {})}})
@@ -1876,6 +2175,10 @@ class KubeEmulator:
             "/apis/apps/v1": functools.partial(self._resource_list, "apps"),
         }
         routes = [(re.compile(re.escape(path)), {"GET": handler}) for path, handler in discovery.items()]
+        routes.append((re.compile(re.escape(OPENID_CONFIG_PATH)), {"GET": self._openid_configuration}))
+        routes.append((re.compile(re.escape(JWKS_PATH)), {"GET": self._openid_jwks}))
+        token = "/api/v1/namespaces/(?P<namespace>[^/]+)/serviceaccounts/(?P<name>[^/]+)/token"
+        routes.append((re.compile(token), {"POST": self._create_token}))
         for rt in RESOURCES.values():
             collection, item = (
                 {"GET": self._list, "POST": self._create},
@@ -1997,6 +2300,112 @@ class KubeEmulator:
                 "resources": resources,
             }
         )
+
+    # ---------------------------------------------------------------- service account issuer and tokens
+
+    def _openid_configuration(self, request: Request) -> Response:
+        return json_response(self._key.discovery(), headers=[("Cache-Control", ISSUER_CACHE_CONTROL)])
+
+    def _openid_jwks(self, request: Request) -> Response:
+        response = Response(json.dumps(self._key.jwks()), status=200, mimetype=JWKS_CONTENT_TYPE)
+        response.headers["Cache-Control"] = ISSUER_CACHE_CONTROL
+        return response
+
+    def _create_token(self, request: Request, namespace: str, name: str) -> Response:
+        """TokenREST.Create (kubernetes pkg/registry/core/serviceaccount/storage/token.go, v1.33), in its order."""
+        if request.args.getlist("dryRun"):
+            raise bad_request("the emulator does not serve dryRun on a TokenRequest")
+        meta, audiences, expiration, ref = parse_token_request(self._json_body(request))
+        if ("Namespace", None, namespace) not in self._objects:  # NamespaceLifecycle admission, before Create
+            raise not_found(RESOURCES["Namespace"], namespace)
+        if meta.get("name") and meta["name"] != name:
+            cause = Cause("metadata.name", "Invalid", "must match the service account name if specified", meta["name"])
+            raise invalid(TOKEN_REQUEST_KIND, TOKEN_REQUEST_GROUP, name, [cause])
+        if meta.get("namespace") and meta["namespace"] != namespace:
+            detail = "must match the service account namespace if specified"
+            cause = Cause("metadata.namespace", "Invalid", detail, meta["namespace"])
+            raise invalid(TOKEN_REQUEST_KIND, TOKEN_REQUEST_GROUP, name, [cause])
+        sa = self._existing(RESOURCES["ServiceAccount"], namespace, name).obj
+        audiences = audiences or list(self.api_audiences)
+        expiration = DEFAULT_TOKEN_EXPIRATION_SECONDS if expiration is None else expiration
+        now = int(self.clock.now())
+        if expiration < MIN_TOKEN_EXPIRATION_SECONDS:
+            cause = Cause(
+                "spec.expirationSeconds", "Invalid", "may not specify a duration less than 10 minutes", expiration
+            )
+            raise invalid(TOKEN_REQUEST_KIND, TOKEN_REQUEST_GROUP, "", [cause])
+        if expiration > MAX_TOKEN_EXPIRATION_SECONDS:
+            cause = Cause(
+                "spec.expirationSeconds", "Invalid", "may not specify a duration larger than 2^32 seconds", expiration
+            )
+            raise invalid(TOKEN_REQUEST_KIND, TOKEN_REQUEST_GROUP, "", [cause])
+        pod, node = self._bound_object(ref, namespace, name)
+        headers = []
+        limit = self.max_token_expiration_seconds
+        if limit and expiration > limit:
+            warning = f"requested expiration of {expiration} seconds shortened to {limit} seconds"
+            headers.append(("Warning", f'299 - "{warning}"'))
+            expiration = limit
+        lifetime, warn_after = expiration, 0
+        if (
+            self.extend_token_expiration
+            and pod is not None
+            and expiration == WARN_ONLY_BOUND_TOKEN_EXPIRATION_SECONDS
+            and set(audiences) <= set(self.api_audiences)
+        ):
+            lifetime, warn_after = EXPIRATION_EXTENSION_SECONDS, expiration
+        claims = service_account_claims(
+            sa, self._key.issuer, now, lifetime, audiences, pod=pod, node=node, warn_after=warn_after
+        )
+        token = self._key.sign(claims)
+        self.issued_tokens.append(copy.deepcopy(claims))
+        out_meta = {**meta, "name": name, "namespace": namespace, "creationTimestamp": _rfc3339(now)}
+        body = {
+            "kind": TOKEN_REQUEST_KIND,
+            "apiVersion": TOKEN_REQUEST_API_VERSION,
+            "metadata": out_meta,
+            "spec": {"audiences": audiences, "expirationSeconds": expiration, "boundObjectRef": ref},
+            "status": {"token": token, "expirationTimestamp": _rfc3339(now + expiration)},
+        }
+        return json_response(body, 201, headers)
+
+    def _bound_object(self, ref: dict | None, namespace: str, sa_name: str) -> tuple[dict | None, dict | None]:
+        """(pod, node) a token is bound to, after the checks TokenREST.Create makes of spec.boundObjectRef.
+        Emulated: Pods (their node info added when scheduled), the kubelet's Node; Secrets do not exist here."""
+        if ref is None:
+            return None, None
+        kind, ref_name = ref.get("kind", ""), ref.get("name", "")
+        group, version = _parse_group_version(ref.get("apiVersion", "")) or ("", "")
+        if group != "" or kind not in ("Pod", "Node", "Secret"):
+            raise bad_request(f"cannot bind token to object of type {_gvk_string(group, version, kind)}")
+        if not ref_name:  # the registry's Get of an empty name
+            raise bad_request("Name parameter required.")
+        pod = node = None
+        if kind == "Pod":
+            pod = self._existing(RESOURCES["Pod"], namespace, ref_name).obj
+            if (pod.get("spec") or {}).get("serviceAccountName") != sa_name:
+                raise bad_request(
+                    f'cannot bind token for serviceaccount "{sa_name}" to pod running with different '
+                    "serviceaccount name."
+                )
+            uid = pod["metadata"]["uid"]
+            node_name = (pod.get("spec") or {}).get("nodeName")
+            if node_name:  # ServiceAccountTokenPodNodeInfo; a node that does not exist gives its name only
+                node = {"name": node_name, "uid": self._node_uid if node_name == NODE_NAME else ""}
+        elif kind == "Node":
+            if ref_name != NODE_NAME:
+                raise ApiError(404, "NotFound", f'nodes "{ref_name}" not found', {"name": ref_name, "kind": "nodes"})
+            node, uid = {"name": ref_name, "uid": self._node_uid}, self._node_uid
+        else:
+            raise ApiError(404, "NotFound", f'secrets "{ref_name}" not found', {"name": ref_name, "kind": "secrets"})
+        if ref.get("uid") and ref["uid"] != uid:
+            message = (
+                f'Operation cannot be fulfilled on {kind} "{ref_name}": the UID in the bound object reference '
+                f"({ref['uid']}) does not match the UID in record. The object might have been deleted and then "
+                "recreated"
+            )
+            raise ApiError(409, "Conflict", message, {"name": ref_name, "kind": kind})
+        return pod, node
 
     # ---------------------------------------------------------------- resource handlers
 

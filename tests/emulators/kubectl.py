@@ -15,11 +15,23 @@ Served: `kubectl get` (named objects or a resource type, `-l`, `--ignore-not-fou
 an unknown flag, client-side apply) fails as a shell or kubectl would: logs and a non-zero exit;
 never silently accepted. Output is as kubectl prints it: one object alone, several in a `List`,
 managedFields stripped unless asked for.
+
+Also `kubectl create token SA [-n NS] [--audience AUD]... [--duration D] [--bound-object-kind Pod|Secret
+--bound-object-name NAME [--bound-object-uid UID]] [-o json|name]`, as kubernetes
+staging/src/k8s.io/kubectl/pkg/cmd/create/create_token.go does it: only those flags (anything else is
+pflag's "unknown flag"); `--duration` parsed as a Go duration (time.ParseDuration: `600s`, `10m`, `1h30m`,
+`1.5h`; its error messages), 0 or unset leaving the lifetime to the server; its client-side checks with
+their messages (exactly one NAME, `--duration` not negative and whole seconds, no empty `--audience`, the
+bound-object flag rules); then one TokenRequest POSTed to the `token` subresource with the body client-go
+sends, and the token printed alone, without a newline (stdout is not a terminal in the pod), exit 0. An
+API error is printed as `error: failed to create token: <the Status message>` (cmdutil.CheckErr on an
+unwrapped error), exit 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import json
 import shlex
 import ssl
@@ -44,6 +56,44 @@ _VALUE_FLAGS = {"-n": "namespace", "--namespace": "namespace", "-o": "output", "
 _BOOL_FLAGS = {"--ignore-not-found": "ignore_not_found", "--show-managed-fields": "show_managed_fields",
                "--server-side": "server_side", "--force-conflicts": "force_conflicts", "-A": "all_namespaces",
                "--all-namespaces": "all_namespaces"}  # fmt: skip
+_TOKEN_VALUE_FLAGS = {"-n": "namespace", "--namespace": "namespace", "-o": "output", "--output": "output",
+                      "--audience": "audiences", "--duration": "duration", "--bound-object-kind": "bound_object_kind",
+                      "--bound-object-name": "bound_object_name", "--bound-object-uid": "bound_object_uid"}  # fmt: skip
+_BOUND_OBJECT_KINDS = {"Pod": "v1", "Secret": "v1"}  # create_token.go boundObjectKindToAPIVersions (no Node: env)
+_GO_DURATION_UNITS = {"ns": 1, "us": 10**3, "\u00b5s": 10**3, "\u03bcs": 10**3, "ms": 10**6, "s": 10**9,
+                      "m": 60 * 10**9, "h": 3600 * 10**9}  # fmt: skip
+_SECOND_NS = 10**9
+
+
+def parse_go_duration(text: str) -> int:
+    """Go's time.ParseDuration, in nanoseconds; ValueError with Go's message when it does not parse."""
+    quoted = json.dumps(text, ensure_ascii=False)
+    rest, negative = text, False
+    if rest[:1] in ("-", "+"):
+        negative, rest = rest[0] == "-", rest[1:]
+    if rest == "0":
+        return 0
+    if not rest:
+        raise ValueError(f"time: invalid duration {quoted}")
+    total = decimal.Decimal(0)
+    while rest:
+        number = ""
+        while rest and (rest[0].isascii() and rest[0].isdigit() or rest[0] == "."):
+            number, rest = number + rest[0], rest[1:]
+        whole, _, fraction = number.partition(".")
+        if not (whole or fraction) or number.count(".") > 1:
+            raise ValueError(f"time: invalid duration {quoted}")
+        unit = ""
+        while rest and rest[0] != "." and not (rest[0].isascii() and rest[0].isdigit()):
+            unit, rest = unit + rest[0], rest[1:]
+        if not unit:
+            raise ValueError(f"time: missing unit in duration {quoted}")
+        if unit not in _GO_DURATION_UNITS:
+            raise ValueError(f"time: unknown unit {json.dumps(unit, ensure_ascii=False)} in duration {quoted}")
+        total += decimal.Decimal(f"{whole or 0}.{fraction or 0}") * _GO_DURATION_UNITS[unit]
+    if total > 2**63 - 1:
+        raise ValueError(f"time: invalid duration {quoted}")
+    return -int(total) if negative else int(total)
 
 
 def _printed_kind(rt: ResourceType) -> str:
@@ -81,6 +131,11 @@ class _Args:
     server_side: bool = False
     force_conflicts: bool = False
     all_namespaces: bool = False  # -A: a list across namespaces (kubectl ignores -n then)
+    audiences: list[str] = dataclasses.field(default_factory=list)  # create token: --audience, repeatable
+    duration: str = ""
+    bound_object_kind: str = ""
+    bound_object_name: str = ""
+    bound_object_uid: str = ""
 
 
 class KubectlPod:
@@ -95,7 +150,8 @@ class KubectlPod:
         out: list[str] = []
         try:
             args = self._parse(command)
-            handler = {"get": self._get, "apply": self._apply, "patch": self._patch, "delete": self._delete}
+            handler = {"get": self._get, "apply": self._apply, "patch": self._patch, "delete": self._delete,
+                       "create token": self._create_token}  # fmt: skip
             handler[args.verb](args, files, out)
             return CommandResult(0, "".join(out))
         except _Exit as e:
@@ -115,29 +171,46 @@ class KubectlPod:
             raise _Exit(1, f"the run-command emulator runs one kubectl command, not a shell pipeline: {command!r}")
         if words[0] != "kubectl":
             raise _Exit(127, f"/bin/sh: {words[0]}: not found")
-        if len(words) < 2 or words[1] not in ("get", "apply", "patch", "delete"):
+        if len(words) < 2 or words[1] not in ("get", "apply", "patch", "delete", "create"):
             verb = words[1] if len(words) > 1 else ""
             raise _Exit(1, f'error: unknown command "{verb}" for "kubectl" (not served by the emulator)')
-        args = _Args(words[1], [])
-        rest = words[2:]
+        value_flags, bool_flags = _VALUE_FLAGS, _BOOL_FLAGS
+        args, rest = _Args(words[1], []), words[2:]
+        if words[1] == "create":
+            if len(words) < 3 or words[2] != "token":
+                raise _Exit(1, 'error: the run-command emulator serves only "kubectl create token" of kubectl create')
+            value_flags, bool_flags = _TOKEN_VALUE_FLAGS, {}
+            args, rest = _Args("create token", []), words[3:]
         i = 0
         while i < len(rest):
             word = rest[i]
             flag, eq, value = word.partition("=")
-            if flag in _VALUE_FLAGS:
+            if flag in value_flags:
                 if not eq:
                     i += 1
                     if i >= len(rest):
                         raise _Exit(1, f"error: flag needs an argument: {flag}")
                     value = rest[i]
-                setattr(args, _VALUE_FLAGS[flag], value)
-            elif flag in _BOOL_FLAGS:
-                setattr(args, _BOOL_FLAGS[flag], (value or "true") == "true")
+                if flag == "--audience":
+                    args.audiences.append(value)
+                else:
+                    setattr(args, value_flags[flag], value)
+            elif flag in bool_flags:
+                setattr(args, bool_flags[flag], (value or "true") == "true")
             elif word.startswith("-"):
-                raise _Exit(1, f"error: unknown flag: {flag}\nSee 'kubectl {args.verb} --help' for usage.")
+                unknown = (
+                    f"unknown shorthand flag: '{flag[1]}' in {flag}" if flag[1:2] != "-" else f"unknown flag: {flag}"
+                )
+                raise _Exit(1, f"error: {unknown}\nSee 'kubectl {args.verb} --help' for usage.")
             else:
                 args.positional.append(word)
             i += 1
+        if args.duration:
+            try:
+                parse_go_duration(args.duration)
+            except ValueError as e:
+                raise _Exit(1, f'error: invalid argument "{args.duration}" for "--duration" flag: {e}\n'
+                               f"See 'kubectl {args.verb} --help' for usage.") from None  # fmt: skip
         if args.output not in ("", "json", "name"):
             raise _Exit(1, f'error: unable to match a printer suitable for the output format "{args.output}"')
         return args
@@ -300,6 +373,57 @@ class KubectlPod:
                                   content_types[args.patch_type])  # fmt: skip
         self._check(status, body)
         self._print(args, [body], out, single=True, action="patched")
+
+    def _create_token(self, args: _Args, files: dict[str, bytes], out: list[str]) -> None:
+        """create_token.go: Complete (the NAME), Validate (client-side checks), Run (one TokenRequest)."""
+        if len(args.positional) != 1:
+            raise _Exit(1, f"error: exactly one NAME is required, got {len(args.positional)}\n"
+                           "See 'kubectl create token -h' for help and examples")  # fmt: skip
+        duration = parse_go_duration(args.duration) if args.duration else 0
+        if duration < 0:
+            raise _Exit(1, "error: --duration must be greater than or equal to 0")
+        if duration % _SECOND_NS:
+            raise _Exit(1, "error: --duration cannot be expressed in units less than seconds")
+        if any(not audience for audience in args.audiences):
+            raise _Exit(1, "error: --audience must not be an empty string")
+        if not args.bound_object_kind:
+            if args.bound_object_name:
+                raise _Exit(1, "error: --bound-object-name can only be set if --bound-object-kind is provided")
+            if args.bound_object_uid:
+                raise _Exit(1, "error: --bound-object-uid can only be set if --bound-object-kind is provided")
+        elif args.bound_object_kind not in _BOUND_OBJECT_KINDS:
+            raise _Exit(1, f"error: supported --bound-object-kind values are {', '.join(sorted(_BOUND_OBJECT_KINDS))}")
+        elif not args.bound_object_name:
+            raise _Exit(1, "error: --bound-object-name is required if --bound-object-kind is provided")
+        name = args.positional[0]
+        spec: dict = {"audiences": args.audiences or None, "expirationSeconds": None, "boundObjectRef": None}
+        if duration > 0:
+            spec["expirationSeconds"] = duration // _SECOND_NS
+        if args.bound_object_kind:
+            ref = {"kind": args.bound_object_kind, "apiVersion": _BOUND_OBJECT_KINDS[args.bound_object_kind],
+                   "name": args.bound_object_name, "uid": args.bound_object_uid}  # fmt: skip
+            spec["boundObjectRef"] = {k: v for k, v in ref.items() if v}
+        request = {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": spec,
+            "status": {"token": "", "expirationTimestamp": None},
+        }  # as client-go serialises it
+        url = f"{self._server}/api/v1/namespaces/{urllib.parse.quote(args.namespace)}/serviceaccounts/" \
+              f"{urllib.parse.quote(name)}/token"  # fmt: skip
+        status, body = self._call("POST", url, json.dumps(request).encode(), "application/json")
+        if status >= 400:
+            raise _Exit(1, f"error: failed to create token: {body.get('message') or body.get('reason') or status}")
+        token = (body.get("status") or {}).get("token")
+        if not token:
+            raise _Exit(1, "error: failed to create token: no token in server response")
+        if args.output == "json":
+            out.append(json.dumps(body, indent=4) + "\n")
+        elif args.output == "name":
+            out.append(f"tokenrequest.authentication.k8s.io/{(body.get('metadata') or {}).get('name', name)}\n")
+        else:
+            out.append(token)  # not a terminal: no newline
 
     def _delete(self, args: _Args, files: dict[str, bytes], out: list[str]) -> None:
         for rt, name in self._refs(args.positional):

@@ -12,12 +12,24 @@ issuer without its trailing slash is another, unknown issuer.
 
 A cluster deleted (or recreated, which gives a new issuer) calls `withdraw`: its tokens no longer
 validate, as on AKS where the old issuer stops serving.
+
+A document may be published as a zero-argument callable that returns it: it is called on every read
+(outside the directory's lock). The kube emulator publishes its JWKS that way, so that the RSA key of
+an issuer (about 0.1 s to generate) is made only when someone signs with it or asks for it.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
+
+Document = dict[str, Any] | Callable[[], dict[str, Any]]
+"""A JSON document, or a callable that returns it when read."""
+
+
+def _resolve(document: Document) -> dict[str, Any]:
+    return document() if callable(document) else document
 
 
 class IssuerDirectory:
@@ -25,9 +37,9 @@ class IssuerDirectory:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._issuers: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._issuers: dict[str, tuple[Document, Document]] = {}
 
-    def publish(self, issuer: str, discovery: dict[str, Any], jwks: dict[str, Any]) -> None:
+    def publish(self, issuer: str, discovery: Document, jwks: Document) -> None:
         with self._lock:
             self._issuers[issuer] = (discovery, jwks)
 
@@ -39,12 +51,12 @@ class IssuerDirectory:
         """The issuer's discovery document, or None when nothing serves that exact URL."""
         with self._lock:
             found = self._issuers.get(issuer)
-        return None if found is None else found[0]
+        return None if found is None else _resolve(found[0])
 
     def jwks(self, issuer: str) -> dict[str, Any] | None:
         with self._lock:
             found = self._issuers.get(issuer)
-        return None if found is None else found[1]
+        return None if found is None else _resolve(found[1])
 
     def issuers(self) -> list[str]:
         with self._lock:
