@@ -62,7 +62,13 @@ class AccessProbe:
         from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
         from azure.identity import ClientAssertionCredential
 
-        options: dict[str, Any] = {"authority": self._settings.authority_host}
+        connect, read = retry_policy.ACCESS_PROOF.timeouts()
+        options: dict[str, Any] = {
+            "authority": self._settings.authority_host,
+            "connection_timeout": connect,
+            "read_timeout": read,
+            **retry_policy.ACCESS_PROOF.retry.kwargs(),
+        }
         if self._settings.ca_bundle:
             options["connection_verify"] = self._settings.ca_bundle
         credential = ClientAssertionCredential(tenant_id, client_id, lambda: assertion, **options)
@@ -83,7 +89,7 @@ class AccessProbe:
         from azure.core.pipeline.transport import RequestsTransport
         from azure.core.rest import HttpRequest
 
-        connect, read = retry_policy.ARM.timeouts()
+        connect, read = retry_policy.ACCESS_PROOF.timeouts()
         transport = RequestsTransport(connection_verify=self._settings.ca_bundle or True)
         policies = [
             UserAgentPolicy("keyless"),

@@ -262,6 +262,18 @@ EVENT_GRID = ClientPolicy(
     "allowed (at-least-once, same event id)",
 )
 
+ACCESS_PROOF = ClientPolicy(
+    client="Entra, OpenAI data plane (proving access)",
+    applies_to="KEYLESS_PROVE_ACCESS: the token exchange and one data-plane read per verification",
+    # One try each: a verification that cannot finish is `pending` and checked again with growing delays
+    # (VERIFICATION_RECHECK_SECONDS), which is the retry.
+    retry=AzureCoreRetry(total=0, connect=0, read=0, status=0, backoff_factor=0.0, backoff_max=0.0),
+    connect_timeout=5.0,
+    read_timeout=15.0,
+    attempts="1",
+    notes="no answer, 429 or 5xx: the `access` check is pending and the verification runs again later",
+)
+
 PACING_TABLE = ClientPolicy(
     client="Azure Tables (pacing)",
     applies_to="the shared pacing schedules: a read and an ETag-conditional write per block of ARM slots",
@@ -275,7 +287,7 @@ PACING_TABLE = ClientPolicy(
     f"unreachable: local pacing at `KEYLESS_PACING_FALLBACK_SHARE` for {SHARED_PACING_RETRY_SECONDS:g} s",
 )
 
-CLIENTS = (ARM, KUBERNETES, TABLES, PACING_TABLE, QUEUE, EVENT_GRID)
+CLIENTS = (ARM, KUBERNETES, TABLES, PACING_TABLE, QUEUE, EVENT_GRID, ACCESS_PROOF)
 
 # ---------------------------------------------------------------------------------- "not yet": the work queue
 # Production seconds; the worker multiplies them by KEYLESS_RETRY_DELAY_SCALE. When the answer
