@@ -6,55 +6,34 @@ and the fix the report gives."""
 from __future__ import annotations
 
 import collections.abc
-import dataclasses
 import json
 
 import pytest
 
 from shared.domain.settings import Settings
+from tests.access_services import AccessServices, access_services
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT, SUB
-from tests.e2e.test_workloads import AI, ai_service, with_workloads
+from tests.e2e.test_workloads import AI, ai_service, env, pods, with_workloads
 from tests.emulators.arm import ARM_SCOPE, ArmEmulator
 from tests.emulators.common import TestCA
-from tests.emulators.entra import EntraEmulator
 from tests.emulators.kube import KubeEmulator
-from tests.emulators.openai import OpenAIEmulator
 
 OPENAI_USER = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 
 
-@dataclasses.dataclass
-class Services:
-    arm: ArmEmulator
-    entra: EntraEmulator
-    openai: OpenAIEmulator
+@pytest.fixture
+def services(ca: TestCA, kube: KubeEmulator) -> collections.abc.Iterator[AccessServices]:
+    with access_services(ca, kube) as found:
+        yield found
 
 
 @pytest.fixture
-def services(ca: TestCA, kube: KubeEmulator) -> collections.abc.Iterator[Services]:
-    """ARM, Entra and the OpenAI data plane, wired as Azure is: the account's endpoint is the data-plane
-    emulator, Entra reads ARM's identities and credentials, the data plane trusts Entra's keys."""
-    arm = ArmEmulator(ca).start()
-    entra = EntraEmulator(ca, arm).start()
-    openai = OpenAIEmulator(ca, arm, token_keys=entra.jwks).start()
-    arm.openai_endpoint_base = openai.endpoint_base
-    arm.add_resource_group(SUB, "rg-aks")
-    arm.add_resource_group(SUB, "rg-ai")
-    arm.add_managed_cluster(CLUSTER_ID, kube_server_url=kube.url, kube_ca_pem=ca.ca_pem)
-    arm.add_cognitive_account(ACCOUNT_ID, deployments=[("gpt-4o", "gpt-4o", "2024-08-06")])
-    yield Services(arm, entra, openai)
-    openai.stop()
-    entra.stop()
-    arm.stop()
-
-
-@pytest.fixture
-def arm(services: Services) -> ArmEmulator:
+def arm(services: AccessServices) -> ArmEmulator:
     return services.arm
 
 
 @pytest.fixture
-def settings(services: Services, ca: TestCA) -> Settings:
+def settings(services: AccessServices, ca: TestCA) -> Settings:
     return Settings.from_env(
         {
             "KEYLESS_ARM_ENDPOINT": services.arm.url,
@@ -221,3 +200,67 @@ def test_off_by_default(services, kube, settings, make_engine, binding):
     report = engine.verify(b)
     assert report.status == "pass" and "access" not in {c.name for c in report.checks}
     assert kube.issued_tokens == [] and services.entra.issued == []
+
+
+def test_a_private_cluster_gives_its_token_through_run_command(services, kube, engine, binding, ca):
+    """The API server cannot be reached: the token comes from `kubectl create token` in the cluster, through
+    the AKS run-command API; Entra and the data plane are reached as for any cluster."""
+    from tests.e2e.test_private_clusters import make_private
+
+    make_private(services.arm, kube, ca)
+    b = onboard(engine, kube, binding)
+    before = len(services.arm.run_commands)
+    proof = access(engine.verify(b))
+    assert proof["status"] == "pass", proof
+    token_commands = [c["command"] for c in services.arm.run_commands[before:] if "create token" in c["command"]]
+    assert token_commands == [
+        f"kubectl create token {SERVICE_ACCOUNT} -n {NAMESPACE} --audience api://AzureADTokenExchange --duration 600s"
+    ]
+    assert len(kube.issued_tokens) == 1 and kube.issued_tokens[0]["exp"] - kube.issued_tokens[0]["iat"] == 600
+
+
+def test_the_pod_way_workload_identity_credential_from_the_projected_token_opens_the_account(
+    services, kube, engine, binding, ca, tmp_path
+):
+    """What the seed's sample app does in the pod: azure-identity's WorkloadIdentityCredential reads the
+    projected token file (here from the same TokenRequest the kubelet makes) with the webhook's variables,
+    and calls the account's endpoint with the token it gets (the authority: Entra's emulator, where the pod's
+    AZURE_AUTHORITY_HOST names Entra)."""
+    from azure.core import PipelineClient
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.core.rest import HttpRequest
+    from azure.identity import WorkloadIdentityCredential
+    from kubernetes import client
+
+    onboard(engine, kube, binding)
+    pod = pods(kube)[0]
+    variables = {name: e.get("value") for name, e in env(pod).items()}
+    assert variables["AZURE_AUTHORITY_HOST"] and variables["AZURE_FEDERATED_TOKEN_FILE"], "the webhook injected them"
+    cfg = client.Configuration()
+    cfg.host, cfg.ssl_ca_cert = kube.url, str(ca.ca_pem_path)
+    cfg.api_key = {"authorization": next(iter(kube.accepted_tokens))}
+    cfg.api_key_prefix = {"authorization": "Bearer"}
+    with client.ApiClient(cfg) as api:
+        request = {"spec": {"audiences": ["api://AzureADTokenExchange"], "expirationSeconds": 3600}}
+        token = client.CoreV1Api(api).create_namespaced_service_account_token(SERVICE_ACCOUNT, NAMESPACE, request)
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(token.status.token)
+
+    credential = WorkloadIdentityCredential(
+        tenant_id=variables["AZURE_TENANT_ID"],
+        client_id=variables["AZURE_CLIENT_ID"],
+        token_file_path=str(token_file),
+        authority=services.entra.url,
+        connection_verify=str(ca.ca_pem_path),
+    )
+    endpoint = services.arm.cognitive_account(ACCOUNT_ID)["properties"]["endpoint"]
+    policies = [BearerTokenCredentialPolicy(credential, "https://cognitiveservices.azure.com/.default")]
+    with PipelineClient(
+        endpoint, policies=policies, transport=RequestsTransport(connection_verify=str(ca.ca_pem_path))
+    ) as pc:
+        answer = pc.send_request(HttpRequest("GET", f"{endpoint}openai/models", params={"api-version": "2024-10-21"}))
+    assert answer.status_code == 200, answer.text()
+    assert [m["id"] for m in answer.json()["data"]] == ["gpt-4o-2024-08-06"]
+    identity = services.arm.identity(identity_id(services.arm))["properties"]
+    assert services.openai.served[-1].principal == identity["principalId"]
