@@ -11,7 +11,7 @@ import io
 import sys
 import time
 
-from benchmarks import burst, cold_start, faults, replication, requests_per_onboarding, sweep
+from benchmarks import access_proof, burst, cold_start, faults, replication, requests_per_onboarding, sweep
 from benchmarks.common import ROOT, machine
 
 SWEEP = "--bindings 10000 --clusters 200 --accounts 50"
@@ -19,6 +19,7 @@ SWEEP = "--bindings 10000 --clusters 200 --accounts 50"
 RUNS = [
     ("Cold start", "python -m benchmarks.cold_start", cold_start.main, []),
     ("Requests per onboarding", "python -m benchmarks.requests_per_onboarding", requests_per_onboarding.main, []),
+    ("Proving access", "python -m benchmarks.access_proof", access_proof.main, []),
     ("Burst throughput", "python -m benchmarks.burst", burst.main, []),
     ("Replication delay", "python -m benchmarks.replication", replication.main, []),
     ("Fault suite (full sizes)", "python -m benchmarks.faults", faults.main, []),
