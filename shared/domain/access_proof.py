@@ -220,5 +220,6 @@ def data_plane_answered(
         return _check("fail", "data-plane", reason, evidence, fix)
     if answer.status == 429 or answer.status >= 500:
         return _check("pending", "data-plane", f"the OpenAI endpoint answered {answer.status}", evidence, retry=True)
-    reason = f"the OpenAI endpoint answered {answer.status} ({answer.code or answer.message[:80]})"
+    said = answer.message[:120] or answer.code
+    reason = f"the OpenAI endpoint answered {answer.status}" + (f": {said}" if said else "")
     return _check("fail", "data-plane", reason, evidence, f"check the account's endpoint {endpoint}")

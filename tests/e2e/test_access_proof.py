@@ -264,3 +264,16 @@ def test_the_pod_way_workload_identity_credential_from_the_projected_token_opens
     assert [m["id"] for m in answer.json()["data"]] == ["gpt-4o-2024-08-06"]
     identity = services.arm.identity(identity_id(services.arm))["properties"]
     assert services.openai.served[-1].principal == identity["principalId"]
+
+
+def test_an_account_left_without_its_custom_subdomain_fails_at_the_data_plane(
+    services, kube, settings, make_engine, binding
+):
+    """Keys only: the regional endpoint takes no Entra token, so there is nothing to read with one."""
+    b = onboard(make_engine(settings), kube, binding)
+    services.arm.add_cognitive_account(ACCOUNT_ID, custom_subdomain=None)
+    report = make_engine(settings).verify(b)  # a fresh engine: no account read cached
+    proof = access(report)
+    assert proof["status"] == "fail" and proof["stage"] == "data-plane" and "custom-subdomain" in proof["reason"]
+    assert proof["passed"] == ["token", "exchange"] and report.check("account").status == "fail"
+    assert services.openai.served == []

@@ -897,6 +897,12 @@ class ArmEmulator:
                 if scope is None or _key(ra["properties"]["scope"]) == _key(scope)
             ]
 
+    def deployments(self, account_id: str) -> list[dict]:
+        """The account's model deployments as ARM answers them (copies); [] for an unknown account."""
+        with self._lock:
+            account = self._accounts.get(_key(account_id))
+            return copy.deepcopy(list(account.deployments.values())) if account else []
+
     def role_definition(self, guid_or_id: str) -> dict | None:
         """A role definition (built-in or added) by GUID or full id, case-insensitive, as a tenant-level GET shows
         it (`/providers/Microsoft.Authorization/roleDefinitions/{guid}`, properties with `permissions`); None if

@@ -95,7 +95,6 @@ POST/PUT/DELETE) is served, it is refused. What the emulator keeps (`log`, `serv
 
 from __future__ import annotations
 
-import copy
 import datetime
 import hmac
 import ipaddress
@@ -462,7 +461,7 @@ class OpenAIEmulator:
     # ------------------------------------------------------------------ the operations
 
     def _serve(self, route: _Route, account: dict, api_version: str) -> Response:
-        deployments = sorted(_arm_deployments(self.arm, account["id"]), key=lambda d: d["name"].lower())
+        deployments = sorted(self.arm.deployments(account["id"]), key=lambda d: d["name"].lower())
         if route.operation.startswith("Models"):
             models: dict[str, dict] = {}
             for d in deployments:
@@ -517,11 +516,3 @@ class OpenAIEmulator:
             "id": deployment["name"], "model": model_id(model.get("name", ""), str(model.get("version", ""))),
             "owner": "organization-owner", "scale_settings": scale,
         }  # fmt: skip
-
-
-def _arm_deployments(arm: ArmEmulator, account_id: str) -> list[dict]:
-    """The account's deployments as the ARM emulator holds them (ARM JSON, copies). ArmEmulator has no public reader
-    for deployments, so this is the one place that reads its state directly (under its lock)."""
-    with arm._lock:
-        account = arm._accounts.get(_key(account_id))
-        return copy.deepcopy(list(account.deployments.values())) if account else []
