@@ -103,7 +103,8 @@ class AccessProbe:
             params={"api-version": OPENAI_API_VERSION},
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
         )
-        with PipelineClient(base, policies=policies, transport=transport) as client:
+        client: PipelineClient[Any, Any] = PipelineClient(base, policies=policies, transport=transport)
+        with client:
             try:
                 response = client.send_request(request, connection_timeout=connect, read_timeout=read)
             except (ServiceRequestError, ServiceResponseError):
