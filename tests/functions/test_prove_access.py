@@ -114,3 +114,24 @@ def test_no_token_is_logged_stored_queued_or_returned(host, services, kube, prov
     for where, items in (("logs", logs), ("responses, records, messages", seen)):
         leaks = [i for i in items if JWT.search(i)]
         assert not leaks, f"a JWT in {where}: {leaks[0][:200]}"
+
+
+def test_a_verified_binding_whose_account_goes_keys_only_is_found_by_the_sweep(
+    host, services, kube, proving, monkeypatch
+):
+    """Verified, then the account loses its custom subdomain (Entra tokens refused there): the next drift
+    sweep finds the binding (a suspect: just changed, and the account keys-only in the inventory) and runs it:
+    the run stops at the account step, so the binding is `failed` with the reason, no longer `verified`."""
+    monkeypatch.setenv("KEYLESS_ARM_READ_CACHE_SECONDS", "0")  # the account as ARM has it now, not 20 s ago
+    composition.reset()
+    ai_service(kube)
+    _, created, _ = host.http("onboardings_create", "POST", "/", REQUEST)
+    host.drain()
+    assert record(host, created["id"])["status"] == "verified"
+    services.arm.add_cognitive_account(ACCOUNT_ID, custom_subdomain=None)
+    served = len(services.openai.served)
+    host.timer()
+    host.drain()
+    got = record(host, created["id"])
+    assert got["status"] == "failed" and "no custom subdomain" in got["reason"], got["reason"]
+    assert len(services.openai.served) == served, "no read was attempted with a token against a keys-only account"
