@@ -1058,6 +1058,8 @@ class SchemaValidator:
             found += [f"{where}: missing required {r!r}" for r in schema.get("required", []) if r not in value]
             properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
             for key, item in value.items():
+                if item is None and key in properties and key not in schema.get("required", []):
+                    continue  # a Go pointer field without omitempty (TokenRequest's boundObjectRef): JSON null
                 if key in properties:
                     found += self.errors(item, properties[key], f"{where}.{key}")
                 elif isinstance(extra, dict):
@@ -1102,6 +1104,15 @@ def conformance_exchanges(kube: KubeEmulator, ca: TestCA) -> list[Exchange]:
     call("list namespaces", "GET", ns)
     call("apply serviceaccount", "PATCH", sa + "/app?fieldManager=keyless", sa_config(**{CLIENT_ID: "c"}), APPLY)
     call("get serviceaccount", "GET", sa + "/app")
+    token_request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"audiences": ["api://AzureADTokenExchange"], "expirationSeconds": 600},
+    }
+    call("create serviceaccount token", "POST", sa + "/app/token", token_request)
+    call("error token of a missing serviceaccount", "POST", sa + "/ghost/token", token_request)
+    short = {**token_request, "spec": {"audiences": ["api://AzureADTokenExchange"], "expirationSeconds": 60}}
+    call("error token shorter than 10 minutes", "POST", sa + "/app/token", short)
     call("list serviceaccounts", "GET", sa)
     call("merge patch serviceaccount", "PATCH", sa + "/app", {"metadata": {"labels": {"l": "v"}}}, MERGE)
     call("create configmap", "POST", cm, {"metadata": {"name": "cm"}, "data": {"k": "v"}})
@@ -1161,6 +1172,9 @@ CONFORMANCE_LABELS = [
     "list namespaces",
     "apply serviceaccount",
     "get serviceaccount",
+    "create serviceaccount token",
+    "error token of a missing serviceaccount",
+    "error token shorter than 10 minutes",
     "list serviceaccounts",
     "merge patch serviceaccount",
     "create configmap",
