@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 from typing import Any
 
 from shared.domain.observed import CredentialState
@@ -42,6 +43,14 @@ ASSERTION_TIME = {"AADSTS700024"}
 # The signature, the key id unknown to the issuer's JWKS, or the issuer's documents unreachable.
 ISSUER_KEYS = {"AADSTS700027", "AADSTS7000272", "AADSTS90061", "AADSTS50166"}
 NETWORK_MARKERS = ("virtual network", "firewall", "public access is disabled", "private endpoint")
+_TOKENISH = re.compile(r"eyJ[A-Za-z0-9_-]{5,}(\.[A-Za-z0-9_-]*){0,2}|[A-Za-z0-9+=_-]{40,}")
+
+
+def scrub(text: str) -> str:
+    """A service's words, with anything shaped like a token taken out (a JWT or a piece of one: its
+    header always starts `eyJ`; a long opaque run): what Entra or the data plane says goes into the
+    report, a token never does. Scrub first, then shorten (a cut token is still a secret)."""
+    return _TOKENISH.sub("[redacted]", text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +149,8 @@ def exchange_refused(refusal: EntraRefusal, claims: TokenClaims, credentials: li
         return _check("fail", "exchange", reason, evidence, fix)
     if refusal.status is None or refusal.status == 429 or refusal.status >= 500:
         return _check("pending", "exchange", "Entra did not answer; tried again later", evidence, retry=True)
-    reason = f"Entra refused the exchange ({refusal.code or refusal.status}): {refusal.description}".rstrip(": ")
+    said = scrub(refusal.description)
+    reason = f"Entra refused the exchange ({refusal.code or refusal.status}): {said}".rstrip(": ")
     return _check("fail", "exchange", reason, evidence, "see Entra's error code")
 
 
@@ -193,7 +203,7 @@ def data_plane_answered(
     evidence: dict[str, Any] = {
         "passed": ["token", "exchange"],
         "token": claims.evidence(),
-        "dataPlane": {"endpoint": endpoint, "status": answer.status, "code": answer.code or None},
+        "dataPlane": {"endpoint": endpoint, "status": answer.status, "code": scrub(answer.code)[:64] or None},
     }
     if 200 <= answer.status < 300:
         return Check(
@@ -201,7 +211,7 @@ def data_plane_answered(
         )
     message = answer.message.lower()
     if answer.status == 403 and any(m in message for m in NETWORK_MARKERS):
-        reason = f"the account's network rules refuse the request ({answer.message[:160]})"
+        reason = f"the account's network rules refuse the request ({scrub(answer.message)[:160]})"
         fix = (
             "allow the cluster's network (a private endpoint, or its egress in the account's firewall); "
             "Keyless probes from its own network"
@@ -215,11 +225,11 @@ def data_plane_answered(
         reason = "the identity's role assignment is not effective yet (it propagates in up to 10 minutes)"
         return _check("pending", "data-plane", reason, evidence, retry=True)
     if answer.status == 401:
-        reason = f"the OpenAI endpoint refused Entra's token ({answer.code or 401})"
+        reason = f"the OpenAI endpoint refused Entra's token ({scrub(answer.code)[:64] or 401})"
         fix = "use the account's custom-subdomain endpoint in the identity's tenant"
         return _check("fail", "data-plane", reason, evidence, fix)
     if answer.status == 429 or answer.status >= 500:
         return _check("pending", "data-plane", f"the OpenAI endpoint answered {answer.status}", evidence, retry=True)
-    said = answer.message[:120] or answer.code
+    said = scrub(answer.message or answer.code)[:120]
     reason = f"the OpenAI endpoint answered {answer.status}" + (f": {said}" if said else "")
     return _check("fail", "data-plane", reason, evidence, f"check the account's endpoint {endpoint}")

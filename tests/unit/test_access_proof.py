@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.domain import access_proof, kubectl
 from shared.domain.access_proof import DataPlaneAnswer, EntraRefusal, TokenClaims
@@ -143,3 +147,33 @@ def test_kubectl_create_token_is_quoted_and_its_token_found_alone():
     assert "error" not in str(err.value).split("printed")[0]
     with pytest.raises(ValueError, match="printed 2 tokens"):
         kubectl.parse_token("a.b.c\nd.e.f")
+
+
+JWT_SHAPED = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YTpiIn0.c2lnbmF0dXJlLWJ5dGVz"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    code=st.sampled_from(["", "AADSTS70021", "AADSTS700016", "AADSTS700024", "AADSTS700027", "AADSTS90002"]),
+    status=st.one_of(st.none(), st.integers(100, 599)),
+    words=st.text(max_size=300),
+    data_status=st.integers(100, 599),
+    data_code=st.text(max_size=80),
+    grants=st.sampled_from([True, False, None]),
+)
+def test_whatever_the_services_say_the_check_is_a_verdict_and_never_carries_a_token(
+    code, status, words, data_status, data_code, grants
+):
+    """Fuzz: any Entra refusal and any data-plane answer, their texts salted with a token, give pass, pending
+    or fail with a stage, and the token is nowhere in the check."""
+    said = f"{words} {JWT_SHAPED} {words}"
+    checks = [
+        access_proof.exchange_refused(EntraRefusal(code, status, said), CLAIMS, [MATCHING]),
+        access_proof.data_plane_answered(
+            DataPlaneAnswer(data_status, data_code + JWT_SHAPED, said), CLAIMS, "https://oai.openai.azure.com/", grants
+        ),
+    ]
+    for check in checks:
+        assert check.status in ("pass", "pending", "fail") and check.evidence["stage"] in ("exchange", "data-plane")
+        text = json.dumps(check.as_dict())
+        assert JWT_SHAPED not in text and "eyJhbGciOiJSUzI1NiJ9.eyJ" not in text
