@@ -202,16 +202,28 @@ def test_off_by_default(services, kube, settings, make_engine, binding):
     assert kube.issued_tokens == [] and services.entra.issued == []
 
 
-def test_a_private_cluster_gives_its_token_through_run_command(services, kube, engine, binding, ca):
+def test_a_private_cluster_gives_its_token_through_run_command(services, kube, engine, binding, ca, caplog):
     """The API server cannot be reached: the token comes from `kubectl create token` in the cluster, through
-    the AKS run-command API; Entra and the data plane are reached as for any cluster."""
+    the AKS run-command API (its logs carry the token); Entra and the data plane are reached as for any
+    cluster. The token is in no log line and not in the report."""
+    import logging
+    import re
+
     from tests.e2e.test_private_clusters import make_private
 
     make_private(services.arm, kube, ca)
     b = onboard(engine, kube, binding)
     before = len(services.arm.run_commands)
-    proof = access(engine.verify(b))
+    caplog.set_level(logging.DEBUG)
+    for name in ("azure", "urllib3", "keyless"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    report = engine.verify(b)
+    proof = access(report)
     assert proof["status"] == "pass", proof
+    jwt = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.")
+    logs = [r.getMessage() for r in caplog.records]
+    assert any("runCommand" in line or "commandResults" in line for line in logs), "the check would be blind"
+    assert not [line for line in logs if jwt.search(line)] and not jwt.search(json.dumps(report.as_dict()))
     token_commands = [c["command"] for c in services.arm.run_commands[before:] if "create token" in c["command"]]
     assert token_commands == [
         f"kubectl create token {SERVICE_ACCOUNT} -n {NAMESPACE} --audience api://AzureADTokenExchange --duration 600s"
