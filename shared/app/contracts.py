@@ -270,7 +270,11 @@ class Plan(Wire):
 class Check(Wire):
     """One verification check, with its evidence (names and ids only)."""
 
-    name: str
+    name: str = Field(
+        description="identity, service-account, federated-credential, role-assignment, account, pod/<name>, pods; "
+        "access with KEYLESS_PROVE_ACCESS (evidence: stage, passed stages, the token's issuer/subject/audiences/"
+        "expiry, Entra's error code, the data plane's status and code, fix)"
+    )
     status: CheckStatus
     reason: Omittable[str] = None
     evidence: Omittable[FreeForm] = None
