@@ -28,7 +28,6 @@ from shared.domain.verification import VerificationReport
 log = logging.getLogger("keyless.assurance")
 
 
-
 def verify_after(engine: Any, binding: Binding, result: ReconcileResult) -> VerificationReport | None:
     """The worker's verification of a run that ended `ready` (None otherwise). A verification that
     breaks unexpectedly is logged, never allowed to fail the run it follows."""
