@@ -367,6 +367,11 @@ VERIFICATION_RECHECK_SECONDS = 30.0
 VERIFICATION_MAX_RECHECKS = 6
 VERIFICATION_MAX_RECHECK_SECONDS = 600.0
 
+ACCESS_PROOF_REUSE_SECONDS = 60.0
+"""A live verification (the API) reuses the same instance's proof of access younger than this: a caller
+asking again and again cannot make Keyless mint a token and ask Entra for the workload's identity each
+time (Entra throttles per client: the workload's own sign-ins would suffer). The worker always proves anew."""
+
 NOT_YET_PATIENT_RUNS = 2
 """Consecutive not-yet runs that wait just the step's own delay before the delays start to grow:
 what passes by itself (a principal replicating, for tens of seconds) is not slowed down, what is

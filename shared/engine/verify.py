@@ -8,10 +8,14 @@ verified then means a token of the service account opened the account.
 
 from __future__ import annotations
 
+import collections
+import copy
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from shared.domain import planner, verification
+from shared.domain import planner, retry_policy, verification
 from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError, TemporaryError
 from shared.domain.observed import AccountState, IdentityState
@@ -21,12 +25,15 @@ from shared.engine.cluster_access import ClusterConnection
 from shared.engine.world import World
 
 Read = Callable[[str, Callable[[], Any]], Any]
+PROOFS_KEPT = 10_000  # the last proofs kept for reuse, per instance (a few hundred bytes each)
 
 
 class Verifier:
     def __init__(self, world: World, opted_in: Callable[[AccountState], bool]) -> None:
         self.w = world
         self._opted_in = opted_in
+        self._proofs: collections.OrderedDict[str, tuple[float, verification.Check]] = collections.OrderedDict()
+        self._proofs_lock = threading.Lock()
 
     def verify(self, b: Binding, after: ReconcileResult | None = None) -> verification.VerificationReport:
         """`after`: a run that just ended `ready`. Its observations stand for the Azure side (it read
@@ -53,7 +60,7 @@ class Verifier:
         if account is not None:
             checks.append(verification.check_account(account))
         if self.w.settings.prove_access and identity is not None and account is not None:
-            checks.append(prove_access(self.w, b, identity, account, connection))
+            checks.append(self._proof(b, identity, account, connection, reuse=after is None))
         pods = read("pods", lambda: connection.call(lambda kube: kube.list_pods(b.cluster, b.namespace)))
         deployments = read(
             "pods",
@@ -72,6 +79,29 @@ class Verifier:
                 "wouldBreak": verification.keyed_workloads(pods, self.w.key_rules),
             }
         return report
+
+    def _proof(
+        self, b: Binding, identity: IdentityState, account: AccountState, connection: ClusterConnection, reuse: bool
+    ) -> verification.Check:
+        """The access check. The API's (`reuse`): this instance's last API proof for the binding while it is
+        younger than ACCESS_PROOF_REUSE_SECONDS, else a new one, kept. The worker's: always a new one
+        (its re-checks are spaced already), not kept: the API never shows a worker's stale `pending`."""
+        if not reuse:
+            return prove_access(self.w, b, identity, account, connection)
+        now = time.monotonic()
+        with self._proofs_lock:
+            last = self._proofs.get(b.key)
+        if last is not None and now - last[0] < retry_policy.ACCESS_PROOF_REUSE_SECONDS:
+            check = copy.deepcopy(last[1])
+            check.evidence["reusedSeconds"] = round(now - last[0])
+            return check
+        check = prove_access(self.w, b, identity, account, connection)
+        with self._proofs_lock:
+            self._proofs[b.key] = (now, check)
+            self._proofs.move_to_end(b.key)
+            while len(self._proofs) > PROOFS_KEPT:
+                self._proofs.popitem(last=False)
+        return check
 
     def _azure_side(
         self, b: Binding, read: Read, connection: ClusterConnection, checks: list[verification.Check]

@@ -85,24 +85,35 @@ def test_the_workloads_own_token_opens_the_account(services, kube, engine, bindi
     assert "eyJ" not in text, "no token in the report"
 
 
-def test_verified_only_once_the_role_is_effective(services, kube, engine, binding):
+def test_verified_only_once_the_role_is_effective(services, kube, engine, settings, make_engine, binding):
     services.openai.role_propagation_seconds = 300
     b = onboard(engine, kube, binding)
     proof = access(engine.verify(b))
     assert proof["status"] == "pending" and proof["stage"] == "data-plane" and "not effective yet" in proof["reason"]
     assert proof["passed"] == ["token", "exchange"] and proof["dataPlane"]["status"] == 401
     services.arm.clock.advance(301)
-    assert access(engine.verify(b))["status"] == "pass"
+    assert access(make_engine(settings).verify(b))["status"] == "pass"  # another instance: no proof to reuse
 
 
-def test_a_credential_entra_has_not_seen_yet_is_pending(services, kube, engine, binding):
+def test_asking_again_within_a_minute_reuses_the_proof(services, kube, engine, binding):
+    """A caller polling the verification endpoint does not make Keyless mint a token and ask Entra for the
+    workload's identity each time (Entra throttles per client: the workload's own sign-ins would suffer)."""
+    b = onboard(engine, kube, binding)
+    first = access(engine.verify(b))
+    again = [access(engine.verify(b)) for _ in range(5)]
+    assert first["status"] == "pass" and "reusedSeconds" not in first
+    assert all(p["status"] == "pass" and p["reusedSeconds"] < 60 for p in again)
+    assert len(kube.issued_tokens) == 1 and len(services.entra.issued) == 1 and len(services.openai.served) == 1
+
+
+def test_a_credential_entra_has_not_seen_yet_is_pending(services, kube, engine, settings, make_engine, binding):
     services.entra.credential_propagation_seconds = 120
     b = onboard(engine, kube, binding)
     proof = access(engine.verify(b))
     assert proof["status"] == "pending" and proof["stage"] == "exchange"
     assert proof["entra"]["error"] in ("AADSTS700211", "AADSTS700213", "AADSTS70021")
     services.arm.clock.advance(121)
-    assert access(engine.verify(b))["status"] == "pass"
+    assert access(make_engine(settings).verify(b))["status"] == "pass"
 
 
 @pytest.mark.parametrize(
