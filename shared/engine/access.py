@@ -2,7 +2,8 @@
 
 The stages run in order and stop at the first that does not pass; shared.domain.access_proof says
 what each answer means. Extra reads happen only to explain a refusal: the identity's federated
-credentials when Entra matched none, the role's definition when the data plane answered 403.
+credentials when Entra matched none; the roles it holds at the account or above, and their
+definitions, when the data plane answered PermissionDenied.
 """
 
 from __future__ import annotations
