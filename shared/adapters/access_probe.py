@@ -85,7 +85,12 @@ class AccessProbe:
         """One GET of the account's models with the identity's token; its status and error code."""
         from azure.core import PipelineClient
         from azure.core.exceptions import ServiceRequestError, ServiceResponseError
-        from azure.core.pipeline.policies import CustomHookPolicy, RetryPolicy, UserAgentPolicy
+        from azure.core.pipeline.policies import (
+            CustomHookPolicy,
+            DistributedTracingPolicy,
+            RetryPolicy,
+            UserAgentPolicy,
+        )
         from azure.core.pipeline.transport import RequestsTransport
         from azure.core.rest import HttpRequest
 
@@ -93,8 +98,9 @@ class AccessProbe:
         transport = RequestsTransport(connection_verify=self._settings.ca_bundle or True)
         policies = [
             UserAgentPolicy("keyless"),
-            RetryPolicy(retry_total=0),
+            RetryPolicy(**retry_policy.ACCESS_PROOF.retry.kwargs()),
             CustomHookPolicy(**counting_hooks("openai")),
+            DistributedTracingPolicy(),  # a client span in the verification's trace, as azure-core's clients have
         ]
         base = endpoint if endpoint.endswith("/") else endpoint + "/"
         request = HttpRequest(
