@@ -41,12 +41,17 @@ Attributes = Mapping[str, str | bool | int | float | None]
 METRICS: dict[str, tuple[str, str, str]] = {
     "keyless.bindings": ("gauge", "{binding}", "Live bindings by status, as the last drift sweep counted them"),
     "keyless.runs": ("counter", "{run}", "Worker runs of a binding by outcome, and the reason a run stopped"),
-    "keyless.requests": ("counter", "{request}", "HTTP attempts by client (arm, kube, table, queue, eventgrid)"),
+    "keyless.requests": (
+        "counter",
+        "{request}",
+        "HTTP attempts by client (arm, kube, table, queue, eventgrid, openai)",
+    ),
     "keyless.requests.throttled": ("counter", "{request}", "429 answers by client"),
     "keyless.pacing.wait": ("counter", "s", "Seconds ARM requests waited for their slot under Azure's limits"),
     "keyless.queue.age": ("histogram", "s", "Age of a work-queue message when the worker took it"),
     "keyless.sweep.duration": ("histogram", "s", "Drift sweep, from its (re)start to its last shard"),
     "keyless.sweep.suspects": ("counter", "{binding}", "Bindings a drift sweep found may have drifted"),
+    "keyless.access.proofs": ("counter", "{proof}", "Proofs of access (KEYLESS_PROVE_ACCESS) by status and stage"),
 }
 
 _MAX_TEXT = 256  # an attribute value's length at most (ids fit; nothing long is meant to be here)

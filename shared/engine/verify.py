@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from shared.adapters import telemetry
 from shared.domain import planner, retry_policy, verification
 from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError, TemporaryError
@@ -87,7 +88,7 @@ class Verifier:
         younger than ACCESS_PROOF_REUSE_SECONDS, else a new one, kept. The worker's: always a new one
         (its re-checks are spaced already), not kept: the API never shows a worker's stale `pending`."""
         if not reuse:
-            return prove_access(self.w, b, identity, account, connection)
+            return self._prove(b, identity, account, connection)
         now = time.monotonic()
         with self._proofs_lock:
             last = self._proofs.get(b.key)
@@ -95,12 +96,19 @@ class Verifier:
             check = copy.deepcopy(last[1])
             check.evidence["reusedSeconds"] = round(now - last[0])
             return check
-        check = prove_access(self.w, b, identity, account, connection)
+        check = self._prove(b, identity, account, connection)
         with self._proofs_lock:
             self._proofs[b.key] = (now, check)
             self._proofs.move_to_end(b.key)
             while len(self._proofs) > PROOFS_KEPT:
                 self._proofs.popitem(last=False)
+        return check
+
+    def _prove(
+        self, b: Binding, identity: IdentityState, account: AccountState, connection: ClusterConnection
+    ) -> verification.Check:
+        check = prove_access(self.w, b, identity, account, connection)
+        telemetry.measure("keyless.access.proofs", status=check.status, stage=str(check.evidence.get("stage", "")))
         return check
 
     def _azure_side(

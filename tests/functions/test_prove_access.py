@@ -135,3 +135,28 @@ def test_a_verified_binding_whose_account_goes_keys_only_is_found_by_the_sweep(
     got = record(host, created["id"])
     assert got["status"] == "failed" and "no custom subdomain" in got["reason"], got["reason"]
     assert len(services.openai.served) == served, "no read was attempted with a token against a keys-only account"
+
+
+def test_proofs_are_measured_by_status_and_stage(host, services, kube, proving):
+    """keyless.access.proofs: one per proof made (the worker's, the API's first), none for a reused one."""
+    from shared.adapters import telemetry
+    from tests.functions.test_telemetry import Otel, value
+
+    otel = Otel.get()
+    telemetry.use(otel.tracer_provider, otel.meter_provider)
+    otel.points()  # forget what earlier tests measured
+    try:
+        services.openai.role_propagation_seconds = 300
+        ai_service(kube)
+        _, created, _ = host.http("onboardings_create", "POST", "/", REQUEST)
+        host.drain()
+        points = otel.points()
+        assert value(points, "keyless.access.proofs", status="pending", stage="data-plane") >= 1
+        services.arm.clock.advance(301)
+        for _ in range(3):  # the first proves, the next two reuse it
+            host.http("onboardings_verification", "GET", "/", route_params={"id": created["id"]})
+        points = otel.points()
+        assert value(points, "keyless.access.proofs", status="pass", stage="data-plane") == 1
+        assert value(points, "keyless.requests", client="openai") == 1
+    finally:
+        telemetry.reset()
