@@ -57,8 +57,8 @@ class AccessProbe:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def exchange(self, tenant_id: str, client_id: str, assertion: str) -> str | EntraRefusal:
-        """Entra's access token for the OpenAI scope, as the identity; or Entra's refusal."""
+    def exchange(self, tenant_id: str, client_id: str, assertion: str, scope: str = OPENAI_SCOPE) -> str | EntraRefusal:
+        """Entra's access token for `scope` (the data plane's), as the identity; or Entra's refusal."""
         from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
         from azure.identity import ClientAssertionCredential
 
@@ -73,7 +73,7 @@ class AccessProbe:
             options["connection_verify"] = self._settings.ca_bundle
         credential = ClientAssertionCredential(tenant_id, client_id, lambda: assertion, **options)
         try:
-            return credential.get_token(OPENAI_SCOPE).token
+            return credential.get_token(scope).token
         except ClientAuthenticationError as exc:
             return _refusal(exc)
         except (ServiceRequestError, ServiceResponseError):

@@ -30,6 +30,22 @@ CHECK = "access"
 TOKEN_SECONDS = 600
 """The token's lifetime: the shortest the TokenRequest API grants (expirationSeconds >= 600)."""
 OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
+_SOVEREIGN_SCOPES = {  # the account endpoint's suffix -> the cloud's Cognitive Services audience
+    ".azure.us": "https://cognitiveservices.azure.us/.default",
+    ".azure.cn": "https://cognitiveservices.azure.cn/.default",
+}
+
+
+def openai_scope(endpoint: str | None) -> str:
+    """The scope of the token the data plane takes: the public cloud's, or a sovereign cloud's as the
+    account's endpoint says (`*.openai.azure.us`, `*.openai.azure.cn`)."""
+    host = (endpoint or "").split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    for suffix, scope in _SOVEREIGN_SCOPES.items():
+        if host.endswith(suffix):
+            return scope
+    return OPENAI_SCOPE
+
+
 DATA_ACTION = "Microsoft.CognitiveServices/accounts/OpenAI/models/read"
 """What the data-plane read needs (listing the account's models); Cognitive Services OpenAI User
 grants it through `Microsoft.CognitiveServices/accounts/OpenAI/*/read`."""

@@ -40,7 +40,9 @@ def prove_access(
         return access_proof.token_refused(str(exc), temporary=False)
 
     # 2. Entra's exchange, as azure-identity does it in the pod
-    exchanged = w.probe.exchange(identity.tenant_id, identity.client_id, token)
+    exchanged = w.probe.exchange(
+        identity.tenant_id, identity.client_id, token, access_proof.openai_scope(account.endpoint)
+    )
     del token
     if isinstance(exchanged, EntraRefusal):
         sub, rg = w.identity_location(b)

@@ -177,3 +177,17 @@ def test_whatever_the_services_say_the_check_is_a_verdict_and_never_carries_a_to
         assert check.status in ("pass", "pending", "fail") and check.evidence["stage"] in ("exchange", "data-plane")
         text = json.dumps(check.as_dict())
         assert JWT_SHAPED not in text and "eyJhbGciOiJSUzI1NiJ9.eyJ" not in text
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "scope"),
+    [
+        ("https://oai-team.openai.azure.com/", "https://cognitiveservices.azure.com/.default"),
+        ("https://oai-team.openai.azure.us/", "https://cognitiveservices.azure.us/.default"),
+        ("https://oai-team.openai.azure.cn/", "https://cognitiveservices.azure.cn/.default"),
+        ("https://127.0.0.1:8443/oai-team/", "https://cognitiveservices.azure.com/.default"),
+        (None, "https://cognitiveservices.azure.com/.default"),
+    ],
+)
+def test_the_token_is_asked_for_the_accounts_cloud(endpoint, scope):
+    assert access_proof.openai_scope(endpoint) == scope
