@@ -107,8 +107,12 @@ class Verifier:
     def _prove(
         self, b: Binding, identity: IdentityState, account: AccountState, connection: ClusterConnection
     ) -> verification.Check:
-        check = prove_access(self.w, b, identity, account, connection)
-        telemetry.measure("keyless.access.proofs", status=check.status, stage=str(check.evidence.get("stage", "")))
+        with telemetry.span("keyless.access", {"keyless.onboarding.id": b.key}) as span:
+            check = prove_access(self.w, b, identity, account, connection)
+            stage = str(check.evidence.get("stage", ""))
+            span.set("keyless.access.status", check.status)
+            span.set("keyless.access.stage", stage)
+        telemetry.measure("keyless.access.proofs", status=check.status, stage=stage)
         return check
 
     def _azure_side(

@@ -145,6 +145,7 @@ def test_proofs_are_measured_by_status_and_stage(host, services, kube, proving):
     otel = Otel.get()
     telemetry.use(otel.tracer_provider, otel.meter_provider)
     otel.points()  # forget what earlier tests measured
+    otel.exporter.clear()
     try:
         services.openai.role_propagation_seconds = 300
         ai_service(kube)
@@ -158,5 +159,10 @@ def test_proofs_are_measured_by_status_and_stage(host, services, kube, proving):
         points = otel.points()
         assert value(points, "keyless.access.proofs", status="pass", stage="data-plane") == 1
         assert value(points, "keyless.requests", client="openai") == 1
+        proofs = [s for s in otel.spans() if s.name == "keyless.access"]
+        assert [s.attributes["keyless.access.status"] for s in proofs][-1] == "pass"
+        beneath = [s for s in otel.spans() if s.parent and s.parent.span_id == proofs[-1].context.span_id]
+        (read,) = [s for s in beneath if "openai/models" in str(s.attributes.get("url.full", ""))]
+        assert read.attributes["http.response.status_code"] == 200
     finally:
         telemetry.reset()
