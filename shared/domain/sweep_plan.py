@@ -171,7 +171,15 @@ def _age_seconds(stamp: str | None, now: dt.datetime) -> float:
 
 def status_suspicion(record: BindingRecord, now: dt.datetime, overdue_seconds: float) -> str | None:
     """A binding not settled: `failed` ones run again each sweep (as before); in-flight ones only
-    when their next run is overdue (its message was lost), so a sweep does not double a retry."""
+    when their next run is overdue (its message was lost), so a sweep does not double a retry. A
+    `ready` one whose proof of access did not pass (its re-checks ran out: a role that took longer to
+    propagate, a network rule fixed since) is checked again once it is `overdue_seconds` old; other
+    open checks (no running pod yet) are the workload's business, not a reason to run again."""
+    if record.status == "ready":
+        open_checks = {c.get("name"): c.get("status") for c in (record.verification or {}).get("open") or []}
+        if "access" in open_checks and _age_seconds(record.updated_at, now) >= overdue_seconds:
+            return f"ready but access is {open_checks['access']}: checked again"
+        return None
     if record.status in SETTLED:
         return None
     if record.status in IN_FLIGHT:

@@ -81,6 +81,17 @@ class TestStatus:
         waiting = record(status="not-ready", next_attempt_at="2026-12-03T12:05:00Z")
         assert sweep_plan.status_suspicion(waiting, NOW, 3600) is None
 
+    def test_a_ready_record_whose_access_was_not_proven_is_checked_again_once_old(self):
+        unproven = record(verification={"status": "pending", "open": [{"name": "access", "status": "pending"}]})
+        assert "access is pending" in sweep_plan.status_suspicion(unproven, NOW, 3600)
+        failed = record(verification={"status": "fail", "open": [{"name": "access", "status": "fail"}]})
+        assert "access is fail" in sweep_plan.status_suspicion(failed, NOW, 3600)
+        recent = dataclasses.replace(unproven, updated_at="2026-12-03T11:30:00.000Z")
+        assert sweep_plan.status_suspicion(recent, NOW, 3600) is None, "its own re-checks may still be running"
+        assert sweep_plan.status_suspicion(record(verification={"status": "pass", "open": []}), NOW, 3600) is None
+        no_pods = record(verification={"status": "pending", "open": [{"name": "pods", "status": "pending"}]})
+        assert sweep_plan.status_suspicion(no_pods, NOW, 3600) is None, "no running pod: not a reason to run"
+
     def test_failed_and_long_overdue_records_are_suspects(self):
         assert sweep_plan.status_suspicion(record(status="failed"), NOW, 3600) == "status is failed"
         lost = record(status="not-ready", next_attempt_at="2026-12-03T10:30:00Z")
