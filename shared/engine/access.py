@@ -43,7 +43,6 @@ def prove_access(
     exchanged = w.probe.exchange(
         identity.tenant_id, identity.client_id, token, access_proof.openai_scope(account.endpoint)
     )
-    del token
     if isinstance(exchanged, EntraRefusal):
         sub, rg = w.identity_location(b)
         try:

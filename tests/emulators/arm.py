@@ -493,15 +493,7 @@ class ArmEmulator:
             for c in self._clusters.values():
                 if c.unreachable is not None:
                     c.unreachable.close()
-        stopping = threading.Thread(target=server.stop, daemon=True)
-        stopping.start()
-        # serve_forever() only notices the shutdown between 0.5 s selects: a bare connect wakes it at once.
-        while stopping.is_alive():
-            try:
-                socket.create_connection(("127.0.0.1", server.port), timeout=0.2).close()
-            except OSError:
-                pass
-            stopping.join(0.01)
+        server.stop()
 
     def reset(self) -> None:
         """Forget all resources, faults and knob settings; the server keeps running, the log is cleared."""

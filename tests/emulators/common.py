@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import socket
 import ssl
 import tempfile
 import threading
@@ -144,7 +145,16 @@ class HttpsServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Shut down at once: serve_forever() notices a shutdown only between selects, and a select with
+        a connection being served waits on it; a bare connect wakes it."""
+        stopping = threading.Thread(target=self._server.shutdown, daemon=True)
+        stopping.start()
+        while stopping.is_alive():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            except OSError:
+                pass
+            stopping.join(0.01)
         self._server.server_close()
         self._thread.join(timeout=10)
 

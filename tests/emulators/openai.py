@@ -99,7 +99,6 @@ import datetime
 import hmac
 import ipaddress
 import re
-import socket
 import threading
 import urllib.parse
 import uuid
@@ -275,14 +274,7 @@ class OpenAIEmulator:
         if not self._server:
             return
         server, self._server = self._server, None
-        stopping = threading.Thread(target=server.stop, daemon=True)
-        stopping.start()
-        while stopping.is_alive():  # serve_forever() notices a shutdown between selects: a bare connect wakes it
-            try:
-                socket.create_connection(("127.0.0.1", server.port), timeout=0.2).close()
-            except OSError:
-                pass
-            stopping.join(0.01)
+        server.stop()
 
     def reset(self) -> None:
         """Forget keys, served requests and knob settings; the server keeps running, the log is cleared."""
