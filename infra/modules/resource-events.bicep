@@ -114,4 +114,42 @@ resource roleAssignments 'Microsoft.EventGrid/systemTopics/eventSubscriptions@20
   }
 }
 
+// Tag changes made through the Tags API (`az tag update|delete --resource-id`, the undo of the README's consent
+// command) on clusters and OpenAI accounts: the resource's own write event does not fire for them. The event's
+// subject is `<resource>/providers/Microsoft.Resources/tags/default`; the app re-reads the resource.
+resource tagChanges 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = if (subscribe) {
+  parent: topic
+  name: 'keyless-tags'
+  dependsOn: [createdTopic, roleAssignments]
+  properties: {
+    destination: delivery
+    eventDeliverySchema: 'EventGridSchema'
+    retryPolicy: retryPolicy
+    filter: {
+      includedEventTypes: [
+        writeSuccess
+        deleteSuccess
+      ]
+      advancedFilters: [
+        {
+          operatorType: 'StringIn'
+          key: 'data.operationName'
+          values: [
+            'Microsoft.Resources/tags/write'
+            'Microsoft.Resources/tags/delete'
+          ]
+        }
+        {
+          operatorType: 'StringContains'
+          key: 'subject'
+          values: [
+            '/providers/Microsoft.ContainerService/managedClusters/'
+            '/providers/Microsoft.CognitiveServices/accounts/'
+          ]
+        }
+      ]
+    }
+  }
+}
+
 output topicId string = topic.id

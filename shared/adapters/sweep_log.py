@@ -6,6 +6,7 @@ resume (the next timer tick re-queues the shards not done) and keeps two sweeps 
 (the run row is written ETag-conditionally: of two instances starting a sweep, one wins).
 
     PartitionKey "sweep",        RowKey "current"           the run now (or the last one)
+    PartitionKey "sweep",        RowKey "settings"          the authorisation settings' fingerprint
     PartitionKey "sweep-<run>",  RowKey <hash of cluster>    one shard: its suspects, its result
 
 Shard rows hold JSON text; a long one is split over several properties (a Table property holds at
@@ -30,6 +31,7 @@ from shared.domain.sweep_plan import Shard, SweepRun
 
 RUNS = "sweep"
 CURRENT = "current"
+SETTINGS = "settings"  # the authorisation settings' fingerprint the last instance started with
 _CHUNK = 30_000  # characters per property (UTF-16: 60 KB of the 64 KiB a property may hold)
 _BATCH = 100  # entities per transaction (Table storage's limit)
 
@@ -135,6 +137,38 @@ class SweepLog:
                 raise LedgerConflict("sweep") from exc
             raise
         run.etag = meta.get("etag")
+
+    def settings_changed(self, fingerprint: str) -> bool:
+        """Record the authorisation settings' fingerprint an instance starts with. True when it differs from
+        the one recorded and this call replaced it (of two instances starting with the same new settings,
+        one gets True). The first fingerprint ever recorded is no change: there is nothing to compare with."""
+        from azure.data.tables import UpdateMode
+
+        self._ensure()
+        try:
+            recorded = self._table.get_entity(RUNS, SETTINGS)
+        except ResourceNotFoundError:
+            recorded = None
+        if recorded is not None and recorded.get("fingerprint") == fingerprint:
+            return False
+        entity = {"PartitionKey": RUNS, "RowKey": SETTINGS, "fingerprint": fingerprint}
+        try:
+            if recorded is None:
+                self._table.create_entity(entity)
+                return False
+            self._table.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=recorded.metadata.get("etag"),
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False  # another instance recorded it first
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                return False
+            raise
+        return True
 
     # --- shards -----------------------------------------------------------------------------
 

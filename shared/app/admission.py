@@ -63,10 +63,7 @@ def _still_tagged(app: Keyless, record: BindingRecord, binding: Binding) -> bool
         raise
     except KeylessError:
         return True
-    tag_rules = cluster_tags.read_tags(cluster, binding.cluster, app.settings.system_namespaces)
-    if (binding.namespace, binding.service_account) not in tag_rules.workloads:
-        return False
-    return tag_rules.account is None or tag_rules.account.key == binding.account.key
+    return cluster_tags.still_asks(cluster, binding, app.settings.system_namespaces)
 
 
 def _count(app: Keyless, record: BindingRecord, grant: access.Grant) -> None:

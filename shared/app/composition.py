@@ -23,7 +23,10 @@ def service() -> Keyless:
     global _service
     with _lock:
         if _service is None:
+            from shared.app import sweep
+
             _service = _build(Settings.from_env())
+            sweep.on_instance_start(_service)  # changed authorisation settings: sweep now
         return _service
 
 

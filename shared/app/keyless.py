@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from shared.app import deletions, event_intake, self_service, sweep, tag_bindings, worker
@@ -101,8 +102,8 @@ class Keyless:
     def sync_account(self, account_id: ResourceId, deleted: bool = False) -> list[str]:
         return tag_bindings.sync_account(self, account_id, deleted)
 
-    def start_sweep(self, now: float | None = None) -> sweep.SweepStart:
-        return sweep.start(self, now)
+    def start_sweep(self, now: float | None = None, supersede: bool = False) -> sweep.SweepStart:
+        return sweep.start(self, now, supersede)
 
     def run_sweep_shard(self, run_id: str, cluster: str) -> dict[str, object]:
         return sweep.run_shard(self, run_id, cluster)
@@ -110,8 +111,8 @@ class Keyless:
     # --- what the use cases share ---------------------------------------------------------
 
     def grant_for(self, binding: Binding, requester: access.Requester) -> access.Grant:
-        """shared.domain.access.authorise with this deployment's policy and settings; for cluster tags the
-        account's current tags (its consent) are read. Refused naming what is missing."""
+        """The one door for a binding about to run: for cluster tags the account's current tags (its
+        consent) are read from ARM first. Refused naming what is missing."""
         account_tags = None
         if isinstance(requester, access.ClusterTags):
             try:
@@ -121,6 +122,13 @@ class Keyless:
             except KeylessError as exc:
                 log.warning("binding %s: cannot read account %s for its consent: %s", binding.key,
                             binding.account.name, exc.reason)  # fmt: skip
+        return self.door(binding, requester, account_tags)
+
+    def door(
+        self, binding: Binding, requester: access.Requester, account_tags: Mapping[str, str] | None
+    ) -> access.Grant:
+        """shared.domain.access.authorise with this deployment's policy and settings, and the account's tags
+        as the caller read them (the worker from ARM, the sweep from its inventory). Pure: no I/O."""
         s = self.settings
         policy = self.policy or AccessPolicy.parse(None, s.system_namespaces, s.default_role)
         return access.authorise(

@@ -5,6 +5,7 @@
     {"kind": "account", "id": "<account id>", "change": "write"|"delete"}   re-read the account
     {"kind": "sweep", "sweep": "<run id>", "cluster": "<cluster id>"}        one shard of a drift sweep
     {"kind": "identity"|"role-assignment", "id": "<id>", "change": "delete"}  run the bindings that used it
+    {"kind": "sweep-start", "reason": "<why>"}                               a sweep now, in place of a running one
 
 A binding message may carry the versions of the cluster/account state it was made from
 (`clusterVersion`, `accountVersion`), so that an instance whose read cache is older reads again.
@@ -55,11 +56,13 @@ def parse_message(body: str) -> dict[str, str]:
         data = json.loads(body)
     except ValueError:
         raise BadMessage("message body is not JSON") from None
-    kinds = ("binding", "cluster", "account", "sweep", "identity", "role-assignment")
+    kinds = ("binding", "cluster", "account", "sweep", "sweep-start", "identity", "role-assignment")
     if not isinstance(data, dict) or data.get("kind") not in kinds:
-        raise BadMessage("message kind must be binding, cluster, account, sweep, identity or role-assignment")
+        raise BadMessage(f"message kind must be one of {', '.join(kinds)}")
     if not isinstance(data.get(TRACEPARENT), str) or not telemetry.TRACEPARENT.fullmatch(data[TRACEPARENT]):
         data.pop(TRACEPARENT, None)  # kept when well-formed (re-queued work stays in its trace)
+    if data["kind"] == "sweep-start":
+        return {"kind": "sweep-start", "reason": str(data.get("reason") or "")[:200]}
     if data["kind"] == "sweep":
         for field in ("sweep", "cluster"):
             if not isinstance(data.get(field), str) or not data[field]:

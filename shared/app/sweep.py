@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from shared.app import observability
 from shared.app.messages import message
 from shared.app.ports import LedgerConflict
-from shared.domain import sweep_plan
+from shared.domain import access, sweep_plan
 from shared.domain.errors import KeylessError, Throttled
+from shared.domain.policy import AccessPolicy
 from shared.domain.records import BindingRecord
 from shared.domain.sweep_plan import Shard, SweepRun
 
@@ -49,12 +50,14 @@ class SweepStart:
     purged: int = 0
 
 
-def start(app: Keyless, now: float | None = None) -> SweepStart:
-    """The timer's part. Never overlaps a running sweep; resumes one that was cut off."""
+def start(app: Keyless, now: float | None = None, supersede: bool = False) -> SweepStart:
+    """The timer's part. Never overlaps a running sweep; resumes one that was cut off. With `supersede`
+    (the authorisation settings changed), a new sweep replaces a running one: that one was planned
+    with the old settings (its shards left are forgotten, their messages find nothing to do)."""
     now = time.time() if now is None else now
     scale = app.settings.retry_delay_scale
     current = app.sweeps.current()
-    if current is not None and not current.finished:
+    if current is not None and not current.finished and not supersede:
         if current.planned and app.sweeps.pending(current.id) == 0:
             current.finished_at = now
             if _save_quietly(app, current):
@@ -73,6 +76,24 @@ def start(app: Keyless, now: float | None = None) -> SweepStart:
         app.sweeps.forget(current.id)
     report.purged = _purge_removed(app, now)
     return report
+
+
+def on_instance_start(app: Keyless) -> bool:
+    """An instance starts: if the authorisation settings differ from those the last instance started with,
+    queue a sweep at once (a withdrawn grant has no Azure event; the timer may be half an hour away). True
+    when this instance queued it. Storage trouble is logged, never a reason not to start: the timer's sweep
+    re-authorises every binding anyway."""
+    policy = app.policy or AccessPolicy.parse(None, app.settings.system_namespaces, app.settings.default_role)
+    fingerprint = access.settings_fingerprint(app.settings, policy)
+    try:
+        if not app.sweeps.settings_changed(fingerprint):
+            return False
+        app.queue.enqueue_raw(message("sweep-start", reason="authorisation settings changed"))
+    except Exception as exc:  # noqa: BLE001 - an instance must start; the next timer tick sweeps
+        log.warning("could not compare the authorisation settings with the last instance's: %s", type(exc).__name__)
+        return False
+    log.warning("the authorisation settings changed: a sweep re-authorises every binding now")
+    return True
 
 
 def _resume(app: Keyless, run: SweepRun, now: float) -> SweepStart:
@@ -106,13 +127,19 @@ def _plan(app: Keyless, run: SweepRun, now: float) -> SweepStart:
     by_cluster: dict[str, list[BindingRecord]] = defaultdict(list)
     for r in records:
         by_cluster[r.cluster.lower()].append(r)
+    allowlist, system = app.settings.role_allowlist, app.settings.system_namespaces
     shards: list[Shard] = []
+    withdrawn = 0
     for key in sorted(by_cluster):
         group = by_cluster[key]
         suspects = {}
         for r in group:
-            reason = sweep_plan.status_suspicion(r, when, overdue) or (
-                sweep_plan.azure_suspicion(r, snapshot, when, recent) if r.status in sweep_plan.SETTLED else None
+            reason = sweep_plan.grant_suspicion(r, snapshot, app.door, allowlist, system)
+            withdrawn += reason is not None
+            reason = (
+                reason
+                or sweep_plan.status_suspicion(r, when, overdue)
+                or (sweep_plan.azure_suspicion(r, snapshot, when, recent) if r.status in sweep_plan.SETTLED else None)
             )
             if reason:
                 suspects[r.key] = reason
@@ -139,8 +166,8 @@ def _plan(app: Keyless, run: SweepRun, now: float) -> SweepStart:
     observability.sweep_finished(run)
     for shard in shards:
         _queue_shard(app, run, shard, now)
-    log.info("drift sweep %s: %d bindings, %d clusters, %d suspects from the %s inventory", run.id, len(records),
-             len(shards), run.suspects, snapshot.source)  # fmt: skip
+    log.info("drift sweep %s: %d bindings, %d clusters, %d suspects (%d no longer granted) from the %s inventory",
+             run.id, len(records), len(shards), run.suspects, withdrawn, snapshot.source)  # fmt: skip
     return SweepStart("started", run.id, len(shards), run.suspects, snapshot.source)
 
 

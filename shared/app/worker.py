@@ -48,6 +48,10 @@ def _process(app: Keyless, body: str) -> None:
     if msg["kind"] == "sweep":
         app.run_sweep_shard(msg["sweep"], msg["cluster"])
         return
+    if msg["kind"] == "sweep-start":
+        report = app.start_sweep(supersede=True)
+        log.info("drift sweep %s %s (%s): %d suspects", report.run_id, report.action, msg["reason"], report.suspects)
+        return
     if msg["kind"] in deletions.KINDS:
         deletions.repair_after_delete(app, msg["kind"], msg["id"])
         return

@@ -24,13 +24,17 @@ per-cluster quota of cluster tags).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from shared.domain.binding import Binding
 from shared.domain.ids import ResourceId
 from shared.domain.policy import AccessPolicy, Denied, check_subscriptions
 from shared.domain.principal import Caller
+from shared.domain.settings import Settings
 
 CONSENT_TAG = "keyless-allowed-clusters"
 TAGS_QUOTA_SETTING = "KEYLESS_MAX_TAG_BINDINGS_PER_CLUSTER"
@@ -182,3 +186,32 @@ def recorded_principal(caller: Caller) -> dict[str, object]:
         "groups": sorted(caller.groups)[:MAX_RECORDED_CLAIMS],
         "roles": sorted(caller.roles)[:MAX_RECORDED_CLAIMS],
     }
+
+
+def settings_fingerprint(settings: Settings, policy: AccessPolicy) -> str:
+    """A digest of everything the one door decides from (the policy as parsed, the allowlists, the system
+    namespaces, the quotas, the default role), so that an instance that starts with other authorisation
+    settings can tell and start a sweep at once: a settings change has no Azure event. Whitespace, key
+    order and a policy given as a file path rather than inline make no difference; rule order does (the
+    first rule that grants decides the quota)."""
+    material = {
+        "policy": _canonical(policy),
+        "allowedSubscriptions": sorted(s.lower() for s in settings.allowed_subscriptions),
+        "roleAllowlist": sorted(r.lower() for r in settings.role_allowlist),
+        "defaultRole": settings.default_role.lower(),
+        "systemNamespaces": sorted(settings.system_namespaces),
+        "defaultMaxBindings": settings.default_max_bindings,
+        "maxTagBindingsPerCluster": settings.max_tag_bindings_per_cluster,
+    }
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, frozenset | set):
+        return sorted(_canonical(v) for v in value)
+    if isinstance(value, tuple | list):
+        return [_canonical(v) for v in value]
+    return value

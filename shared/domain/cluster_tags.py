@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from shared.domain.binding import validate_namespace, validate_service_account
+from shared.domain.binding import Binding, validate_namespace, validate_service_account
 from shared.domain.errors import PermanentError
 from shared.domain.ids import ACCOUNT_TYPE, ResourceId, parse_resource_id
 from shared.domain.observed import AccountState, ClusterState
@@ -117,3 +117,12 @@ def choose_account(candidates: list[AccountState]) -> str:
         raise PermanentError(f"no OpenAI account in the cluster's resource group: set the {ACCOUNT_TAG} tag")
     names = ", ".join(sorted(a.name for a in usable))
     raise PermanentError(f"ambiguous: {len(usable)} OpenAI accounts ({names}); set the {ACCOUNT_TAG} tag")
+
+
+def still_asks(cluster: ClusterState, binding: Binding, system_namespaces: tuple[str, ...]) -> bool:
+    """Do the cluster's tags still ask for this binding? Its pair must be named, and the account the
+    tags name (when they name one: otherwise the group's only account was chosen) must be its account."""
+    tag_rules = read_tags(cluster, binding.cluster, system_namespaces)
+    if (binding.namespace, binding.service_account) not in tag_rules.workloads:
+        return False
+    return tag_rules.account is None or tag_rules.account.key == binding.account.key

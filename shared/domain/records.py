@@ -112,7 +112,8 @@ class BindingRecord:
         now = dt.datetime.now(dt.UTC)
         self.attempts += 1
         self.steps = [s.as_dict() for s in result.steps]
-        self.reason = result.reason
+        # a clean offboarding says nothing of its own: the record keeps why it was offboarded
+        self.reason = result.reason or (self.reason if result.status == "removed" else "")
         self.last_requests = result.requests.as_dict()
         if result.identity:
             self.identity = dict(result.identity)

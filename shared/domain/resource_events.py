@@ -46,6 +46,22 @@ def _str(value: Any, field: str, limit: int = 2048) -> str:
     return value
 
 
+TAGS_OPERATIONS = ("Microsoft.Resources/tags/write", "Microsoft.Resources/tags/delete")
+"""The Tags API's operations. Event Grid's documentation says a resource event's subject is "the resource ID
+of the resource that is the target of the operation" and gives no tags example; the Tags API's target is
+`{scope}/providers/Microsoft.Resources/tags/default` (Tags - Create Or Update At Scope, Delete At Scope).
+Both shapes are read: that id, or the resource's own id with a tags operation name. Where an event is
+missed, the sweep re-authorises every binding anyway (shared.domain.sweep_plan.grant_suspicion).
+ref: https://learn.microsoft.com/azure/event-grid/event-schema-subscriptions"""
+
+
+def _tags_of(parts: list[str], operation: str | None) -> bool:
+    """Is this the Tags API's operation on a resource (by the id, or by the operation's name)?"""
+    if len(parts) >= 4 and [p.lower() for p in parts[-4:-1]] == ["providers", "microsoft.resources", "tags"]:
+        return True
+    return operation is not None and operation.lower() in {o.lower() for o in TAGS_OPERATIONS}
+
+
 def parse_event(event: Any) -> ResourceEvent | None:
     """A ResourceEvent for cluster/account/deployment writes and deletes, None for anything else.
 
@@ -69,6 +85,11 @@ def parse_event(event: Any) -> ResourceEvent | None:
     if operation is not None and not isinstance(operation, str):
         raise MalformedEvent("data.operationName: not a string")
     parts = uri.strip("/").split("/")
+    if _tags_of(parts, operation):
+        # The Tags API (`az tag update|delete --resource-id`): the operation's target is the resource's
+        # tags, `<resource>/providers/Microsoft.Resources/tags/default`. Either change means the same:
+        # the resource's tags changed (a consent or a tag binding may be withdrawn), never its deletion.
+        parts, change = parts[:-4] if _tags_of(parts, None) else parts, "write"
     if len(parts) < 8 or parts[0].lower() != "subscriptions" or parts[4].lower() != "providers":
         return None  # subscription/resource-group level events are not ours
     full_type = f"{parts[5]}/{parts[6]}".lower()

@@ -7,8 +7,12 @@ suspect, and a suspect is only ever *queued*: the reconcile worker reads it from
 writes only what really differs. A snapshot that lags or misses a resource therefore costs one
 reconcile, never a wrong write.
 
-Three kinds of suspicion, each a function returning the reason (or None):
+Four kinds of suspicion, each a function returning the reason (or None):
 
+- `grant_suspicion`: the one door (shared.domain.access) asked again for every live binding, drifted or
+  not, from what the plan read anyway (the record's requester, the account's tags and the cluster's tags
+  from the inventory): a grant can disappear without any event (a settings change), so authorisation is
+  level-triggered. A refusal here only queues the binding; the worker's door (reading ARM) revokes it;
 - `azure_suspicion`: the record against the Azure snapshot (identity, role assignment, cluster and
   its issuer, account), or a record changed so recently that the snapshot may not show it yet;
 - `kube_suspicion`: the ServiceAccount, ConfigMap and named Deployments against the cluster's lists;
@@ -20,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from shared.domain import naming, planner, workloads
+from shared.domain import access, cluster_tags, naming, planner, workloads
+from shared.domain.binding import Binding
+from shared.domain.errors import PermanentError
 from shared.domain.ids import ACCOUNT_TYPE, CLUSTER_TYPE, ResourceId, parse_resource_id
 from shared.domain.observed import AccountState, ClusterState, CredentialState, IdentityState, KubeObjectState
 from shared.domain.records import BindingRecord
@@ -190,6 +196,41 @@ def status_suspicion(record: BindingRecord, now: dt.datetime, overdue_seconds: f
             return None  # running now
         return f"{record.status} and its next run is overdue"
     return f"status is {record.status}"
+
+
+Door = Callable[[Binding, access.Requester, Mapping[str, str] | None], access.Grant]
+"""The one door with this deployment's policy and settings, given the account's tags (Keyless.door)."""
+
+
+def grant_suspicion(
+    record: BindingRecord,
+    snapshot: AzureSnapshot,
+    door: Door,
+    role_allowlist: tuple[str, ...],
+    system_namespaces: tuple[str, ...],
+) -> str | None:
+    """Why the one door would refuse this live binding now (None: granted). Refused and revoked records
+    are queued every sweep for their status already; a record that no longer makes a binding is the
+    worker's to fail. For cluster tags, a pair the tags no longer name is offboarded by the worker at once;
+    consent is judged from the account's tags in the inventory (an account missing from it shows no
+    consent: the binding is queued, and the worker asks ARM, the truth)."""
+    if record.status in ("refused", "revoked") or not record.account:
+        return None
+    try:
+        binding = record.binding(role_allowlist)
+    except PermanentError:
+        return None
+    requester = access.requester_of(record.source, record.cluster, record.principal)
+    if isinstance(requester, access.ClusterTags):
+        cluster = snapshot.clusters.get(record.cluster.lower())
+        if cluster is not None and not cluster_tags.still_asks(cluster, binding, system_namespaces):
+            return "no longer asked for by the cluster's tags"
+    account = snapshot.accounts.get(record.account.lower())
+    try:
+        door(binding, requester, account.tags if account is not None else None)
+    except access.Refused as exc:
+        return f"access withdrawn: {exc.reason}"
+    return None
 
 
 def azure_suspicion(

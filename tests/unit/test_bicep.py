@@ -717,6 +717,10 @@ def _arm_events() -> list[tuple[dict[str, Any], str]]:
                 (f"{scope}/{assignment}", f"Microsoft.Authorization/roleAssignments/{verb}")
                 for scope in [uri, *(f"{uri}/{c}" for c in children)]
             ]
+            targets += [  # the Tags API on the resource and its children (az tag update|delete --resource-id)
+                (f"{scope}/providers/Microsoft.Resources/tags/default", f"Microsoft.Resources/tags/{verb}")
+                for scope in [uri, *(f"{uri}/{c}" for c in children)]
+            ]
             for target, operation in targets:
                 for variant in (target, target.lower(), target.replace("resourceGroups", "resourcegroups")):
                     events.append((arm_event(event_type, variant, operation), f"{operation} {variant}"))
@@ -760,7 +764,10 @@ def test_the_filters_let_through_exactly_what_the_app_acts_on():
     # Event Grid has no "ends right after the account" operator: a role assignment removed at an account's
     # child resource gets through and is dropped by the app at once. Nothing else does.
     nested = re.compile(r"roleAssignments/delete /.*/accounts/oai1/(deployments|projects)/[^/]+/providers/", re.I)
-    assert over and all(nested.search(label) for label in over), over
+    # Likewise the tags of a cluster's or an account's child resource (an agent pool, a project).
+    child_tags = re.compile(r"tags/(write|delete) /.*/(managedClusters/aks1|accounts/oai1)/[^/]+/[^/]+/providers/", re.I)  # noqa: E501
+    assert over and all(nested.search(label) or child_tags.search(label) for label in over), over
+    assert any(child_tags.search(label) for label in over)
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,27 @@ class TestEvents:
         }
         assert parse_event(ce).kind == "account"
 
+    @pytest.mark.parametrize("resource", [CLUSTER, ACCOUNT])
+    @pytest.mark.parametrize("event_type", ["ResourceWriteSuccess", "ResourceDeleteSuccess"])
+    def test_the_tags_api_on_a_resource_is_a_write_of_that_resource(self, resource, event_type):
+        """`az tag update|delete --resource-id`: a write or delete of `<id>/providers/Microsoft.Resources/tags/
+        default`. It withdraws consent or tag bindings; it is never the resource's deletion."""
+        kind = "cluster" if resource == CLUSTER else "account"
+        operation = "Microsoft.Resources/tags/" + ("write" if "Write" in event_type else "delete")
+        by_id = event(resource + "/providers/Microsoft.Resources/tags/default", "Microsoft.Resources." + event_type,
+                      operationName=operation)  # fmt: skip
+        by_operation = event(resource, "Microsoft.Resources." + event_type, operationName=operation)
+        for raw in (by_id, by_operation):
+            e = parse_event(raw)
+            assert e is not None and e.kind == kind and e.change == "write", raw
+            assert e.resource.key == resource.lower()
+
+    def test_the_tags_api_elsewhere_is_not_ours(self):
+        group = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Resources/tags/default"
+        assert parse_event(event(group, operationName="Microsoft.Resources/tags/write")) is None
+        vm = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1"
+        assert parse_event(event(vm + "/providers/Microsoft.Resources/tags/default")) is None
+
     def test_deployment_event_names_its_account(self):
         e = parse_event(event(ACCOUNT + "/deployments/gpt-4o"))
         assert e.kind == "deployment" and e.deployment == "gpt-4o" and e.resource.name == "oai1"
