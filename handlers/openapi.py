@@ -78,7 +78,7 @@ def document() -> dict[str, Any]:
             "Azure OpenAI account. Requests are queued and reconciled; poll the onboarding for its status.",
         },
         "servers": [{"url": "/api"}],
-        "security": [{"functionKey": []}],
+        "security": [{"entraId": []}],
         "paths": {
             "/onboardings": {
                 "post": {
@@ -174,7 +174,16 @@ def document() -> dict[str, Any]:
             },
         },
         "components": {
-            "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+            "securitySchemes": {
+                "entraId": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "An Entra ID access token for the API's app registration, checked by App "
+                    "Service Authentication in front of the app: `az account get-access-token --resource "
+                    "api://<client id> --query accessToken -o tsv`. No function key.",
+                }
+            },
             "responses": {"Error": _json(_schema(contracts.Error.__name__), "Error")},
             "schemas": _component_schemas(contracts.RESPONSES + contracts.DOCUMENTS),
         },

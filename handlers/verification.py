@@ -21,7 +21,7 @@ log = logging.getLogger("keyless.verification")
 
 
 @bp.function_name("onboardings_verification")
-@bp.route(route="onboardings/{id}/verification", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="onboardings/{id}/verification", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def onboardings_verification(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
         caller = signed_in_caller(req)

@@ -154,8 +154,10 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(apiClientId))
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
+      // Event Grid and the Functions docs write both casings; Easy Auth's path matching is not documented.
       excludedPaths: [
         '/runtime/webhooks/eventgrid'
+        '/runtime/webhooks/EventGrid'
       ]
     }
     httpSettings: {

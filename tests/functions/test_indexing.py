@@ -76,11 +76,11 @@ def test_every_function_is_registered(indexed):
 @pytest.mark.parametrize(
     "name, route, methods, auth",
     [
-        ("onboardings_create", "onboardings", ["POST"], "FUNCTION"),
-        ("onboardings_list", "onboardings", ["GET"], "FUNCTION"),
-        ("onboardings_get", "onboardings/{id}", ["GET"], "FUNCTION"),
-        ("onboardings_delete", "onboardings/{id}", ["DELETE"], "FUNCTION"),
-        ("onboardings_verification", "onboardings/{id}/verification", ["GET"], "FUNCTION"),
+        ("onboardings_create", "onboardings", ["POST"], "ANONYMOUS"),
+        ("onboardings_list", "onboardings", ["GET"], "ANONYMOUS"),
+        ("onboardings_get", "onboardings/{id}", ["GET"], "ANONYMOUS"),
+        ("onboardings_delete", "onboardings/{id}", ["DELETE"], "ANONYMOUS"),
+        ("onboardings_verification", "onboardings/{id}/verification", ["GET"], "ANONYMOUS"),
         ("openapi", "openapi.json", ["GET"], "ANONYMOUS"),
         ("health", "health", ["GET"], "ANONYMOUS"),
     ],

@@ -8,6 +8,7 @@ document does not name fails it), call every route once, and check the document 
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from collections import Counter
 
@@ -48,6 +49,19 @@ def test_the_document_is_valid_openapi_3_1():
     document = conformance().document
     assert document["openapi"] == "3.1.0"
     validate(document)
+
+
+def test_one_way_to_sign_in_an_entra_token_and_no_function_key():
+    """The API is anonymous at the Functions level behind App Service Authentication: the document declares
+    the Entra bearer token for every route but the document itself and the health probe, and no key."""
+    document = conformance().document
+    schemes = document["components"]["securitySchemes"]
+    assert schemes == {"entraId": schemes["entraId"]}
+    assert schemes["entraId"]["type"] == "http" and schemes["entraId"]["scheme"] == "bearer"
+    assert document["security"] == [{"entraId": []}]
+    open_routes = {path for path, ops in document["paths"].items() for op in ops.values() if op.get("security") == []}
+    assert open_routes == {"/openapi.json", "/health"}
+    assert "x-functions-key" not in json.dumps(document)
 
 
 def test_enums_are_the_codes_literals():
