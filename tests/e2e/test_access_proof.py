@@ -214,9 +214,9 @@ def test_off_by_default(services, kube, settings, make_engine, binding):
 
 
 def test_a_private_cluster_gives_its_token_through_run_command(services, kube, engine, binding, ca, caplog):
-    """The API server cannot be reached: the token comes from `kubectl create token` in the cluster, through
-    the AKS run-command API (its logs carry the token); Entra and the data plane are reached as for any
-    cluster. The token is in no log line and not in the report."""
+    """The API server cannot be reached: the whole proof runs in the cluster, through the AKS run-command API
+    (the token made by kubectl, exchanged at Entra and used on the data plane by the pod's script; only the
+    verdict comes back). The token is in no log line and not in the report."""
     import logging
     import re
 
@@ -235,10 +235,16 @@ def test_a_private_cluster_gives_its_token_through_run_command(services, kube, e
     logs = [r.getMessage() for r in caplog.records]
     assert any("runCommand" in line or "commandResults" in line for line in logs), "the check would be blind"
     assert not [line for line in logs if jwt.search(line)] and not jwt.search(json.dumps(report.as_dict()))
-    token_commands = [c["command"] for c in services.arm.run_commands[before:] if "create token" in c["command"]]
-    assert token_commands == [
-        f"kubectl create token {SERVICE_ACCOUNT} -n {NAMESPACE} --audience api://AzureADTokenExchange --duration 600s"
+    proofs = [c["command"] for c in services.arm.run_commands[before:] if c["command"].startswith("bash ")]
+    (identity,) = [services.arm.identity(identity_id(services.arm))["properties"]]
+    endpoint = services.arm.cognitive_account(ACCOUNT_ID)["properties"]["endpoint"]
+    assert proofs == [
+        f"bash keyless-access-proof.sh {NAMESPACE} {SERVICE_ACCOUNT} api://AzureADTokenExchange 600s "
+        f"{services.entra.url}/{identity['tenantId']}/oauth2/v2.0/token {identity['clientId']} "
+        f"https://cognitiveservices.azure.com/.default '{endpoint}openai/models?api-version=2024-10-21'"
     ]
+    assert not [c for c in services.arm.run_commands if "create token" in c["command"]]
+    assert len(services.entra.issued) == 1 and len(services.openai.served) == 1, "asked from the pod"
     assert len(kube.issued_tokens) == 1 and kube.issued_tokens[0]["exp"] - kube.issued_tokens[0]["iat"] == 600
 
 
@@ -300,3 +306,46 @@ def test_an_account_left_without_its_custom_subdomain_fails_at_the_data_plane(
     assert proof["status"] == "fail" and proof["stage"] == "data-plane" and "custom-subdomain" in proof["reason"]
     assert proof["passed"] == ["token", "exchange"] and report.check("account").status == "fail"
     assert services.openai.served == []
+
+
+JWT_SHAPED = r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
+
+
+def stored_run_commands(services: AccessServices, ca: TestCA, since: int) -> list[str]:
+    """Every run command since `since` as AKS keeps it, read back the way anyone holding
+    `managedClusters/commandResults/read` can: the command asked, its files, and its stored result."""
+    from azure.mgmt.containerservice import ContainerServiceClient
+
+    from tests.emulators.credential import StaticCredential
+
+    aks = ContainerServiceClient(
+        StaticCredential(), SUB, base_url=services.arm.url, credential_scopes=[ARM_SCOPE],
+        connection_verify=str(ca.ca_pem_path),
+    )  # fmt: skip
+    texts = []
+    for asked in services.arm.run_commands[since:]:
+        result = aks.managed_clusters.get_command_result("rg-aks", "aks1", asked["id"])
+        files = "\n".join(content.decode() for content in asked["files"].values())
+        texts.append("\n".join([asked["command"], files, json.dumps(result.as_dict())]))
+    return texts
+
+
+def test_a_private_clusters_proof_leaves_no_token_in_the_stored_run_command_results(
+    services, kube, engine, binding, ca
+):
+    """A run command's result is stored by AKS and readable with commandResults/read: the workload's token
+    (10 minutes valid, and Entra trades it for the identity) must never be in it, nor in the command."""
+    import re
+
+    from tests.e2e.test_private_clusters import make_private
+
+    make_private(services.arm, kube, ca)
+    b = onboard(engine, kube, binding)
+    before = len(services.arm.run_commands)
+    proof = access(engine.verify(b))
+    assert proof["status"] == "pass" and proof["passed"] == ["token", "exchange", "data-plane"], proof
+    assert len(kube.issued_tokens) == 1 and len(services.entra.issued) == 1 and len(services.openai.served) == 1
+    stored = stored_run_commands(services, ca, before)
+    assert stored, "the proof went through run command"
+    for text in stored:
+        assert "eyJ" not in text and not re.search(JWT_SHAPED, text), text[:2000]
