@@ -349,3 +349,62 @@ def test_a_private_clusters_proof_leaves_no_token_in_the_stored_run_command_resu
     assert stored, "the proof went through run command"
     for text in stored:
         assert "eyJ" not in text and not re.search(JWT_SHAPED, text), text[:2000]
+
+
+def test_a_private_clusters_failures_keep_their_stage_and_leave_no_token(
+    services, kube, engine, settings, make_engine, binding, ca
+):
+    """In the pod as outside: a subject Entra matches no credential for fails at the exchange (AADSTS700213),
+    a role without the data action at the data plane (401 PermissionDenied), a missing service account at the
+    token; and no stored result holds a token in any of them."""
+    import re
+
+    from tests.e2e.test_private_clusters import make_private
+
+    make_private(services.arm, kube, ca)
+    b = onboard(engine, kube, binding)
+    arm = services.arm
+    before = len(arm.run_commands)
+
+    (fic,) = arm.federated_credentials(identity_id(arm))
+    props = fic["properties"]
+    arm.add_federated_credential(identity_id(arm), fic["name"], props["issuer"], "system:serviceaccount:team-a:typo")
+    proof = access(make_engine(settings).verify(b))  # a fresh engine: no proof to reuse
+    assert proof["status"] == "fail" and proof["stage"] == "exchange", proof
+    assert proof["entra"] == {"error": "AADSTS700213", "status": 401} and "no federated credential" in proof["reason"]
+    assert proof["token"]["subject"] == f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+    arm.add_federated_credential(identity_id(arm), fic["name"], props["issuer"], props["subject"])
+
+    (ra,) = arm.role_assignments(ACCOUNT_ID)
+    engine.roles.delete(SUB, ACCOUNT_ID, ra["name"])
+    arm.add_role_definition("0b1c2d3e-0000-4000-8000-00000000beef", "Reader without data", actions=["*/read"])
+    arm.add_role_assignment(ACCOUNT_ID, "9d1c2d3e-0000-4000-8000-000000000001", ra["properties"]["principalId"],
+                            f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/"
+                            "0b1c2d3e-0000-4000-8000-00000000beef")  # fmt: skip
+    proof = access(make_engine(settings).verify(b))  # a fresh engine: no proof to reuse
+    assert proof["status"] == "fail" and proof["stage"] == "data-plane", proof
+    assert proof["dataPlane"]["status"] == 401 and proof["dataPlane"]["code"] == "PermissionDenied"
+    assert "has data action" in proof["reason"]
+
+    kube.delete_object("ServiceAccount", NAMESPACE, SERVICE_ACCOUNT)
+    proof = access(make_engine(settings).verify(b))  # a fresh engine: no proof to reuse
+    assert proof["status"] == "fail" and proof["stage"] == "token" and proof["passed"] == [], proof
+    assert "not found" in proof["reason"] and "create the service account" in proof["fix"]
+
+    assert len(services.entra.issued) == 1, "one exchange succeeded (the data-plane case)"
+    for text in stored_run_commands(services, ca, before):
+        assert "eyJ" not in text and not re.search(JWT_SHAPED, text), text[:2000]
+
+
+def test_a_run_command_pod_without_curl_proves_nothing_and_brings_no_token_out(services, kube, engine, binding, ca):
+    """curl is not among the tools the AKS docs list for the run-command pod: without it the script stops
+    before making a token, and Keyless says so rather than bringing the token out to prove access itself."""
+    from tests.e2e.test_private_clusters import make_private
+    from tests.emulators.runtime_shell import DOCUMENTED_TOOLS
+
+    make_private(services.arm, kube, ca)
+    b = onboard(engine, kube, binding)
+    services.arm.run_command_tools = DOCUMENTED_TOOLS
+    proof = access(engine.verify(b))
+    assert proof["status"] == "fail" and proof["stage"] == "token" and "has no curl" in proof["reason"], proof
+    assert kube.issued_tokens == [] and services.entra.issued == [] and services.openai.served == []
