@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections.abc
 import json
+import shutil
 
 import pytest
 
@@ -408,3 +409,55 @@ def test_a_run_command_pod_without_curl_proves_nothing_and_brings_no_token_out(s
     proof = access(engine.verify(b))
     assert proof["status"] == "fail" and proof["stage"] == "token" and "has no curl" in proof["reason"], proof
     assert kube.issued_tokens == [] and services.entra.issued == [] and services.openai.served == []
+
+
+@pytest.mark.skipif(
+    any(shutil.which(tool) is None for tool in ("bash", "kubectl", "curl", "jq")),
+    reason="needs bash, kubectl, curl, jq",
+)
+def test_the_proof_script_runs_in_real_bash_with_real_kubectl_curl_and_jq(
+    services, kube, engine, binding, ca, tmp_path
+):
+    """The emulator runs the script statement by statement; here real bash, curl and jq run it, as the pod
+    would, against the same emulators: the same verdict, and no token printed. (kubectl is a shim making the
+    TokenRequest in JSON: a real kubectl 1.32 sends protobuf, which the Kubernetes emulator does not read.)"""
+    import os
+    import subprocess
+
+    from shared.domain import pod_proof
+
+    onboard(engine, kube, binding)
+    identity = services.arm.identity(identity_id(services.arm))["properties"]
+    endpoint = services.arm.cognitive_account(ACCOUNT_ID)["properties"]["endpoint"]
+    shim = tmp_path / "bin" / "kubectl"
+    shim.parent.mkdir()
+    shim.write_text(
+        "#!/bin/bash\n"
+        '[ "$1 $2 $4 $6 $8" = "create token -n --audience --duration" ] || exit 1\n'
+        'body=$(jq -cn --arg aud "$7" --arg d "${9%s}" \'{apiVersion: "authentication.k8s.io/v1", '
+        'kind: "TokenRequest", spec: {audiences: [$aud], expirationSeconds: ($d | tonumber)}}\')\n'
+        'curl -sS --fail-with-body -H "Authorization: Bearer $KUBE_TOKEN" -H "Content-Type: application/json" '
+        '--data "$body" "$KUBE_URL/api/v1/namespaces/$5/serviceaccounts/$3/token" | jq -j .status.token\n'
+    )
+    shim.chmod(0o755)
+    run = tmp_path / "pod"
+    run.mkdir()
+    (run / pod_proof.SCRIPT_FILE).write_text(pod_proof.SCRIPT)
+    command = pod_proof.command(
+        NAMESPACE, SERVICE_ACCOUNT, "api://AzureADTokenExchange", 600,
+        pod_proof.token_url(services.entra.url, identity["tenantId"]), identity["clientId"],
+        "https://cognitiveservices.azure.com/.default", pod_proof.models_url(endpoint),
+    )  # fmt: skip
+    env = {
+        "PATH": f"{shim.parent}:{os.environ['PATH']}",
+        "CURL_CA_BUNDLE": str(ca.ca_pem_path),
+        "KUBE_URL": kube.url,
+        "KUBE_TOKEN": next(iter(kube.accepted_tokens)),
+    }
+    ran = subprocess.run(command, shell=True, cwd=run, env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and ran.stderr == "", ran.stderr
+    assert "eyJ" not in ran.stdout
+    verdict = pod_proof.parse_verdict(ran.stdout)
+    assert verdict.claims and verdict.claims.subject == f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+    assert verdict.refusal is None and verdict.answer and verdict.answer.status == 200, ran.stdout
+    assert sorted(p.name for p in run.iterdir()) == ["keyless-access-proof.sh", "token.err"], "no token left"
