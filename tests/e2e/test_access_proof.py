@@ -415,9 +415,7 @@ def test_a_run_command_pod_without_curl_proves_nothing_and_brings_no_token_out(s
     any(shutil.which(tool) is None for tool in ("bash", "kubectl", "curl", "jq")),
     reason="needs bash, kubectl, curl, jq",
 )
-def test_the_proof_script_runs_in_real_bash_with_real_kubectl_curl_and_jq(
-    services, kube, engine, binding, ca, tmp_path
-):
+def test_the_proof_script_runs_in_real_bash_curl_and_jq(services, kube, engine, binding, ca, tmp_path):
     """The emulator runs the script statement by statement; here real bash, curl and jq run it, as the pod
     would, against the same emulators: the same verdict, and no token printed. (kubectl is a shim making the
     TokenRequest in JSON: a real kubectl 1.32 sends protobuf, which the Kubernetes emulator does not read.)"""
