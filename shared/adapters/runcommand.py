@@ -21,7 +21,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.arm import ARM_ERRORS, ArmClients, raise_translated
 from shared.adapters.kube import _deployment_state, _state_from_dict
-from shared.domain import kubectl, manifests, retry_policy
+from shared.domain import kubectl, manifests, pod_proof, retry_policy
 from shared.domain.errors import NotFoundError, PermanentError, TemporaryError
 from shared.domain.ids import ResourceId
 from shared.domain.observed import ClusterState, KubeObjectState
@@ -235,13 +235,29 @@ class RunCommandKube:
         return _deployment_state(obj)
 
     def request_token(self, cluster_id: ResourceId, namespace: str, name: str, audience: str, seconds: int) -> str:
-        """`kubectl create token` in the cluster: the token comes back in the command's logs (AKS keeps
-        a command's result for a while; the token lives 10 minutes and only Entra accepts its audience)."""
+        """Refused: `kubectl create token` would print the workload's token into the command's result,
+        which AKS stores (readable with commandResults/read). The proof runs in the pod instead
+        (`prove_in_cluster`)."""
+        raise PermanentError("a service account token is never brought out of a private cluster through run command")
+
+    def prove_in_cluster(
+        self,
+        cluster_id: ResourceId,
+        namespace: str,
+        name: str,
+        audience: str,
+        seconds: int,
+        entra_token_url: str,
+        client_id: str,
+        scope: str,
+        read_url: str,
+    ) -> pod_proof.PodVerdict:
+        """The whole proof of access in the run command's pod (shared.domain.pod_proof): the token is made,
+        exchanged and used there; only the verdict comes back. Raises ValueError when the logs hold none."""
         self.commands += 1
-        logs = self._adapter.run(
-            self._cluster, cluster_id, kubectl.create_token_command(namespace, name, audience, seconds)
-        )
-        return kubectl.parse_token(logs)
+        command = pod_proof.command(namespace, name, audience, seconds, entra_token_url, client_id, scope, read_url)
+        logs = self._adapter.run(self._cluster, cluster_id, command, {pod_proof.SCRIPT_FILE: pod_proof.SCRIPT})
+        return pod_proof.parse_verdict(logs)
 
     def list_pods(self, cluster_id: ResourceId, namespace: str) -> list[dict[str, Any]]:
         """The namespace's pods, and its Deployments with them (one command; verification wants both)."""

@@ -123,6 +123,23 @@ def token_refused(reason: str, temporary: bool, not_found: bool = False) -> Chec
     return _check("fail", "token", f"the cluster refused a token of the service account: {reason}", {"passed": []}, fix)
 
 
+def not_provable_in_cluster(missing_tool: str) -> Check:
+    """A private cluster's run-command pod lacks a tool the in-cluster proof needs (shared.domain.pod_proof):
+    the proof is not made there, and the workload's token is never brought out to make it elsewhere."""
+    reason = (
+        f"the AKS run-command pod has no {missing_tool}, so access cannot be proven inside the private cluster "
+        "(Keyless never brings the workload's token out of it)"
+    )
+    fix = "give Keyless a network path to the API server (then Keyless proves access itself), or turn the proof off"
+    return _check("fail", "token", reason, {"passed": []}, fix)
+
+
+def in_cluster_incomplete(claims: TokenClaims, reason: str) -> Check:
+    """The in-cluster proof stopped before the data plane answered, without saying why."""
+    evidence = {"passed": ["token", "exchange"], "token": claims.evidence()}
+    return _check("pending", "data-plane", reason, evidence, retry=True)
+
+
 def token_problems(claims: TokenClaims, cluster_issuer: str | None, subject: str) -> list[str]:
     """What in the cluster's own token differs from what the credential must trust."""
     problems = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections.abc
 import json
+import shutil
 
 import pytest
 
@@ -214,9 +215,9 @@ def test_off_by_default(services, kube, settings, make_engine, binding):
 
 
 def test_a_private_cluster_gives_its_token_through_run_command(services, kube, engine, binding, ca, caplog):
-    """The API server cannot be reached: the token comes from `kubectl create token` in the cluster, through
-    the AKS run-command API (its logs carry the token); Entra and the data plane are reached as for any
-    cluster. The token is in no log line and not in the report."""
+    """The API server cannot be reached: the whole proof runs in the cluster, through the AKS run-command API
+    (the token made by kubectl, exchanged at Entra and used on the data plane by the pod's script; only the
+    verdict comes back). The token is in no log line and not in the report."""
     import logging
     import re
 
@@ -235,10 +236,16 @@ def test_a_private_cluster_gives_its_token_through_run_command(services, kube, e
     logs = [r.getMessage() for r in caplog.records]
     assert any("runCommand" in line or "commandResults" in line for line in logs), "the check would be blind"
     assert not [line for line in logs if jwt.search(line)] and not jwt.search(json.dumps(report.as_dict()))
-    token_commands = [c["command"] for c in services.arm.run_commands[before:] if "create token" in c["command"]]
-    assert token_commands == [
-        f"kubectl create token {SERVICE_ACCOUNT} -n {NAMESPACE} --audience api://AzureADTokenExchange --duration 600s"
+    proofs = [c["command"] for c in services.arm.run_commands[before:] if c["command"].startswith("bash ")]
+    (identity,) = [services.arm.identity(identity_id(services.arm))["properties"]]
+    endpoint = services.arm.cognitive_account(ACCOUNT_ID)["properties"]["endpoint"]
+    assert proofs == [
+        f"bash keyless-access-proof.sh {NAMESPACE} {SERVICE_ACCOUNT} api://AzureADTokenExchange 600s "
+        f"{services.entra.url}/{identity['tenantId']}/oauth2/v2.0/token {identity['clientId']} "
+        f"https://cognitiveservices.azure.com/.default '{endpoint}openai/models?api-version=2024-10-21'"
     ]
+    assert not [c for c in services.arm.run_commands if "create token" in c["command"]]
+    assert len(services.entra.issued) == 1 and len(services.openai.served) == 1, "asked from the pod"
     assert len(kube.issued_tokens) == 1 and kube.issued_tokens[0]["exp"] - kube.issued_tokens[0]["iat"] == 600
 
 
@@ -300,3 +307,155 @@ def test_an_account_left_without_its_custom_subdomain_fails_at_the_data_plane(
     assert proof["status"] == "fail" and proof["stage"] == "data-plane" and "custom-subdomain" in proof["reason"]
     assert proof["passed"] == ["token", "exchange"] and report.check("account").status == "fail"
     assert services.openai.served == []
+
+
+JWT_SHAPED = r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
+
+
+def stored_run_commands(services: AccessServices, ca: TestCA, since: int) -> list[str]:
+    """Every run command since `since` as AKS keeps it, read back the way anyone holding
+    `managedClusters/commandResults/read` can: the command asked, its files, and its stored result."""
+    from azure.mgmt.containerservice import ContainerServiceClient
+
+    from tests.emulators.credential import StaticCredential
+
+    aks = ContainerServiceClient(
+        StaticCredential(), SUB, base_url=services.arm.url, credential_scopes=[ARM_SCOPE],
+        connection_verify=str(ca.ca_pem_path),
+    )  # fmt: skip
+    texts = []
+    for asked in services.arm.run_commands[since:]:
+        result = aks.managed_clusters.get_command_result("rg-aks", "aks1", asked["id"])
+        files = "\n".join(content.decode() for content in asked["files"].values())
+        texts.append("\n".join([asked["command"], files, json.dumps(result.as_dict())]))
+    return texts
+
+
+def test_a_private_clusters_proof_leaves_no_token_in_the_stored_run_command_results(
+    services, kube, engine, binding, ca
+):
+    """A run command's result is stored by AKS and readable with commandResults/read: the workload's token
+    (10 minutes valid, and Entra trades it for the identity) must never be in it, nor in the command."""
+    import re
+
+    from tests.e2e.test_private_clusters import make_private
+
+    make_private(services.arm, kube, ca)
+    b = onboard(engine, kube, binding)
+    before = len(services.arm.run_commands)
+    proof = access(engine.verify(b))
+    assert proof["status"] == "pass" and proof["passed"] == ["token", "exchange", "data-plane"], proof
+    assert len(kube.issued_tokens) == 1 and len(services.entra.issued) == 1 and len(services.openai.served) == 1
+    stored = stored_run_commands(services, ca, before)
+    assert stored, "the proof went through run command"
+    for text in stored:
+        assert "eyJ" not in text and not re.search(JWT_SHAPED, text), text[:2000]
+
+
+def test_a_private_clusters_failures_keep_their_stage_and_leave_no_token(
+    services, kube, engine, settings, make_engine, binding, ca
+):
+    """In the pod as outside: a subject Entra matches no credential for fails at the exchange (AADSTS700213),
+    a role without the data action at the data plane (401 PermissionDenied), a missing service account at the
+    token; and no stored result holds a token in any of them."""
+    import re
+
+    from tests.e2e.test_private_clusters import make_private
+
+    make_private(services.arm, kube, ca)
+    b = onboard(engine, kube, binding)
+    arm = services.arm
+    before = len(arm.run_commands)
+
+    (fic,) = arm.federated_credentials(identity_id(arm))
+    props = fic["properties"]
+    arm.add_federated_credential(identity_id(arm), fic["name"], props["issuer"], "system:serviceaccount:team-a:typo")
+    proof = access(make_engine(settings).verify(b))  # a fresh engine: no proof to reuse
+    assert proof["status"] == "fail" and proof["stage"] == "exchange", proof
+    assert proof["entra"] == {"error": "AADSTS700213", "status": 401} and "no federated credential" in proof["reason"]
+    assert proof["token"]["subject"] == f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+    arm.add_federated_credential(identity_id(arm), fic["name"], props["issuer"], props["subject"])
+
+    (ra,) = arm.role_assignments(ACCOUNT_ID)
+    engine.roles.delete(SUB, ACCOUNT_ID, ra["name"])
+    arm.add_role_definition("0b1c2d3e-0000-4000-8000-00000000beef", "Reader without data", actions=["*/read"])
+    arm.add_role_assignment(ACCOUNT_ID, "9d1c2d3e-0000-4000-8000-000000000001", ra["properties"]["principalId"],
+                            f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/"
+                            "0b1c2d3e-0000-4000-8000-00000000beef")  # fmt: skip
+    proof = access(make_engine(settings).verify(b))  # a fresh engine: no proof to reuse
+    assert proof["status"] == "fail" and proof["stage"] == "data-plane", proof
+    assert proof["dataPlane"]["status"] == 401 and proof["dataPlane"]["code"] == "PermissionDenied"
+    assert "has data action" in proof["reason"]
+
+    kube.delete_object("ServiceAccount", NAMESPACE, SERVICE_ACCOUNT)
+    proof = access(make_engine(settings).verify(b))  # a fresh engine: no proof to reuse
+    assert proof["status"] == "fail" and proof["stage"] == "token" and proof["passed"] == [], proof
+    assert "not found" in proof["reason"] and "create the service account" in proof["fix"]
+
+    assert len(services.entra.issued) == 1, "one exchange succeeded (the data-plane case)"
+    for text in stored_run_commands(services, ca, before):
+        assert "eyJ" not in text and not re.search(JWT_SHAPED, text), text[:2000]
+
+
+def test_a_run_command_pod_without_curl_proves_nothing_and_brings_no_token_out(services, kube, engine, binding, ca):
+    """curl is not among the tools the AKS docs list for the run-command pod: without it the script stops
+    before making a token, and Keyless says so rather than bringing the token out to prove access itself."""
+    from tests.e2e.test_private_clusters import make_private
+    from tests.emulators.runtime_shell import DOCUMENTED_TOOLS
+
+    make_private(services.arm, kube, ca)
+    b = onboard(engine, kube, binding)
+    services.arm.run_command_tools = DOCUMENTED_TOOLS
+    proof = access(engine.verify(b))
+    assert proof["status"] == "fail" and proof["stage"] == "token" and "has no curl" in proof["reason"], proof
+    assert kube.issued_tokens == [] and services.entra.issued == [] and services.openai.served == []
+
+
+@pytest.mark.skipif(
+    any(shutil.which(tool) is None for tool in ("bash", "kubectl", "curl", "jq")),
+    reason="needs bash, kubectl, curl, jq",
+)
+def test_the_proof_script_runs_in_real_bash_curl_and_jq(services, kube, engine, binding, ca, tmp_path):
+    """The emulator runs the script statement by statement; here real bash, curl and jq run it, as the pod
+    would, against the same emulators: the same verdict, and no token printed. (kubectl is a shim making the
+    TokenRequest in JSON: a real kubectl 1.32 sends protobuf, which the Kubernetes emulator does not read.)"""
+    import os
+    import subprocess
+
+    from shared.domain import pod_proof
+
+    onboard(engine, kube, binding)
+    identity = services.arm.identity(identity_id(services.arm))["properties"]
+    endpoint = services.arm.cognitive_account(ACCOUNT_ID)["properties"]["endpoint"]
+    shim = tmp_path / "bin" / "kubectl"
+    shim.parent.mkdir()
+    shim.write_text(
+        "#!/bin/bash\n"
+        '[ "$1 $2 $4 $6 $8" = "create token -n --audience --duration" ] || exit 1\n'
+        'body=$(jq -cn --arg aud "$7" --arg d "${9%s}" \'{apiVersion: "authentication.k8s.io/v1", '
+        'kind: "TokenRequest", spec: {audiences: [$aud], expirationSeconds: ($d | tonumber)}}\')\n'
+        'curl -sS --fail-with-body -H "Authorization: Bearer $KUBE_TOKEN" -H "Content-Type: application/json" '
+        '--data "$body" "$KUBE_URL/api/v1/namespaces/$5/serviceaccounts/$3/token" | jq -j .status.token\n'
+    )
+    shim.chmod(0o755)
+    run = tmp_path / "pod"
+    run.mkdir()
+    (run / pod_proof.SCRIPT_FILE).write_text(pod_proof.SCRIPT)
+    command = pod_proof.command(
+        NAMESPACE, SERVICE_ACCOUNT, "api://AzureADTokenExchange", 600,
+        pod_proof.token_url(services.entra.url, identity["tenantId"]), identity["clientId"],
+        "https://cognitiveservices.azure.com/.default", pod_proof.models_url(endpoint),
+    )  # fmt: skip
+    env = {
+        "PATH": f"{shim.parent}:{os.environ['PATH']}",
+        "CURL_CA_BUNDLE": str(ca.ca_pem_path),
+        "KUBE_URL": kube.url,
+        "KUBE_TOKEN": next(iter(kube.accepted_tokens)),
+    }
+    ran = subprocess.run(command, shell=True, cwd=run, env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and ran.stderr == "", ran.stderr
+    assert "eyJ" not in ran.stdout
+    verdict = pod_proof.parse_verdict(ran.stdout)
+    assert verdict.claims and verdict.claims.subject == f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+    assert verdict.refusal is None and verdict.answer and verdict.answer.status == 200, ran.stdout
+    assert sorted(p.name for p in run.iterdir()) == ["keyless-access-proof.sh", "token.err"], "no token left"

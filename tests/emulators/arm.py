@@ -69,6 +69,7 @@ from tests.emulators.common import (
 )
 from tests.emulators.kubectl import KubectlPod
 from tests.emulators.resource_graph import ResourceGraphEmulator
+from tests.emulators.runtime_shell import DEFAULT_TOOLS
 
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -461,6 +462,7 @@ class ArmEmulator:
         self._cluster_update_failures: list[tuple[str | None, bool]] = []  # (cluster key or None, leave_failed)
         self._run_command_failures: list[str] = []  # reasons the next run commands' pods fail with
         self.run_commands: list[dict] = []  # what each run command was asked: command, files, whether a token came
+        self.run_command_tools = DEFAULT_TOOLS  # the programs the run-command pod's image has (`command -v`)
         # state, guarded by _lock; dict keys are _key(resource id)
         self._subscriptions: set[str] = set()
         self._resource_groups: dict[str, dict] = {}  # {subscription, name, location}
@@ -1880,13 +1882,13 @@ class ArmEmulator:
             self._commands[command_id] = run
             failure = self._run_command_failures.pop(0) if self._run_command_failures else ""
             self.run_commands.append(
-                {"command": command, "files": files, "cluster_token": bool(body.get("clusterToken"))}
+                {"id": command_id, "command": command, "files": files, "cluster_token": bool(body.get("clusterToken"))}
             )
-            server, ca_pem = c.kube_server_url, c.kube_ca_pem
+            server, ca_pem, tools = c.kube_server_url, c.kube_ca_pem, self.run_command_tools
         if failure:
             run.failed_reason = failure
         else:
-            result = KubectlPod(server, ca_pem, token).run(command, files)
+            result = KubectlPod(server, ca_pem, token, tools).run(command, files)
             run.exit_code, run.logs = result.exit_code, result.logs
         with self._lock:
             run.finished = self.clock.now()

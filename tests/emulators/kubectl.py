@@ -26,6 +26,9 @@ bound-object flag rules); then one TokenRequest POSTed to the `token` subresourc
 sends, and the token printed alone, without a newline (stdout is not a terminal in the pod), exit 0. An
 API error is printed as `error: failed to create token: <the Status message>` (cmdutil.CheckErr on an
 unwrapped error), exit 1.
+
+And `bash SCRIPT ARGS...` for one script, Keyless's in-cluster proof of access (tests/emulators/runtime_shell.py:
+each of its statements run as the pod's bash, kubectl, curl and jq would).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import urllib.request
 import yaml
 
 from tests.emulators.kube import RESOURCES, ResourceType
+from tests.emulators.runtime_shell import DEFAULT_TOOLS, ProofShell
 
 _BY_NAME: dict[str, ResourceType] = {}
 for _rt in RESOURCES.values():
@@ -141,12 +145,34 @@ class _Args:
 class KubectlPod:
     """Runs one command against `server_url` as the holder of `token` (None: no credentials)."""
 
-    def __init__(self, server_url: str, ca_pem: bytes, token: str | None) -> None:
+    def __init__(
+        self, server_url: str, ca_pem: bytes, token: str | None, tools: frozenset[str] = DEFAULT_TOOLS
+    ) -> None:
         self._server = server_url.rstrip("/")
         self._token = token
+        self._ca_pem = ca_pem
+        self._tools = tools
         self._ssl = ssl.create_default_context(cadata=ca_pem.decode()) if ca_pem else ssl.create_default_context()
 
     def run(self, command: str, files: dict[str, bytes]) -> CommandResult:
+        if command.startswith("bash "):  # a script from the context: only Keyless's proof script is run
+            try:
+                words = shlex.split(command, posix=True)
+            except ValueError as e:
+                return CommandResult(2, f"/bin/sh: syntax error: {e}\n")
+            if any(w in _SHELL_OPERATORS or w.startswith(("$(", "`")) for w in words):
+                return CommandResult(
+                    1, f"the run-command emulator runs one script, not a shell pipeline: {command!r}\n"
+                )
+            shell = ProofShell(self._kubectl, self._ca_pem, self._tools)
+            return CommandResult(*shell.run(words, files))
+        return self._run_kubectl(command, files)
+
+    def _kubectl(self, command: str) -> tuple[int, str]:
+        result = self._run_kubectl(command, {})
+        return result.exit_code, result.logs
+
+    def _run_kubectl(self, command: str, files: dict[str, bytes]) -> CommandResult:
         out: list[str] = []
         try:
             args = self._parse(command)
