@@ -186,3 +186,24 @@ def test_a_request_reads_a_bounded_number_of_rows(host, bindings, monkeypatch, a
     ]
     asked = sum(int(q["$top"][0]) for q in queries if "$top" in q)
     assert page == [] and token and queries and asked <= 4, (asked, len(queries))
+
+
+def test_a_token_runs_out_and_its_row_is_deleted(app_env, storage):
+    """A token is refused an hour after it was made, and a token made later deletes its row (the
+    partition holds about an hour of tokens, however many lists were read)."""
+    from shared.adapters import list_cursors
+
+    client = TableClient.from_connection_string(storage, app_env["KEYLESS_TABLE_NAME"])
+    Ledger(client).ping()  # the table
+    owner, now = "aaaaaaaa-0000-4000-8000-000000000001", 1_900_000_000.0
+    old = [list_cursors.save(client, owner, f"position {n}", now=now) for n in range(3)]
+    assert list_cursors.load(client, owner, old[1], now=now + 3599) == "position 1"
+    with pytest.raises(ValueError, match="continuation token is not valid"):
+        list_cursors.load(client, owner, old[1], now=now + 3601)
+    with pytest.raises(ValueError, match="continuation token is not valid"):
+        list_cursors.load(client, "someone else", old[1], now=now)
+    fresh = list_cursors.save(client, owner, "position 3", now=now + 3601)
+    rows = list(client.query_entities("PartitionKey eq 'paging'"))
+    assert len(rows) == 1 and rows[0]["position"] == "position 3"
+    assert list_cursors.load(client, owner, fresh, now=now + 3601) == "position 3"
+    assert not any(fresh.split(".")[1] in str(dict(row)) for row in rows), "the row holds no usable token"
