@@ -62,13 +62,27 @@ def denied(caller: Caller, action: str, exc: access.Refused) -> ApiError:
     return field_error(exc.reason, 403, "QuotaExceeded" if isinstance(exc, access.QuotaExceeded) else "Forbidden")
 
 
-def authorize_record(caller: Caller, record: BindingRecord, action: str) -> None:
-    """403 unless the caller may read or take away this binding (they asked for it, or their policy
-    covers it): the rule is the use case's (shared.app.self_service.check_may_act)."""
+def not_found() -> ApiError:
+    return ApiError(404, "NotFound", "no onboarding with this id", "id")
+
+
+def record_for(caller: Caller, key: str, action: str) -> BindingRecord:
+    """The onboarding `key`, when the caller may read or take it away (they asked for it, or their
+    policy covers it: the use case's rule, shared.app.self_service.check_may_act).
+
+    404 when there is none, and the very same 404 when the caller may not even see it: an id (a hash
+    of the binding's names) must not tell a stranger that another team's binding exists. 403 only for
+    one the caller may see but not act on. Every refusal is logged with the caller for audit."""
+    svc = composition.service()
+    record = svc.onboarding(key)
+    if record is None:
+        raise not_found()
     try:
-        composition.service().check_may_act(caller, record)
+        svc.check_may_act(caller, record)
     except access.Refused as exc:
-        raise denied(caller, f"{action} of {record.key}", exc) from None
+        error = denied(caller, f"{action} of {record.key}", exc)
+        raise (error if svc.may_see(caller, record) else not_found()) from None
+    return record
 
 
 def onboarding_key(req: func.HttpRequest) -> str:

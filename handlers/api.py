@@ -13,7 +13,15 @@ from typing import Any
 
 import azure.functions as func
 
-from handlers._auth import authorize, authorize_record, denied, handle_errors, onboarding_key, signed_in_caller
+from handlers._auth import (
+    authorize,
+    denied,
+    handle_errors,
+    not_found,
+    onboarding_key,
+    record_for,
+    signed_in_caller,
+)
 from handlers._http import MAX_PAGE_SIZE, ApiError, field_error, flag, json_body, json_response
 from handlers.openapi import document as openapi_document
 from shared.app import composition
@@ -110,11 +118,7 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="onboardings/{id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def onboardings_get(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
-        caller = signed_in_caller(req)
-        record = composition.service().onboarding(onboarding_key(req))
-        if record is None:
-            raise ApiError(404, "NotFound", "no onboarding with this id", "id")
-        authorize_record(caller, record, "read")
+        record = record_for(signed_in_caller(req), onboarding_key(req), "read")
         return json_response(record.as_api())
 
     return handle_errors(handle, req, "/api/onboardings/{id}")
@@ -126,13 +130,10 @@ def onboardings_delete(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
         caller = signed_in_caller(req)
         key = onboarding_key(req)
-        existing = composition.service().onboarding(key)
-        if existing is None:
-            raise ApiError(404, "NotFound", "no onboarding with this id", "id")
-        authorize_record(caller, existing, "offboarding")
+        record_for(caller, key, "offboarding")
         record = composition.service().request_offboarding(key)
         if record is None:
-            raise ApiError(404, "NotFound", "no onboarding with this id", "id")
+            raise not_found()
         log.info("caller %s asked to offboard %s", caller.object_id, key)
         return json_response(record.as_api(), 202, {"Location": f"/api/onboardings/{record.key}"})
 

@@ -109,6 +109,10 @@ def document() -> dict[str, Any]:
                 "get": {
                     "operationId": "listOnboardings",
                     "summary": "List onboardings, paged",
+                    "description": "The onboardings the caller may see (asked for, or covered by their policy). "
+                    "A request reads a bounded number of records (KEYLESS_LIST_SCAN_ROWS), so a page may "
+                    "hold fewer than pageSize, even none, while a continuationToken says more may follow; "
+                    "the list ends when a page has no continuationToken.",
                     "parameters": [
                         {"name": "cluster", "in": "query", "schema": {"type": "string"}},
                         {"name": "namespace", "in": "query", "schema": {"type": "string"}},
@@ -117,7 +121,14 @@ def document() -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
                         },
-                        {"name": "continuationToken", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "continuationToken",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "The continuationToken of the page before: opaque, the caller's own, "
+                            "valid for an hour (a page may be asked again with it meanwhile); another caller's, "
+                            "another list's or one run out is refused (400).",
+                        },
                     ],
                     "responses": {
                         "200": _json(_schema(contracts.OnboardingPage.__name__), "A page"),

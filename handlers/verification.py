@@ -3,7 +3,8 @@
 Runs the checks live (reads only: ARM and the cluster) and answers the report: each check
 `pass` / `fail` / `pending` with evidence, the overall status, and the account's keyless state
 (whether keys still work, whether it opted in, what turning them off would break). The caller
-must be allowed to read the onboarding (the same rule as GET /api/onboardings/{id}).
+must be allowed to read the onboarding (the same rule as GET /api/onboardings/{id}: one they may
+not see answers 404, as one that does not exist).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 
 import azure.functions as func
 
-from handlers._auth import authorize_record, handle_errors, onboarding_key, signed_in_caller
+from handlers._auth import handle_errors, onboarding_key, record_for, signed_in_caller
 from handlers._http import ApiError, json_response
 from shared.app import composition
 
@@ -26,10 +27,7 @@ def onboardings_verification(req: func.HttpRequest) -> func.HttpResponse:
     def handle(req: func.HttpRequest) -> func.HttpResponse:
         caller = signed_in_caller(req)
         svc = composition.service()
-        record = svc.onboarding(onboarding_key(req))
-        if record is None:
-            raise ApiError(404, "NotFound", "no onboarding with this id", "id")
-        authorize_record(caller, record, "read")
+        record = record_for(caller, onboarding_key(req), "read")
         if not record.live or not record.account:
             raise ApiError(409, "NotLive", f"this onboarding is {record.status}: nothing to verify", "id")
         report = svc.verification(caller, record)

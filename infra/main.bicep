@@ -110,6 +110,8 @@ param keylessRevokeAfterSeconds string = '3600'
 param keylessRemovedRetentionDays string = '30'
 param keylessDefaultMaxBindings string = '250'
 param keylessMaxTagBindingsPerCluster string = '25'
+@description('Ledger rows one GET /api/onboardings reads at most.')
+param keylessListScanRows string = '1000'
 @description('Above 0 also assigns Keyless Role Assignment Counter on the OpenAI accounts\' subscriptions.')
 param keylessRoleAssignmentHeadroom string = '200'
 param keylessArmReadCacheSeconds string = '20'
@@ -260,6 +262,7 @@ var keylessSettings = {
   KEYLESS_DEFAULT_MAX_BINDINGS: keylessDefaultMaxBindings
   KEYLESS_MAX_TAG_BINDINGS_PER_CLUSTER: keylessMaxTagBindingsPerCluster
   KEYLESS_ROLE_ASSIGNMENT_HEADROOM: keylessRoleAssignmentHeadroom
+  KEYLESS_LIST_SCAN_ROWS: keylessListScanRows
   KEYLESS_ARM_READ_CACHE_SECONDS: keylessArmReadCacheSeconds
   KEYLESS_REQUEST_TIMEOUT_SECONDS: keylessRequestTimeoutSeconds
   KEYLESS_ARM_PACING_SCALE: keylessArmPacingScale

@@ -9,6 +9,7 @@ Layout (one table; a lookup or a list reads its own partitions, never the whole 
     "meta"                    "layout"                       the layout version (written after a migration)
     "quota-<hash>"            <key>                          quota counts (below)
     "lease"                   <hash of the name>             leases (below)
+    "paging"                  <until>|<hash of a secret>     API continuation tokens (shared.adapters.list_cursors)
 
 so `get` is two point reads, a cluster's list (or a namespace's: a RowKey range, `N|` to `N}`) reads
 one partition, an account's list reads its index partition and then, per cluster holding some of its
@@ -57,12 +58,13 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
+from shared.adapters import list_cursors, telemetry
 from shared.adapters.tables import table_client
 from shared.domain import retry_policy
 from shared.domain.errors import LedgerConflict, TemporaryError
@@ -723,6 +725,8 @@ class Ledger:
         page_size: int = 50,
         continuation: str | None = None,
         live_only: bool = False,
+        visible: Callable[[BindingRecord], bool] | None = None,
+        scan_limit: int | None = None,
     ) -> tuple[list[BindingRecord], str | None]:
         """One page of records matching the filters, and the token for the next page (None: no more).
 
@@ -731,13 +735,20 @@ class Ledger:
         cluster, key. Neither: the record partitions. A page is never empty while matching records
         remain; in a cluster's list or the scan the token is given only when one more exists (the
         page is read with one record more); in an account's list filtered by namespace or
-        `live_only`, the last token may lead to an empty page. The token is opaque (base64 JSON of
-        where the page ended); ValueError for one that is not ours, or is another list's."""
+        `live_only`, the last token may lead to an empty page. The token is base64 JSON of where the
+        page ended, a row's keys: for this process, never for a caller (shared.adapters.list_cursors);
+        ValueError for one that is not ours, or is another list's.
+
+        `visible`: only the records it keeps are listed (a page is filled with them). `scan_limit`: at
+        most this many rows (an account's list: index rows) are read; a page that reaches it ends
+        there, however few records it holds (none, maybe), with a token, which may lead to an empty
+        last page."""
         self._ensure()
         size = max(int(page_size), 1)
+        limit = max(int(scan_limit), 1) if scan_limit is not None else None
         after = _decode_token(continuation)
         if account and not cluster:
-            return self._account_page(account, namespace, live_only, size, after)
+            return self._account_page(account, namespace, live_only, size, after, visible, limit)
         where, params = _record_filter(cluster, namespace, account, live_only)
         mode = "c" if cluster else "s"
         position = _position(after, mode, _cluster_partition(cluster) if cluster else None)
@@ -747,13 +758,37 @@ class Ledger:
         elif position is not None:  # the SDK substitutes parameters between spaces: none inside the parentheses
             where += " and PartitionKey ge @after_pk and ( PartitionKey gt @after_pk or RowKey gt @after_rk )"
             params["after_pk"], params["after_rk"] = position
-        rows = list(itertools.islice(self._rows(where, params, min(size + 1, PAGE)), size + 1))
-        page = rows[:size]
-        token = _encode_token(mode, page[-1]["PartitionKey"], page[-1]["RowKey"]) if len(rows) > size else None
-        return [_from_entity(e) for e in page], token
+        per_request = min(size + 1 if limit is None else limit, PAGE)
+        kept: list[tuple[Any, BindingRecord]] = []  # (row, record), one more than the page when there is one
+        last, scanned = None, 0
+        for last in self._rows(where, params, per_request):
+            scanned += 1
+            record = _from_entity(last)
+            if visible is None or visible(record):
+                kept.append((last, record))
+                if len(kept) > size:
+                    break
+            if limit is not None and scanned >= limit:
+                break
+        telemetry.annotate(**{"keyless.list.scanned": scanned})
+        page = [record for _, record in kept[:size]]
+        if len(kept) > size:
+            end = kept[size - 1][0]
+        elif limit is not None and scanned >= limit:
+            end = last
+        else:
+            return page, None
+        return page, _encode_token(mode, end["PartitionKey"], end["RowKey"])
 
     def _account_page(
-        self, account: str, namespace: str | None, live_only: bool, size: int, after: dict[str, Any] | None
+        self,
+        account: str,
+        namespace: str | None,
+        live_only: bool,
+        size: int,
+        after: dict[str, Any] | None,
+        visible: Callable[[BindingRecord], bool] | None = None,
+        limit: int | None = None,
     ) -> tuple[list[BindingRecord], str | None]:
         partition = _account_partition(account)
         where, params = "PartitionKey eq @pk", {"pk": partition}
@@ -761,17 +796,33 @@ class Ledger:
         if position is not None:
             where += " and RowKey gt @after_rk"
             params["after_rk"] = position[1]
-        index = self._rows(where, params, min(size + 1, PAGE))
-        pending = list(itertools.islice(index, size + 1))
+        step = size if limit is None else min(size, limit)
+        index = self._rows(where, params, min(step + 1, PAGE))
+        pending = list(itertools.islice(index, step + 1))
+        scanned = 0
         while True:
-            chunk, pending = pending[:size], pending[size:]
+            chunk, pending = pending[:step], pending[step:]
             if not chunk:
                 return [], None
-            records = self._resolve(chunk, account, namespace, live_only)
-            if records or not pending:  # none of this chunk matched: on to the next, never an empty page
+            scanned += len(chunk)
+            records = [r for r in self._resolve(chunk, account, namespace, live_only) if visible is None or visible(r)]
+            # none of this chunk matched: on to the next, never an empty page (unless the limit is reached)
+            if records or not pending or (limit is not None and scanned >= limit):
                 token = _encode_token("a", partition, chunk[-1]["RowKey"]) if pending else None
                 return records, token
-            pending += itertools.islice(index, size)
+            pending += itertools.islice(index, step)
+
+    # --- list cursors: the API's continuation tokens (shared.adapters.list_cursors) -------------
+
+    def save_cursor(self, owner: str, position: str) -> str:
+        """A token naming `position` (a token of `query`) that only `owner` may use, for an hour."""
+        self._ensure()
+        return list_cursors.save(self._table, owner, position)
+
+    def load_cursor(self, owner: str, token: str) -> str:
+        """The position a token of `save_cursor` names; ValueError unless it is `owner`'s and alive."""
+        self._ensure()
+        return list_cursors.load(self._table, owner, token)
 
     def _resolve(
         self, index_rows: list[Any], account: str, namespace: str | None, live_only: bool

@@ -219,7 +219,11 @@ class OnboardingPage(Wire):
     """GET /api/onboardings: a page of the onboardings the caller may see."""
 
     value: list[Onboarding]
-    continuation_token: Omittable[str] = Field(None, description="pass back for the next page; absent on the last")
+    continuation_token: Omittable[str] = Field(
+        None,
+        description="more may follow: pass it back for the next page (opaque, only for this caller, for an hour); "
+        "absent on the last",
+    )
 
 
 # --- dry run --------------------------------------------------------------------------------------

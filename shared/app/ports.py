@@ -3,7 +3,7 @@ fills with adapters (shared.adapters.ledger, .workqueue, .topic) and mypy checks
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from shared.domain.errors import LedgerConflict
@@ -36,7 +36,11 @@ class Ledger(Protocol):
         page_size: int = 50,
         continuation: str | None = None,
         live_only: bool = False,
+        visible: Callable[[BindingRecord], bool] | None = None,
+        scan_limit: int | None = None,
     ) -> tuple[list[BindingRecord], str | None]: ...
+    def save_cursor(self, owner: str, position: str) -> str: ...
+    def load_cursor(self, owner: str, token: str) -> str: ...
     def all(self, **filters: Any) -> Iterator[BindingRecord]: ...
     def purge_removed(self, older_than_seconds: float, now: float | None = None) -> int: ...
 

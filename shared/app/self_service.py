@@ -110,11 +110,24 @@ def check_may_act(app: Keyless, caller: Caller, record: BindingRecord) -> None:
 def onboardings(
     app: Keyless, caller: Caller, cluster: str | None, namespace: str | None, page_size: int, continuation: str | None
 ) -> tuple[list[BindingRecord], str | None]:
-    """One page of the onboardings the caller may see (ValueError for a bad continuation token)."""
-    records, token = app.ledger.query(
-        cluster=cluster, namespace=namespace, page_size=page_size, continuation=continuation
+    """One page of the onboardings the caller may see, and a token for the next (None: no more).
+
+    The page is filled with what the caller may see, reading at most KEYLESS_LIST_SCAN_ROWS rows (a
+    page that reaches them may be short, or empty, and carries a token). The token names where the
+    page ended but says nothing of it: the position stays in the ledger, the caller gets a random
+    name for it that only they may use (shared.adapters.list_cursors). ValueError for a token that is
+    not one of the caller's live ones, or is another list's."""
+    owner = caller.object_id
+    position = app.ledger.load_cursor(owner, continuation) if continuation else None
+    records, after = app.ledger.query(
+        cluster=cluster,
+        namespace=namespace,
+        page_size=page_size,
+        continuation=position,
+        visible=lambda record: may_see(app, caller, record),
+        scan_limit=app.settings.list_scan_rows,
     )
-    return [r for r in records if may_see(app, caller, r)], token
+    return records, app.ledger.save_cursor(owner, after) if after else None
 
 
 def verification(app: Keyless, caller: Caller, record: BindingRecord) -> VerificationReport:

@@ -190,6 +190,7 @@ class Settings:
     default_max_bindings: int = 250  # live bindings per policy rule that names no maxBindings
     max_tag_bindings_per_cluster: int = 25  # live bindings one cluster's tags may ask for
     role_assignment_headroom: int = 200  # places of Azure's 4,000 per subscription a new binding leaves; 0: no count
+    list_scan_rows: int = 1000  # ledger rows one GET /api/onboardings reads at most, however few the caller may see
     in_azure: bool = False  # WEBSITE_SITE_NAME is set: running in App Service / Functions
     app_service_auth: bool = False  # WEBSITE_AUTH_ENABLED: App Service Authentication is on
     # --- reads and throttling ---
@@ -283,6 +284,7 @@ class Settings:
             default_max_bindings=_int(env, "KEYLESS_DEFAULT_MAX_BINDINGS", 250),
             max_tag_bindings_per_cluster=_int(env, "KEYLESS_MAX_TAG_BINDINGS_PER_CLUSTER", 25),
             role_assignment_headroom=_int(env, "KEYLESS_ROLE_ASSIGNMENT_HEADROOM", 200),
+            list_scan_rows=_int(env, "KEYLESS_LIST_SCAN_ROWS", 1000, minimum=1),
             in_azure=bool((env.get("WEBSITE_SITE_NAME") or "").strip()),
             app_service_auth=_bool(env, "WEBSITE_AUTH_ENABLED", False),
             arm_read_cache_seconds=_float(env, "KEYLESS_ARM_READ_CACHE_SECONDS", 20.0),
