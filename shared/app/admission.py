@@ -7,7 +7,7 @@ grant or consent withdrawn since is honoured:
   unless the grant comes back first (then the next run repairs it);
 - a tag binding its cluster's tags no longer ask for: offboarded at once.
 
-Quotas are counted here too (ledger index, one partition per quota).
+Quotas are counted here too (shared.app.quotas: ledger index, one partition per quota).
 """
 
 from __future__ import annotations
