@@ -157,3 +157,25 @@ def test_a_takeover_is_held_to_the_new_requesters_limit(host, arm, kube, monkeyp
     assert status == 403 and err["error"]["code"] == "QuotaExceeded", (err, record.as_api())
     assert "team-a" in err["error"]["message"]
     assert record.requested_by_object_id() == OTHER_OID, "not taken over"
+
+
+# --- what the fixes keep ----------------------------------------------------------------------
+
+
+def test_a_running_binding_keeps_its_place_when_the_operator_moves_it_to_a_full_quota(host, arm, kube, monkeypatch):
+    """The one exemption left: the same requester's running binding, moved by the operator (here the
+    rule is renamed, with a quota already used up), is not revoked for it; its old place is given back."""
+    status, created, _ = host.http("onboardings_create", "POST", "/", REQUEST)
+    assert status == 202, created
+    host.drain()
+    policy = access_policy()
+    policy["rules"][0] |= {"name": "team-a-renamed", "maxBindings": 0}
+    reconfigure(monkeypatch, KEYLESS_ACCESS_POLICY=json.dumps(policy))
+    sweep(host)
+    record = composition.service().ledger.get(created["id"])
+    assert record.status == "ready" and record.quota_key == "rule|team-a-renamed", record.as_api()
+    ledger = composition.service().ledger
+    assert ledger.claim_quota("rule|team-a", "probe", 1) == (True, 1), "the old place was given back"
+    status, body, _ = host.http("onboardings_delete", "DELETE", "/", route_params={"id": created["id"]})
+    host.drain()
+    assert ledger.get(created["id"]).quota_key == "", "a removed binding holds no place, not even a copy"
