@@ -7,7 +7,7 @@ grant or consent withdrawn since is honoured:
   unless the grant comes back first (then the next run repairs it);
 - a tag binding its cluster's tags no longer ask for: offboarded at once.
 
-Quotas are counted here too (ledger index, one partition per quota).
+Quotas are counted here too (shared.app.quotas: ledger index, one partition per quota).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from shared.app.keyless import Keyless
 
-from shared.app import observability
+from shared.app import observability, quotas
 from shared.domain import access, cluster_tags
 from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError, TemporaryError
@@ -67,16 +67,11 @@ def _still_tagged(app: Keyless, record: BindingRecord, binding: Binding) -> bool
 
 
 def _count(app: Keyless, record: BindingRecord, grant: access.Grant) -> None:
-    """Count the binding in its grant's quota. Only a binding never run is held to the limit: one
-    that runs already keeps its place when the policy moves it to another quota."""
-    if record.quota_key == grant.quota_key:
-        return
-    limit = None if record.ever_granted else grant.quota_limit
-    counted, count = app.ledger.claim_quota(grant.quota_key, record.key, limit)
-    if not counted:
-        raise quota_exceeded(grant, count)
-    app.ledger.release_quota(record.quota_key, record.key)
-    record.quota_key = grant.quota_key
+    """Count the binding in its grant's quotas (shared.app.quotas), asking the quota index every
+    time: a record's copy of where it is counted proves nothing. Only a binding that runs already
+    and is counted somewhere keeps its place when the policy moves it to another quota; a new,
+    revived or taken-over binding has no place yet (shared.app.quotas.renew) and is held to the limit."""
+    quotas.move(app, record, grant, keeps_place=record.ever_granted and bool(record.quota_key))
 
 
 def _refuse(app: Keyless, record: BindingRecord, reason: str) -> tuple[BindingRecord, bool]:
@@ -88,8 +83,7 @@ def _refuse(app: Keyless, record: BindingRecord, reason: str) -> tuple[BindingRe
         if record.status != "refused" or record.reason != reason:
             log.warning("binding %s refused: %s", record.key, reason)
             record.status, record.reason, record.last_error, record.updated_at = "refused", reason, reason, utcnow()
-            app.ledger.release_quota(record.quota_key, record.key)  # a refused binding holds no place
-            record.quota_key = ""
+            quotas.give_back(app, record)  # a refused binding holds no place
             app.save_settled(record)
         return record, False
     if record.revoked_at is None:
@@ -110,14 +104,6 @@ def _refuse(app: Keyless, record: BindingRecord, reason: str) -> tuple[BindingRe
     record.desired, record.status, record.updated_at = "absent", "offboarding", utcnow()
     record.reason = f"offboarded: access withdrawn at {record.revoked_at} ({reason})"
     return record, True
-
-
-def quota_exceeded(grant: access.Grant, count: int) -> access.QuotaExceeded:
-    return access.QuotaExceeded(
-        f"maxBindings: the quota {grant.quota_name} allows {grant.quota_limit} live bindings and {max(count, 0)} "
-        "use it; offboard one (DELETE /api/onboardings/<id>) or ask the operator to raise it",
-        count,
-    )
 
 
 def _iso(moment: dt.datetime) -> str:

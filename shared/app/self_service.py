@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shared.app import after_ready, observability
-from shared.app.admission import quota_exceeded
+from shared.app import after_ready, observability, quotas
 from shared.domain import access
 from shared.domain.binding import Binding
 from shared.domain.errors import PermanentError
@@ -28,38 +27,42 @@ def request_onboarding(
     app: Keyless, binding: Binding, caller: Caller, grant: access.Grant
 ) -> tuple[BindingRecord, bool]:
     """Record the binding the caller was granted (shared.domain.access) and queue it. (record, True) if new,
-    revived or changed, (record, False) if it is live as asked. QuotaExceeded when the grant's
-    quota is used up by other live bindings."""
+    revived or changed, (record, False) if it is live as asked. QuotaExceeded when a quota of the grant
+    is used up by other live bindings: a binding asked for again after it was taken away, or taken
+    over from another requester, is a new request of the caller's and needs room too
+    (shared.app.quotas)."""
     observability.annotate(**{"keyless.onboarding.id": binding.key})
-    counted, count = app.ledger.claim_quota(grant.quota_key, binding.key, grant.quota_limit)
     record = BindingRecord.for_binding(binding, requested_by=caller.audit, source=SOURCE_API)
     record.principal = access.recorded_principal(caller)
-    record.quota_key = grant.quota_key if counted else ""
-    if counted and app.ledger.create(record):
-        app.enqueue_binding(record.key, "onboarding requested")
-        return record, True
+    record.quota_key = grant.quota_key
+    fresh: list[str] = []
     existing = app.ledger.get(record.key)
     if existing is None:
-        if not counted:
-            raise quota_exceeded(grant, count)
-        return request_onboarding(app, binding, caller, grant)  # deleted between the two calls
-    if not existing.live and not counted:
-        raise quota_exceeded(grant, count)
+        fresh = quotas.count(app, binding.key, grant)  # counted first: two racing requests never both pass
+        if app.ledger.create(record):
+            app.enqueue_binding(record.key, "onboarding requested")
+            return record, True
+        existing = app.ledger.get(record.key)
+        if existing is None:
+            return request_onboarding(app, binding, caller, grant)  # deleted between the two calls
     settled = existing.status not in ("refused", "revoked")
     if existing.live and settled and list(existing.workloads or ()) == list(binding.workloads):
-        if counted and count >= 0 and existing.quota_key != grant.quota_key:
-            app.ledger.release_quota(grant.quota_key, binding.key)  # it stays counted where it is
+        held = access.quota_keys(existing.quota_key)
+        quotas.release(app, [k for k in fresh if k not in held], binding.key)  # it stays counted where it is
         return existing, False
     why = "workloads changed" if existing.live and settled else "onboarding requested again"
+    if not existing.live:  # taken away before: a new request, counted anew
+        quotas.renew(app, existing, caller.audit, SOURCE_API, record.principal)
+    mine = bool(caller.object_id) and existing.requested_by_object_id() == caller.object_id
+    # Only the caller's own running binding keeps its place when moved to the grant's quota; a takeover
+    # (another team's binding, a tag binding) is held to the caller's limit.
+    quotas.move(app, existing, grant, keeps_place=existing.ever_granted and bool(existing.quota_key) and mine)
     existing.desired = "present"
     existing.workloads = list(binding.workloads)
     existing.status = "pending"
     existing.requested_by = caller.audit
     existing.principal = record.principal
     existing.source = SOURCE_API  # the caller's grant holds it now, not a cluster's tags
-    if counted and existing.quota_key != grant.quota_key:
-        app.ledger.release_quota(existing.quota_key, existing.key)  # counted once: in the grant's quota now
-        existing.quota_key = grant.quota_key
     existing.updated_at = utcnow()
     app.ledger.save(existing)
     app.enqueue_binding(existing.key, why)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from shared.app import quotas
 from shared.domain import cluster_tags, naming
 from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError, NotFoundError, PermanentError, TemporaryError
@@ -62,8 +63,8 @@ def sync_cluster(app: Keyless, cluster_id: ResourceId, deleted: bool = False) ->
             # the tag's Deployments are the tag binding's desired state; an API binding keeps its own
             retarget = current is not None and current.source == SOURCE_TAGS and current.workloads != record.workloads
             if current is not None and (revive or retarget):
-                if revive:
-                    current.desired, current.status = "present", "pending"
+                if revive:  # whoever deleted it, its tags ask for it now: their request, counted anew
+                    quotas.renew(app, current, record.requested_by, SOURCE_TAGS, {})
                 current.workloads = list(record.workloads)
                 app.ledger.save(current)
         app.enqueue_binding(record.key, "cluster written", 0, version)
@@ -168,6 +169,6 @@ def offboard_record(app: Keyless, record: BindingRecord, reason: str, cluster_ve
         app.enqueue_binding(record.key, reason, 0, versions)
     else:  # nothing was made for it (no account, or refused before any run)
         record.status = "removed"
+        quotas.give_back(app, record)
         app.ledger.save(record)
-        app.ledger.release_quota(record.quota_key, record.key)
     return record.key

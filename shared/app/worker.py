@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from shared.app import after_ready, deletions, observability
+from shared.app import after_ready, deletions, observability, quotas
 from shared.app.admission import admit
 from shared.app.messages import parse_message
 from shared.app.ports import LedgerConflict
@@ -225,8 +225,14 @@ def _record(app: Keyless, record: BindingRecord, result: ReconcileResult) -> Bin
             record = fresh
     if record.status == "not-ready":  # again after the step's delay, growing while it stays not ready
         app.enqueue_binding(record.key, result.reason, delay or retry_policy.NOT_YET_DEFAULT_SECONDS)
-    if record.status == "removed":
-        app.ledger.release_quota(record.quota_key, record.key)
+    if record.status == "removed" and record.quota_key:
+        # Its places first, then the record's copy: a crash between leaves a copy that a revival
+        # gives back anyway (shared.app.quotas.renew), never a place held by nothing.
+        quotas.give_back(app, record)
+        try:
+            app.ledger.save(record)
+        except LedgerConflict:
+            pass  # written since (a revival): that write has given the places back too
     app.announce(record)
     return record
 

@@ -17,8 +17,13 @@ ledger record is no proof of permission, and a grant withdrawn since is honoured
   System namespaces (KEYLESS_SYSTEM_NAMESPACES too) and `default` are never asked for by tags.
 
 On every path: KEYLESS_ALLOWED_SUBSCRIPTIONS holds for the cluster and the account. The grant
-names what allowed it and the quota it counts against (a rule's `maxBindings`, or the
-per-cluster quota of cluster tags).
+names what allowed it and the quotas it counts against, each of which must have room:
+
+- a rule granting a caller: the rule's `maxBindings` (default KEYLESS_DEFAULT_MAX_BINDINGS);
+- cluster tags with the account's consent: KEYLESS_MAX_TAG_BINDINGS_PER_CLUSTER for the cluster;
+- cluster tags granted by a `principals.clusterTags` rule: the rule's `maxBindings` (default as
+  above) AND the cluster's tags quota: the rule bounds what all clusters it covers may ask for, the
+  per-cluster quota what one cluster's tag writers may.
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from shared.domain.binding import Binding
 from shared.domain.ids import ResourceId
-from shared.domain.policy import AccessPolicy, Denied, check_subscriptions
+from shared.domain.policy import AccessPolicy, Denied, Rule, check_subscriptions
 from shared.domain.principal import Caller
 from shared.domain.settings import Settings
 
@@ -56,13 +61,40 @@ Requester = Caller | ClusterTags | AnyPrincipal
 
 
 @dataclasses.dataclass(frozen=True)
+class Quota:
+    """Where live bindings are counted, and how many may be."""
+
+    key: str  # e.g. "rule|team-a", "tags|<cluster id>"
+    limit: int
+    name: str  # how a refusal names the quota
+
+
+@dataclasses.dataclass(frozen=True)
 class Grant:
-    """What allowed a binding, and the quota it counts against."""
+    """What allowed a binding, and the quotas it counts against (in every one of them)."""
 
     by: str  # e.g. "rule 'team-a'", "consent of account oai (keyless-allowed-clusters)"
-    quota_key: str  # where live bindings under this grant are counted
-    quota_limit: int
-    quota_name: str  # how a refusal names the quota
+    quotas: tuple[Quota, ...]
+
+    @property
+    def quota_key(self) -> str:
+        """What a record keeps of the quotas it is counted in (BindingRecord.quota_key)."""
+        return join_quota_keys(q.key for q in self.quotas)
+
+
+def join_quota_keys(keys: Iterable[str]) -> str:
+    """One quota's key as it is; several as a JSON list (a quota key never starts with `[`)."""
+    keys = list(keys)
+    return keys[0] if len(keys) == 1 else json.dumps(keys) if keys else ""
+
+
+def quota_keys(stored: str) -> tuple[str, ...]:
+    """The quota keys a record's `quota_key` names (join_quota_keys): none, one or several."""
+    if not stored:
+        return ()
+    if stored.startswith("["):
+        return tuple(str(k) for k in json.loads(stored))
+    return (stored,)
 
 
 class Refused(Denied):
@@ -120,14 +152,20 @@ def authorise(
     if role_allowlist is not None and binding.role_definition_id.lower() not in {r.lower() for r in role_allowlist}:
         raise Refused(f"role: {binding.role_definition_id} is not on KEYLESS_ROLE_ALLOWLIST (any more)")
     if isinstance(requester, ClusterTags):
-        return _by_cluster_tags(binding, requester, policy, max_tag_bindings_per_cluster, account_tags)
+        return _by_cluster_tags(
+            binding, requester, policy, max_tag_bindings_per_cluster, default_max_bindings, account_tags
+        )
     caller = requester if isinstance(requester, Caller) else None
     try:
         rule = policy.rule_for(caller, binding)
     except Denied as exc:
         raise Refused(exc.reason) from None
+    return Grant(f"rule {rule.name!r}", (_rule_quota(rule, default_max_bindings),))
+
+
+def _rule_quota(rule: Rule, default_max_bindings: int) -> Quota:
     limit = default_max_bindings if rule.max_bindings is None else rule.max_bindings
-    return Grant(f"rule {rule.name!r}", f"rule|{rule.name}", limit, f"maxBindings of rule {rule.name!r}")
+    return Quota(f"rule|{rule.name}", limit, f"maxBindings of rule {rule.name!r}")
 
 
 def _by_cluster_tags(
@@ -135,6 +173,7 @@ def _by_cluster_tags(
     requester: ClusterTags,
     policy: AccessPolicy,
     limit: int,
+    default_max_bindings: int,
     account_tags: Mapping[str, str] | None,
 ) -> Grant:
     if requester.cluster.lower() != binding.cluster.key:
@@ -144,9 +183,11 @@ def _by_cluster_tags(
             f"namespace: {binding.namespace}/{binding.service_account} is a system namespace or the default "
             "service account; cluster tags never ask for those (use the API with a rule that names them)"
         )
-    quota = (f"tags|{binding.cluster.key}", limit, f"{TAGS_QUOTA_SETTING} ({limit}) for cluster {binding.cluster.name}")
+    quota = Quota(
+        f"tags|{binding.cluster.key}", limit, f"{TAGS_QUOTA_SETTING} ({limit}) for cluster {binding.cluster.name}"
+    )
     if account_tags is not None and consents(account_tags, binding.cluster):
-        return Grant(f"consent of account {binding.account.name} ({CONSENT_TAG})", *quota)
+        return Grant(f"consent of account {binding.account.name} ({CONSENT_TAG})", (quota,))
     try:
         rule = policy.rule_for_cluster_tags(binding)
     except Denied as exc:
@@ -158,7 +199,7 @@ def _by_cluster_tags(
             f"{CONSENT_TAG}={binding.cluster}), or the operator adds a rule for principals.clusterTags to "
             "KEYLESS_ACCESS_POLICY"
         ) from None
-    return Grant(f"rule {rule.name!r} for cluster tags", *quota)
+    return Grant(f"rule {rule.name!r} for cluster tags", (_rule_quota(rule, default_max_bindings), quota))
 
 
 def requester_of(source: str, cluster: str, principal: Mapping[str, object] | None) -> Requester:

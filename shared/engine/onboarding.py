@@ -93,9 +93,8 @@ class Onboarding:
         observed = w.find_identity(b)
         desired_tags = planner.identity_tags(b)
         action = planner.identity_action(observed, desired_tags)
-        if observed is None and w.settings.role_assignment_headroom > 0:  # a new binding: room for its role?
-            count = w.roles.count_in_subscription(b.account.subscription_id)
-            planner.check_role_assignment_room(count, b.account.subscription_id, w.settings.role_assignment_headroom)
+        if observed is None:  # a new workload: room for its role? (asked before anything is written)
+            self._check_role_room(run)
         identity = observed
         name = observed.name if observed else b.identity_name
         location = observed.location if observed else cluster.location
@@ -146,6 +145,7 @@ class Onboarding:
             run.result.role_assignment_id = found.id
             run.record("role-assignment", "unchanged", name=found.name)
             return
+        self._check_role_room(run)  # every new role assignment, also of a workload whose identity exists
         name = naming.role_assignment_name(scope, b.role_definition_id, identity.principal_id)
         if run.dry_run:
             run.record("role-assignment", "created", "would assign the role at the account scope")
@@ -156,6 +156,17 @@ class Onboarding:
             return
         run.result.role_assignment_id = created.id
         run.record("role-assignment", "created", name=created.name)
+
+    def _check_role_room(self, run: Run) -> None:
+        """KEYLESS_ROLE_ASSIGNMENT_HEADROOM, before a role assignment is to be made (once per run): a
+        new workload, another account for a workload that has its identity, a deleted one put back.
+        A converged binding never counts."""
+        headroom = self.w.settings.role_assignment_headroom
+        if headroom <= 0 or run.role_room_checked:
+            return
+        sub = run.binding.account.subscription_id
+        planner.check_role_assignment_room(self.w.roles.count_in_subscription(sub), sub, headroom)
+        run.role_room_checked = True
 
     def _service_account(self, run: Run, identity: IdentityState) -> None:
         b = run.binding

@@ -66,6 +66,7 @@ class Run:
     cluster_gone: bool | None = None  # learnt while offboarding: None = not asked yet
     cluster: ClusterState | None = None
     other_credentials: list[CredentialState] | None = None  # offboarding: credentials that are not ours
+    role_room_checked: bool = False  # KEYLESS_ROLE_ASSIGNMENT_HEADROOM asked in this run (onboarding)
 
     @property
     def kube(self) -> Any:

@@ -112,7 +112,7 @@ def test_ledger_and_work_queue_run_on_the_managed_identity_with_no_connection_st
     # and the work queue takes its run.
     binding = Binding.create(CLUSTER, "team-a", "chat-api", ACCOUNT)
     caller = Caller(object_id="00000000-0000-0000-0000-0000000000c1", name="tester")
-    grant = access.Grant(by="rule 'test'", quota_key="rule-test", quota_limit=10, quota_name="rule 'test'")
+    grant = access.Grant(by="rule 'test'", quotas=(access.Quota("rule-test", 10, "rule 'test'"),))
     record, new = app.request_onboarding(binding, caller, grant)
     assert new
     app.health()  # pings the ledger and the queue

@@ -43,11 +43,12 @@ def authorise(b: Binding, requester: access.Requester, pol: AccessPolicy | None 
 class TestCallers:
     def test_a_rule_grants_and_names_its_quota(self):
         grant = authorise(binding(), CALLER)
-        assert grant.by == "rule 'team-a'" and grant.quota_key == "rule|team-a" and grant.quota_limit == 250
+        assert grant.by == "rule 'team-a'" and grant.quota_key == "rule|team-a"
+        assert grant.quotas == (access.Quota("rule|team-a", 250, "maxBindings of rule 'team-a'"),)
 
     def test_a_rule_quota_overrides_the_default(self):
         grant = authorise(binding(), CALLER, policy(TEAM | {"maxBindings": 3}))
-        assert grant.quota_limit == 3
+        assert [q.limit for q in grant.quotas] == [3]
 
     def test_the_subscription_allowlist_holds_for_callers(self):
         with pytest.raises(access.Refused) as err:
@@ -108,6 +109,19 @@ class TestClusterTags:
         assert authorise(binding(), TAGS, policy(rule), account_tags={}).by == "rule 'tags' for cluster tags"
         with pytest.raises(access.Refused):
             authorise(binding(ns="team-z"), TAGS, policy(rule), account_tags={})
+
+    def test_a_cluster_tags_rule_counts_in_its_own_quota_and_the_clusters(self):
+        rule = {**TEAM, "name": "tags", "principals": {"clusterTags": True}, "maxBindings": 1}
+        grant = authorise(binding(), TAGS, policy(rule), account_tags={}, max_tag_bindings_per_cluster=7)
+        assert [(q.key, q.limit) for q in grant.quotas] == [("rule|tags", 1), (f"tags|{CLUSTER.lower()}", 7)]
+        assert access.quota_keys(grant.quota_key) == ("rule|tags", f"tags|{CLUSTER.lower()}")
+        without = authorise(binding(), TAGS, policy({**rule, "maxBindings": None}), account_tags={})
+        assert [q.limit for q in without.quotas] == [250, 25], "a rule without maxBindings: the default"
+
+    def test_consent_counts_in_the_clusters_quota_only(self):
+        grant = authorise(binding(), TAGS, account_tags={"keyless-allowed-clusters": CLUSTER})
+        assert access.quota_keys(grant.quota_key) == (f"tags|{CLUSTER.lower()}",)
+        assert access.quota_keys("") == ()
 
     @pytest.mark.parametrize("ns, sa", [("kube-system", "x"), ("platform", "agent"), ("team-a", "default")])
     def test_system_namespaces_and_default_never_come_from_tags(self, ns, sa):
