@@ -70,7 +70,7 @@ class AzureSnapshot:
     role_assignments: set[RoleKey]
     clusters: dict[str, ClusterState]
     accounts: dict[str, AccountState]
-    source: str = "resource-graph"  # or "arm" (the fallback)
+    source: str = "resource-graph"  # or "arm" (the fallback), or "none" (nothing needed reading)
 
     @classmethod
     def build(
@@ -109,7 +109,7 @@ class SweepRun:
     shards: int = 0
     finished_at: float | None = None
     resumes: int = 0
-    source: str = ""  # where the Azure snapshot came from: "resource-graph" or "arm"
+    source: str = ""  # where the Azure snapshot came from: "resource-graph", "arm" or "none" (not read)
     suspects: int = 0
     etag: str | None = None
 
@@ -192,12 +192,21 @@ def status_suspicion(record: BindingRecord, now: dt.datetime, overdue_seconds: f
     return f"status is {record.status}"
 
 
+def recent_suspicion(record: BindingRecord, now: dt.datetime, recent_seconds: float) -> str | None:
+    """A record changed within `recent_seconds` is a suspect whatever the inventory says (it may not
+    show the change yet): no snapshot is needed to decide it."""
+    if _age_seconds(record.updated_at, now) < recent_seconds:
+        return "changed recently: the inventory may not show it yet"
+    return None
+
+
 def azure_suspicion(
     record: BindingRecord, snapshot: AzureSnapshot, now: dt.datetime, recent_seconds: float
 ) -> str | None:
     """Why the record does not match the Azure snapshot (None: it does)."""
-    if _age_seconds(record.updated_at, now) < recent_seconds:
-        return "changed recently: the inventory may not show it yet"
+    recent = recent_suspicion(record, now, recent_seconds)
+    if recent:
+        return recent
     identity = snapshot.identities.get(identity_id(record).lower())
     if identity is None:
         return "identity not in the inventory"
