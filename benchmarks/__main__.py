@@ -1,11 +1,15 @@
-"""Run every benchmark once and write their figures to benchmarks/RESULTS.md.
+"""Run every benchmark once and print their figures; with --write, also write them to
+benchmarks/RESULTS.md (all sections at once: the file is one run's figures).
 
-python -m benchmarks            # all (about 15 minutes on 2 cores), writes RESULTS.md
-python -m benchmarks --print    # all, printed only
+python -m benchmarks                          # all (about 15 minutes on 2 cores), printed only
+python -m benchmarks --write                  # all, and RESULTS.md rewritten
+python -m benchmarks --only "Cold start"      # some sections (by title, repeatable), printed only
+python -m benchmarks.requests_per_onboarding  # one benchmark (each takes --help)
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import sys
@@ -34,7 +38,7 @@ RUNS = [
 
 HEADER = """# Benchmark results
 
-Figures from one run of `python -m benchmarks` (each section: the command that reproduces it,
+Figures from one run of `python -m benchmarks --write` (each section: the command that reproduces it,
 then its output), inside the project's virtualenv, with Azurite installed (`npm ci`).
 Machine: {machine}.
 
@@ -71,23 +75,36 @@ FOOTER = """## Notes
 """
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    titles = [title for title, *_ in RUNS]
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__.split("\n\n")[0],
+        epilog="sections: " + "; ".join(f"{title} ({command})" for title, command, *_ in RUNS),
+    )
+    parser.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md (all sections only)")
+    parser.add_argument("--only", action="append", choices=titles, metavar="TITLE", help="run only this section")
+    args = parser.parse_args(argv)
+    if args.write and args.only:
+        parser.error("--write rewrites the whole of RESULTS.md: run every section (drop --only)")
     parts = [HEADER.format(machine=machine())]
     status = 0
-    for title, command, fn, args in RUNS:
+    for title, command, fn, fn_args in RUNS:
+        if args.only and title not in args.only:
+            continue
         out = io.StringIO()
         started = time.monotonic()
         with contextlib.redirect_stdout(out):
-            code = fn(args)
-        status |= code
+            code = fn(fn_args)
+        status |= code or 0
         section = f"## {title}\n\n    {command}\n\n({time.monotonic() - started:.0f} s)\n\n{out.getvalue().strip()}\n"
         print(section, flush=True)
         parts.append(section)
     parts.append(FOOTER)
-    if "--print" not in argv:
+    if args.write:
         (ROOT / "benchmarks" / "RESULTS.md").write_text("\n".join(parts))
     return status
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
