@@ -2,12 +2,14 @@
 queue only those; the reconcile worker (which reads ARM, the truth) repairs them.
 
     timer tick  `start`: one sweep at a time (the run row, ETag-conditional). Read every live record
-                (1,000 a page), the Azure inventory in bulk (shared.engine.inventory: Resource Graph,
-                else ARM lists), and mark Azure-side suspects (shared.domain.sweep_plan). Write one
-                shard per cluster and queue one message per shard.
-    shard       `run_shard`: read the cluster's records (its ledger partition) and its Keyless objects
-                (three label-selected, paged lists); mark Kubernetes-side suspects; read the federated
-                credentials of this sweep's rotation slice; queue every suspect; mark the shard done.
+                (1,000 a page), the Azure inventory in bulk for those not suspects already by status
+                or age (shared.engine.inventory: Resource Graph, else ARM lists), and mark Azure-side
+                suspects (shared.domain.sweep_plan). Write one shard per cluster and queue one
+                message per shard.
+    shard       `run_shard`: read the cluster's records (its ledger partition) and, when one is left to
+                check, its Keyless objects (three label-selected, paged lists); mark Kubernetes-side
+                suspects; read the federated credentials of this sweep's rotation slice; queue every
+                suspect; mark the shard done.
 
 Nothing here writes to Azure, Kubernetes or a binding's record: an unchanged binding costs no write
 and no queue message. A sweep cut off halfway resumes at the next tick (shards not done are queued
@@ -120,10 +122,24 @@ def _plan(app: Keyless, run: SweepRun, now: float) -> SweepStart:
     live = list(app.ledger.all(live_only=True))
     observability.bindings_counted(live)
     records = [r for r in live if r.account]
-    snapshot = app.engine.inventory.azure(sweep_plan.scope_of(records))
     when = dt.datetime.fromtimestamp(now, dt.UTC)
     recent = sweep_plan.RECENT_SECONDS * app.settings.retry_delay_scale
     overdue = sweep_plan.OVERDUE_SECONDS * app.settings.retry_delay_scale
+    # The inventory is read only for the records it can clear: one already a suspect by its status or
+    # its age is run again whatever the snapshot says (a sweep right after a burst of onboardings reads
+    # nothing in bulk).
+    unsuspected = [
+        r
+        for r in records
+        if r.status in sweep_plan.SETTLED
+        and not sweep_plan.status_suspicion(r, when, overdue)
+        and not sweep_plan.recent_suspicion(r, when, recent)
+    ]
+    snapshot = (
+        app.engine.inventory.azure(sweep_plan.scope_of(unsuspected))
+        if unsuspected
+        else sweep_plan.AzureSnapshot.build([], [], [], [], "none")
+    )
     by_cluster: dict[str, list[BindingRecord]] = defaultdict(list)
     for r in records:
         by_cluster[r.cluster.lower()].append(r)
@@ -207,10 +223,11 @@ def run_shard(app: Keyless, run_id: str, cluster: str) -> dict[str, Any]:
     stats = {"bindings": len(records), "planned": len(suspects), "kube": 0, "credentials": 0, "credentialReads": 0}
     settled = [r for r in records if r.status in sweep_plan.SETTLED and r.key not in suspects]
     unlisted = ""
+    objects = None
     try:
-        objects = app.engine.inventory.cluster_objects(cluster)
+        if settled:  # when every binding is a suspect already, no one reads the lists
+            objects = app.engine.inventory.cluster_objects(cluster)
     except KeylessError as exc:
-        objects = None
         unlisted = f"the cluster's objects could not be listed ({exc.reason[:120]})"
     rules, manager = app.engine.world.key_rules, app.settings.field_manager
     rotation = sweep_plan.CREDENTIAL_ROTATION

@@ -76,7 +76,7 @@ class AzureSnapshot:
     role_assignments: set[RoleKey]
     clusters: dict[str, ClusterState]
     accounts: dict[str, AccountState]
-    source: str = "resource-graph"  # or "arm" (the fallback)
+    source: str = "resource-graph"  # or "arm" (the fallback), or "none" (nothing needed reading)
 
     @classmethod
     def build(
@@ -115,7 +115,7 @@ class SweepRun:
     shards: int = 0
     finished_at: float | None = None
     resumes: int = 0
-    source: str = ""  # where the Azure snapshot came from: "resource-graph" or "arm"
+    source: str = ""  # where the Azure snapshot came from: "resource-graph", "arm" or "none" (not read)
     suspects: int = 0
     etag: str | None = None
 
@@ -212,8 +212,9 @@ def grant_suspicion(
     """Why the one door would refuse this live binding now (None: granted). Refused and revoked records
     are queued every sweep for their status already; a record that no longer makes a binding is the
     worker's to fail. For cluster tags, a pair the tags no longer name is offboarded by the worker at once;
-    consent is judged from the account's tags in the inventory (an account missing from it shows no
-    consent: the binding is queued, and the worker asks ARM, the truth)."""
+    consent is judged from the account's tags in the inventory. A record whose cluster or account the
+    inventory was not asked for (one queued already by its status or age: shared.app.sweep reads the
+    inventory only for the others) is left to the worker's door, which asks ARM before its next run."""
     if record.status in ("refused", "revoked") or not record.account:
         return None
     try:
@@ -226,6 +227,8 @@ def grant_suspicion(
         if cluster is not None and not cluster_tags.still_asks(cluster, binding, system_namespaces):
             return "no longer asked for by the cluster's tags"
     account = snapshot.accounts.get(record.account.lower())
+    if account is None and isinstance(requester, access.ClusterTags):
+        return None  # no consent to judge from here
     try:
         door(binding, requester, account.tags if account is not None else None)
     except access.Refused as exc:
@@ -233,12 +236,21 @@ def grant_suspicion(
     return None
 
 
+def recent_suspicion(record: BindingRecord, now: dt.datetime, recent_seconds: float) -> str | None:
+    """A record changed within `recent_seconds` is a suspect whatever the inventory says (it may not
+    show the change yet): no snapshot is needed to decide it."""
+    if _age_seconds(record.updated_at, now) < recent_seconds:
+        return "changed recently: the inventory may not show it yet"
+    return None
+
+
 def azure_suspicion(
     record: BindingRecord, snapshot: AzureSnapshot, now: dt.datetime, recent_seconds: float
 ) -> str | None:
     """Why the record does not match the Azure snapshot (None: it does)."""
-    if _age_seconds(record.updated_at, now) < recent_seconds:
-        return "changed recently: the inventory may not show it yet"
+    recent = recent_suspicion(record, now, recent_seconds)
+    if recent:
+        return recent
     identity = snapshot.identities.get(identity_id(record).lower())
     if identity is None:
         return "identity not in the inventory"

@@ -64,6 +64,21 @@ def test_a_sweep_over_healthy_bindings_writes_nothing_and_queues_no_binding(host
     assert result["bindings"] == 3 and result["queued"] == 0
 
 
+def test_a_sweep_right_after_onboardings_reads_nothing_in_bulk_it_would_not_use(host, arm, kube):
+    """Every binding changed moments ago is a suspect whatever the inventory says: the sweep queues
+    them all without a Resource Graph query or a cluster-wide list, whose answers no one would read."""
+    onboard(host)
+    arm.log.clear()
+    kube_before = len(kube.log.items)
+    run = sweep(host, later=0)
+    assert run.source == "none" and run.suspects == 3, run
+    assert arm.log.matching("POST", "/providers/Microsoft.ResourceGraph/resources") == []
+    cluster_wide = [r for r in kube.log.items[kube_before:] if "/namespaces/" not in r.path]
+    assert cluster_wide == [], "no label-selected list across namespaces"
+    assert shard_results(run)["queued"] == 3
+    assert all(r.status in ("ready", "verified") for r in records())
+
+
 @pytest.mark.parametrize("drift", ["role-assignment", "annotation", "configmap", "credential"])
 def test_each_kind_of_drift_is_found_and_repaired_by_one_sweep(host, arm, kube, monkeypatch, drift):
     monkeypatch.setattr(sweep_plan, "CREDENTIAL_ROTATION", 1)  # credentials are read for every identity
