@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.demo.world import demo_world, describe
 
     check.quiet_logs()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the emulators and Azurite on the way out
     started = time.monotonic()
     try:
         with demo_world() as world:

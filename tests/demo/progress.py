@@ -54,7 +54,7 @@ def _details(details: Any) -> str:
     """A step's flat details (names, ids, what was removed); nested ones, such as the patches sent, left out."""
     if not isinstance(details, dict):
         return ""
-    parts = [f"{k} {_flat(v)}" for k, v in details.items() if _flat(v)]
+    parts = [f"{k} {_flat(v)}" for k, v in details.items() if _flat(v) and not k.endswith(("Patch", "Apply"))]
     return f" ({'; '.join(parts)})" if parts else ""
 
 
