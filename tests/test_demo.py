@@ -76,3 +76,18 @@ def test_the_check_end_to_end():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert LAST_LINE.fullmatch(lines[-1]), lines[-1]
     assert any("check access: pending" in line for line in lines), "the proof waited for propagation once at least"
+
+
+@pytest.mark.slow
+def test_the_check_stops_at_its_deadline_with_the_reason(monkeypatch, tmp_path):
+    """A role that never takes effect: the check gives up at its deadline and says what is still open."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    lines: list[str] = []
+    try:
+        with demo_world() as world:
+            world.services.openai.role_propagation_seconds = 3600
+            with pytest.raises(check.DemoFailed, match=r"not verified within 10 s: ready access pending"):
+                check.run(world, out=lines.append, deadline_seconds=10, directory=tmp_path)
+    finally:
+        composition.reset()
+    assert not any(LAST_LINE.fullmatch(line) for line in lines), lines

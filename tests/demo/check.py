@@ -58,7 +58,10 @@ def run(
     out(f"demo: POST /api/onboardings as the dev principal -> {status}, id {key}")
     progress, failures, end = Progress(), 0, started + deadline_seconds
     while True:
-        host.drain(deadline_seconds=max(1.0, end - time.monotonic()))
+        try:
+            host.drain(deadline_seconds=max(1.0, end - time.monotonic()))
+        except AssertionError:  # the driver's "not drained by its deadline": ours has passed; say where it stands
+            pass
         for exc in host.failures[failures:]:
             out(f"  the worker raised {type(exc).__name__}: {exc} (the host retries the message)")
         failures = len(host.failures)
