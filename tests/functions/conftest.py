@@ -28,8 +28,8 @@ from referencing.jsonschema import DRAFT202012
 
 from shared.app import composition
 from shared.domain.settings import WORK_QUEUE
+from tests.access_services import AMBIENT, emulated_azure
 from tests.azurite import Azurite, connection_string_from_env
-from tests.emulators.arm import ARM_SCOPE
 from tests.emulators.eventgrid import EventGridTopicEmulator
 from tests.emulators.identity_endpoint import IdentityEndpoint
 
@@ -317,25 +317,13 @@ class Host:
 @pytest.fixture
 def app_env(monkeypatch, storage, identity_endpoint, arm, ca) -> collections.abc.Iterator[dict[str, str]]:
     env = {
-        "AzureWebJobsStorage": storage,
-        "KEYLESS_ARM_ENDPOINT": arm.url,
-        "KEYLESS_ARM_SCOPE": ARM_SCOPE,
-        "KEYLESS_CA_BUNDLE": str(ca.ca_pem_path),
+        **emulated_azure(storage, arm, ca, identity_endpoint),
         "KEYLESS_TABLE_NAME": "t" + uuid.uuid4().hex[:20],
         "KEYLESS_ACCESS_POLICY": json.dumps(access_policy()),
-        **identity_endpoint.env(),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    for key in (
-        "KEYLESS_DEV_PRINCIPAL",
-        "WEBSITE_SITE_NAME",
-        "AZURE_CLIENT_ID",
-        "AZURE_TENANT_ID",
-        "AZURE_CLIENT_SECRET",
-        "AZURE_FEDERATED_TOKEN_FILE",
-        "MSI_ENDPOINT",
-    ):
+    for key in AMBIENT:
         monkeypatch.delenv(key, raising=False)
     composition.reset()
     yield env
