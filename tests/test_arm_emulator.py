@@ -1,7 +1,7 @@
 """Tests of the ARM emulator: its behaviour through the real azure-mgmt SDK clients, and its
 conformance with the published API descriptions (swagger schemas and the saved examples).
 
-The reference files live in ../shared/reference (or $KEYLESS_REFERENCE_DIR). When they are
+The reference files live in tests/reference (or $KEYLESS_REFERENCE_DIR). When they are
 missing the conformance tests fail, with a message saying so, rather than skip.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import os
 import threading
 import time
 import typing
@@ -37,6 +36,7 @@ from azure.mgmt.cognitiveservices import models as cogmodels
 from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.msi import ManagedServiceIdentityClient
 
+from tests import reference_data
 from tests.emulators.arm import API_VERSIONS, ARM_SCOPE, ROLE_CONTRIBUTOR, ROLE_OPENAI_USER, ArmEmulator
 from tests.emulators.common import TestCA, token_for_scope
 
@@ -665,12 +665,13 @@ def test_sdk_gives_up_after_three_retries_and_retries_dropped_connections(arm, c
 
 
 def reference_dir() -> Path:
-    """The shared reference data; a test that needs it fails (not skips) when it is missing."""
-    found = Path(os.environ.get("KEYLESS_REFERENCE_DIR") or REPO_ROOT.parent / "shared" / "reference")
+    """The reference data; a test that needs it fails (not skips) when it is missing."""
+    found = reference_data.reference_dir()
     if not (found / "azure-rest-api-specs" / "specification").is_dir():
         pytest.fail(
-            f"reference specs not found at {found}: set KEYLESS_REFERENCE_DIR to the shared/reference "
-            "directory (the one holding azure-rest-api-specs/); conformance tests cannot run without it"
+            f"reference specs not found at {found}: tests/reference is part of the repository; if "
+            "KEYLESS_REFERENCE_DIR is set, it must name a copy holding azure-rest-api-specs/ "
+            "(conformance tests cannot run without it)"
         )
     return found
 

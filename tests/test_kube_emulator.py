@@ -39,7 +39,6 @@ import dataclasses
 import datetime
 import functools
 import json
-import os
 import re
 import threading
 from pathlib import Path
@@ -50,6 +49,7 @@ import pytest
 import urllib3
 from kubernetes.client import ApiException
 
+from tests import reference_data
 from tests.emulators.common import TestCA, token_for_scope
 from tests.emulators.kube import AKS_SERVER_SCOPE, KubeEmulator
 
@@ -993,8 +993,7 @@ SPEC_FILES = ("api__v1_openapi.json", "apis__apps__v1_openapi.json")
 
 
 def reference_dir() -> Path:
-    repo_root = Path(__file__).resolve().parents[1]
-    return Path(os.environ.get("KEYLESS_REFERENCE_DIR") or repo_root / ".." / "shared" / "reference")
+    return reference_data.reference_dir()
 
 
 def load_reference(root: Path) -> list[dict]:
@@ -1004,8 +1003,9 @@ def load_reference(root: Path) -> list[dict]:
         path = root / REFERENCE_SUBDIR / name
         if not path.is_file():
             pytest.fail(
-                f"Kubernetes reference OpenAPI not found at {path}. Set KEYLESS_REFERENCE_DIR to the "
-                "shared reference directory (see shared/reference/SOURCES.md)."
+                f"Kubernetes reference OpenAPI not found at {path}. tests/reference is part of the "
+                "repository; if KEYLESS_REFERENCE_DIR is set, it must name a copy with the same layout "
+                "(see tests/reference/SOURCES.md)."
             )
         specs.append(json.loads(path.read_text()))
     return specs

@@ -1,8 +1,8 @@
 """The Kubernetes emulator's workload half: admission, the v1.6 workload-identity webhook, the
 Deployment controller (a new template = new pods) and the kubelet, driven through the real client.
 
-The webhook's behaviour is checked against ../shared/reference/azure-workload-identity (the docs at
-tag v1.6.0) and the v1.6 notes in ../shared/reference/SOURCES.md: the saved quick-start still shows
+The webhook's behaviour is checked against tests/reference/azure-workload-identity (the docs at
+tag v1.6.0) and the v1.6 notes in tests/reference/SOURCES.md: the saved quick-start still shows
 the v1.5 token path, so the test reads the notes, not the quick-start, for the path and volume name.
 """
 

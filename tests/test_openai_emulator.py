@@ -6,7 +6,7 @@ Tokens are signed here with a throwaway RSA key (PyJWT + cryptography) whose JWK
 Entra emulator's `jwks()` will be. Account changes go through the real azure-mgmt-cognitiveservices client, to show
 that the data plane sees ARM's state live.
 
-Conformance: the data-plane specs are not in ../shared/reference (it holds only resource-manager specs), so the
+Conformance: the data-plane specs are not in tests/reference (it holds only resource-manager specs), so the
 response schemas below are copied, trimmed of descriptions, from Azure/azure-rest-api-specs
 specification/cognitiveservices/data-plane/AzureOpenAI/authoring/stable/2024-10-21/azureopenai.json (commit 3ecc2097,
 definitions Model, ModelList, Capabilities, Deprecation, LifeCycleStatus, FineTuningState, TypeDiscriminator, Error,

@@ -2,7 +2,7 @@
 (`POST .../runCommand` -> 202 + Location, `GET .../commandResults/{id}` -> 202 then 200) and the
 kubectl pod that runs the command against the Kubernetes emulator.
 
-Shapes checked against the 2025-10-01 examples of the AKS REST specs (not in ../shared/reference;
+Shapes checked against the 2025-10-01 examples of the AKS REST specs (not in tests/reference;
 copied here as the fields they show): RunCommandRequest.json answers 202 with a `location` to
 `.../commandResults/{id}` and ends 200 with `{"id", "properties": {"provisioningState": "succeeded",
 "exitCode", "startedAt", "finishedAt", "logs"}}`; RunCommandResultFailed.json ends with

@@ -26,7 +26,7 @@ What is emulated (core/v1 Namespaces, ServiceAccounts, ConfigMaps, Pods; apps/v1
   - paging: `limit` and `continue`, per "Retrieving large results sets in chunks" in the Kubernetes
     API concepts (kubernetes/website content/en/docs/reference/using-api/api-concepts.md) and the
     `limit`/`continue` parameters and ListMeta of the reference OpenAPI
-    (../shared/reference/kubernetes-openapi/.../api__v1_openapi.json). Items in etcd key order
+    (tests/reference/kubernetes-openapi/.../api__v1_openapi.json). Items in etcd key order
     (`/registry/<plural>/<namespace>/<name>`); a page holds at most `limit` matching items and
     `metadata.continue` is set when keys remain after its last one (so a filtered page may be short,
     even empty, before the end); `metadata.remainingItemCount` only without selectors; the token is
@@ -1253,7 +1253,7 @@ def field_selector(text: str, rt: ResourceType) -> Callable[[dict], bool]:
 # As k8s.io/apiserver serves them (pkg/storage: continue tokens and ValidateListOptions; storage/etcd3:
 # GetList and its compaction errors); the behaviour documented under "Retrieving large results sets in
 # chunks" (kubernetes/website content/en/docs/reference/using-api/api-concepts.md) and in the `limit` and
-# `continue` parameters and ListMeta of the reference OpenAPI (../shared/reference/kubernetes-openapi).
+# `continue` parameters and ListMeta of the reference OpenAPI (tests/reference/kubernetes-openapi).
 
 CONTINUE_TOKEN_VERSION = "meta.k8s.io/v1"
 CONTINUE_TTL_SECONDS = 300.0
@@ -1442,8 +1442,8 @@ def rolled_out_status(obj: dict, now: str) -> dict:
 # --------------------------------------------------------------------------- pods: admission, the webhook, the kubelet
 
 # The Azure Workload Identity mutating webhook, as v1.6 injects it (pkg/webhook/consts.go, webhook.go;
-# ../shared/reference/azure-workload-identity and the v1.6 notes in ../shared/reference/SOURCES.md).
-# The saved quick-start.md still shows v1.5 (`/var/run/secrets/azure/tokens`, volume `azure-identity-token`).
+# tests/reference/azure-workload-identity and the v1.6 notes in tests/reference/SOURCES.md).
+# The v1.6.0 quick-start.md still shows v1.5 (`/var/run/secrets/azure/tokens`, volume `azure-identity-token`).
 WI_USE_LABEL = "azure.workload.identity/use"
 WI_CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
 WI_TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"

@@ -45,11 +45,11 @@ from tests.emulators.common import TestCA
 from tests.emulators.identity_endpoint import IdentityEndpoint
 from tests.emulators.kube import KubeEmulator
 from tests.functions.conftest import TEAM_GROUP, app_functions, principal_header
+from tests.reference_data import reference_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = Path(os.environ.get("KEYLESS_REFERENCE_DIR") or ROOT.parent / "shared" / "reference")
 EVENT_SAMPLES = (
-    REFERENCE / "event-grid-samples/azure-rest-api-specs/specification/eventgrid/data-plane/"
+    reference_dir() / "event-grid-samples/azure-rest-api-specs/specification/eventgrid/data-plane/"
     "Microsoft.Resources/stable/2018-01-01/examples/event-grid-schema"
 )
 SUB = "33333333-4444-4555-8666-777777777777"

@@ -5,19 +5,15 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
 import uuid
-from pathlib import Path
 
 import pytest
 
 from shared.app import composition
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT, SUB
+from tests.reference_data import reference_dir
 
-REFERENCE = Path(
-    os.environ.get("KEYLESS_REFERENCE_DIR") or Path(__file__).resolve().parents[3] / "shared" / "reference"
-)
-SAMPLES = REFERENCE / "event-grid-samples"
+SAMPLES = reference_dir() / "event-grid-samples"
 EG_DIR = (
     SAMPLES / "azure-rest-api-specs/specification/eventgrid/data-plane/Microsoft.Resources/stable/2018-01-01/examples"
 )
@@ -31,7 +27,7 @@ REQUEST = {
 
 def sample(schema: str, name: str) -> dict:
     path = EG_DIR / schema / f"{name}.json"
-    assert path.exists(), f"reference sample missing: {path} (set KEYLESS_REFERENCE_DIR)"
+    assert path.exists(), f"reference sample missing: {path} (see tests/reference/SOURCES.md)"
     return json.loads(path.read_text())
 
 
