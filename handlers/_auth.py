@@ -9,7 +9,7 @@ from collections.abc import Callable
 import azure.functions as func
 
 from handlers._http import ApiError, field_error
-from shared.app import composition, observability
+from shared.app import composition, observability, self_service
 from shared.domain import access
 from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError
@@ -74,14 +74,14 @@ def record_for(caller: Caller, key: str, action: str) -> BindingRecord:
     of the binding's names) must not tell a stranger that another team's binding exists. 403 only for
     one the caller may see but not act on. Every refusal is logged with the caller for audit."""
     svc = composition.service()
-    record = svc.onboarding(key)
+    record = self_service.onboarding(svc, key)
     if record is None:
         raise not_found()
     try:
-        svc.check_may_act(caller, record)
+        self_service.check_may_act(svc, caller, record)
     except access.Refused as exc:
         error = denied(caller, f"{action} of {record.key}", exc)
-        raise (error if svc.may_see(caller, record) else not_found()) from None
+        raise (error if self_service.may_see(svc, caller, record) else not_found()) from None
     return record
 
 

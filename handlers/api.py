@@ -24,7 +24,7 @@ from handlers._auth import (
 )
 from handlers._http import MAX_PAGE_SIZE, ApiError, field_error, flag, json_body, json_response
 from handlers.openapi import document as openapi_document
-from shared.app import composition
+from shared.app import composition, self_service
 from shared.domain import access
 from shared.domain.binding import Binding
 from shared.domain.errors import PermanentError
@@ -69,12 +69,12 @@ def onboardings_create(req: func.HttpRequest) -> func.HttpResponse:
         grant = authorize(caller, binding, "onboarding")
         log.info("caller %s allowed by %s to onboard %s", caller.object_id, grant.by, binding.key)
         if dry_run:
-            plan = svc.plan(binding)
+            plan = self_service.plan(svc, binding)
             return json_response(
                 {"id": binding.key, "binding": binding.describe(), "grantedBy": grant.by, "plan": plan.as_dict()}
             )
         try:
-            record, created = svc.request_onboarding(binding, caller, grant)
+            record, created = self_service.request_onboarding(svc, binding, caller, grant)
         except access.Refused as exc:
             raise denied(caller, "onboarding", exc) from None
         location = f"/api/onboardings/{record.key}"
@@ -101,7 +101,8 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
         if namespace is not None and len(namespace) > 63:
             raise ApiError(400, "InvalidParameter", "namespace is too long", "namespace")
         try:
-            records, token = composition.service().onboardings(
+            records, token = self_service.onboardings(
+                composition.service(),
                 caller, cluster, namespace, page_size, req.params.get("continuationToken") or None
             )
         except ValueError as exc:
@@ -131,7 +132,7 @@ def onboardings_delete(req: func.HttpRequest) -> func.HttpResponse:
         caller = signed_in_caller(req)
         key = onboarding_key(req)
         record_for(caller, key, "offboarding")
-        record = composition.service().request_offboarding(key)
+        record = self_service.request_offboarding(composition.service(), key)
         if record is None:
             raise not_found()
         log.info("caller %s asked to offboard %s", caller.object_id, key)
@@ -150,7 +151,7 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        composition.service().health()
+        self_service.health(composition.service())
     except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
         log.warning("health check failed: %s", type(exc).__name__)
         return json_response({"status": "unhealthy", "storage": type(exc).__name__}, 503)

@@ -11,7 +11,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.app import composition, observability
+from shared.app import composition, event_intake, observability
 from shared.domain.resource_events import MalformedEvent, parse_event
 
 bp = func.Blueprint()
@@ -44,7 +44,7 @@ def handle(raw: dict[str, Any]) -> str:
     if parsed is None:
         log.debug("ignored event id=%r type=%r", raw.get("id"), raw.get("eventType", raw.get("type")))
         return "ignored"
-    composition.service().handle_event(parsed)
+    event_intake.handle_event(composition.service(), parsed)
     log.info("event %s: %s %s %s queued", parsed.id, parsed.kind, parsed.change, parsed.resource)
     return "queued"
 

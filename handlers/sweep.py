@@ -8,7 +8,7 @@ import os
 
 import azure.functions as func
 
-from shared.app import composition, observability
+from shared.app import composition, observability, sweep
 
 bp = func.Blueprint()
 log = logging.getLogger("keyless.sweep")
@@ -28,7 +28,7 @@ def schedule() -> str:
 @bp.timer_trigger(arg_name="timer", schedule=schedule(), run_on_startup=False, use_monitor=True)
 def drift_sweep(timer: func.TimerRequest) -> None:
     with observability.timer("drift_sweep") as span:
-        report = composition.service().start_sweep()
+        report = sweep.start(composition.service())
         span.set("keyless.sweep.id", report.run_id)
         span.set("keyless.sweep.action", report.action)
     log.info(

@@ -15,7 +15,7 @@ import azure.functions as func
 
 from handlers._auth import handle_errors, onboarding_key, record_for, signed_in_caller
 from handlers._http import ApiError, json_response
-from shared.app import composition
+from shared.app import composition, self_service
 
 bp = func.Blueprint()
 log = logging.getLogger("keyless.verification")
@@ -30,7 +30,7 @@ def onboardings_verification(req: func.HttpRequest) -> func.HttpResponse:
         record = record_for(caller, onboarding_key(req), "read")
         if not record.live or not record.account:
             raise ApiError(409, "NotLive", f"this onboarding is {record.status}: nothing to verify", "id")
-        report = svc.verification(caller, record)
+        report = self_service.verification(svc, caller, record)
         body = report.as_dict()
         body["onboardingStatus"] = record.status
         return json_response(body)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import azure.functions as func
 
-from shared.app import composition, observability
+from shared.app import composition, observability, worker
 from shared.app.messages import BadMessage
 from shared.domain.settings import POISON_QUEUE, WORK_QUEUE
 
@@ -23,13 +23,13 @@ log = logging.getLogger("keyless.worker")
 @bp.function_name("reconcile_worker")
 @bp.queue_trigger(arg_name="msg", queue_name=WORK_QUEUE, connection="AzureWebJobsStorage")
 def reconcile_worker(msg: func.QueueMessage) -> None:
-    _take(msg, WORK_QUEUE, "message", lambda body: composition.service().process(body))
+    _take(msg, WORK_QUEUE, "message", lambda body: worker.process(composition.service(), body))
 
 
 @bp.function_name("reconcile_poison")
 @bp.queue_trigger(arg_name="msg", queue_name=POISON_QUEUE, connection="AzureWebJobsStorage")
 def reconcile_poison(msg: func.QueueMessage) -> None:
-    _take(msg, POISON_QUEUE, "poison message", lambda body: composition.service().give_up(body))
+    _take(msg, POISON_QUEUE, "poison message", lambda body: worker.give_up(composition.service(), body))
 
 
 def _take(msg: func.QueueMessage, queue: str, what: str, use_case: Callable[[str], None]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from shared.app.keyless import deleted_lease
 from shared.domain.ids import ACCOUNT_TYPE, parse_resource_id
 from shared.domain.sweep_plan import identity_id
 
@@ -24,13 +25,9 @@ log = logging.getLogger("keyless.service")
 KINDS = ("identity", "role-assignment")
 
 
-def lease_name(kind: str, resource_id: str) -> str:
-    return f"deleted|{kind}|{resource_id.lower()}"
-
-
 def repair_after_delete(app: Keyless, kind: str, resource_id: str) -> list[str]:
     """Queue a run of every live binding that used the deleted resource; returns their keys."""
-    app.release_quietly(lease_name(kind, resource_id))  # an event from now on queues a new check
+    app.release_quietly(deleted_lease(kind, resource_id))  # an event from now on queues a new check
     wanted = resource_id.lower()
     if kind == "role-assignment":
         account = resource_id.lower().split("/providers/microsoft.authorization/", 1)[0]

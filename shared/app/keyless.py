@@ -1,11 +1,13 @@
-"""Keyless, the application: its collaborators (settings, ledger, queue, engine, topic, policy),
-the few primitives every use case shares (queue a binding or a re-read, publish an outcome event,
-ask the one door), and the use cases as methods, each carried out by its own module:
+"""Keyless, the application's shared part: its collaborators (settings, ledger, queue, engine, sweep log,
+topic, policy) and the few primitives every use case needs (queue a binding or a re-read, publish an
+outcome event, ask the one door). It imports no use case: each use case is a module of functions that
+takes this object, and the handlers call those modules directly, so the import graph has no circle:
 
     shared.app.self_service   requests from the API           shared.app.worker      the queue worker
     shared.app.event_intake   ARM events -> re-reads           shared.app.admission   the worker's door
     shared.app.tag_bindings   cluster tags -> bindings         shared.app.sweep       the drift sweep
-    shared.app.after_ready    verification, keyless accounts
+    shared.app.after_ready    verification, keyless accounts   shared.app.quotas      quota places
+    shared.app.deletions      out-of-band deletes
 
 Three rules keep a scaled-out worker fast and exact under Event Grid's at-least-once, unordered
 delivery: one queued re-read per cluster or account (a "resync" lease, given back before the
@@ -20,7 +22,6 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from shared.app import deletions, event_intake, self_service, sweep, tag_bindings, worker
 from shared.app.messages import message
 from shared.app.ports import Ledger, LedgerConflict, OutcomeTopic, SweepLog, WorkQueue
 from shared.domain import access, outcome_events, retry_policy
@@ -28,12 +29,8 @@ from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError, TemporaryError
 from shared.domain.ids import ResourceId
 from shared.domain.policy import AccessPolicy
-from shared.domain.principal import Caller
 from shared.domain.records import BindingRecord
-from shared.domain.resource_events import ResourceEvent
-from shared.domain.results import ReconcileResult
 from shared.domain.settings import Settings
-from shared.domain.verification import VerificationReport
 
 if TYPE_CHECKING:
     from shared.engine.reconcile import Engine
@@ -41,6 +38,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("keyless.service")
 
 MAX_QUEUE_DELAY_SECONDS = retry_policy.QUEUE_MAX_VISIBILITY_SECONDS - 60
+
+
+def deleted_lease(kind: str, resource_id: str) -> str:
+    """The lease that keeps one queued check per deleted identity or role assignment (shared.app.deletions)."""
+    return f"deleted|{kind}|{resource_id.lower()}"
 
 
 @dataclasses.dataclass
@@ -52,61 +54,6 @@ class Keyless:
     sweeps: SweepLog
     topic: OutcomeTopic | None = None  # None: no outcome events
     policy: AccessPolicy | None = None  # None: deny every caller; cluster tags need the account's consent
-
-    # --- use cases ------------------------------------------------------------------------
-
-    def request_onboarding(self, binding: Binding, caller: Caller, grant: access.Grant) -> tuple[BindingRecord, bool]:
-        return self_service.request_onboarding(self, binding, caller, grant)
-
-    def request_offboarding(self, key: str) -> BindingRecord | None:
-        return self_service.request_offboarding(self, key)
-
-    def plan(self, binding: Binding) -> ReconcileResult:
-        return self_service.plan(self, binding)
-
-    def onboarding(self, key: str) -> BindingRecord | None:
-        return self.ledger.get(key)
-
-    def onboardings(
-        self, caller: Caller, cluster: str | None, namespace: str | None, page_size: int, continuation: str | None
-    ) -> tuple[list[BindingRecord], str | None]:
-        return self_service.onboardings(self, caller, cluster, namespace, page_size, continuation)
-
-    def may_see(self, caller: Caller, record: BindingRecord) -> bool:
-        return self_service.may_see(self, caller, record)
-
-    def check_may_act(self, caller: Caller, record: BindingRecord) -> None:
-        self_service.check_may_act(self, caller, record)
-
-    def verification(self, caller: Caller, record: BindingRecord) -> VerificationReport:
-        return self_service.verification(self, caller, record)
-
-    def health(self) -> None:
-        self_service.health(self)
-
-    def handle_event(self, event: ResourceEvent) -> None:
-        event_intake.handle_event(self, event)
-
-    def process(self, body: str) -> None:
-        worker.process(self, body)
-
-    def give_up(self, body: str) -> None:
-        worker.give_up(self, body)
-
-    def process_binding(self, key: str, msg: dict[str, str] | None = None) -> BindingRecord | None:
-        return worker.process_binding(self, key, msg)
-
-    def sync_cluster(self, cluster_id: ResourceId, deleted: bool = False) -> list[str]:
-        return tag_bindings.sync_cluster(self, cluster_id, deleted)
-
-    def sync_account(self, account_id: ResourceId, deleted: bool = False) -> list[str]:
-        return tag_bindings.sync_account(self, account_id, deleted)
-
-    def start_sweep(self, now: float | None = None, supersede: bool = False) -> sweep.SweepStart:
-        return sweep.start(self, now, supersede)
-
-    def run_sweep_shard(self, run_id: str, cluster: str) -> dict[str, object]:
-        return sweep.run_shard(self, run_id, cluster)
 
     # --- what the use cases share ---------------------------------------------------------
 
@@ -175,7 +122,7 @@ class Keyless:
     def queue_check(self, kind: str, resource_id: str) -> bool:
         """Queue one check of the bindings that used a deleted identity or role assignment, unless one
         is queued already (shared.app.deletions); True if this call queued it."""
-        lease = deletions.lease_name(kind, resource_id)
+        lease = deleted_lease(kind, resource_id)
         if not self.ledger.acquire(lease, retry_policy.RESYNC_HOLD_SECONDS * self.settings.retry_delay_scale):
             return False
         try:

@@ -69,6 +69,11 @@ def request_onboarding(
     return existing, True
 
 
+def onboarding(app: Keyless, key: str) -> BindingRecord | None:
+    """The recorded binding `key`, or None (whether the caller may see it is `check_may_act`'s call)."""
+    return app.ledger.get(key)
+
+
 def request_offboarding(app: Keyless, key: str) -> BindingRecord | None:
     record = app.ledger.get(key)
     if record is None:

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from shared.app import after_ready, deletions, observability, quotas
+from shared.app import after_ready, deletions, observability, quotas, sweep, tag_bindings
 from shared.app.admission import admit
 from shared.app.messages import parse_message
 from shared.app.ports import LedgerConflict
@@ -43,13 +43,13 @@ def process(app: Keyless, body: str) -> None:
 def _process(app: Keyless, body: str) -> None:
     msg = parse_message(body)
     if msg["kind"] == "binding":
-        app.process_binding(msg["key"], msg)
+        process_binding(app, msg["key"], msg)
         return
     if msg["kind"] == "sweep":
-        app.run_sweep_shard(msg["sweep"], msg["cluster"])
+        sweep.run_shard(app, msg["sweep"], msg["cluster"])
         return
     if msg["kind"] == "sweep-start":
-        report = app.start_sweep(supersede=True)
+        report = sweep.start(app, supersede=True)
         log.info("drift sweep %s %s (%s): %d suspects", report.run_id, report.action, msg["reason"], report.suspects)
         return
     if msg["kind"] in deletions.KINDS:
@@ -61,9 +61,9 @@ def _process(app: Keyless, body: str) -> None:
     app.ledger.release(f"resync|{kind}|{resource.key}")
     try:
         if kind == "cluster":
-            app.sync_cluster(resource, msg["change"] == "delete")
+            tag_bindings.sync_cluster(app, resource, msg["change"] == "delete")
         else:
-            app.sync_account(resource, msg["change"] == "delete")
+            tag_bindings.sync_account(app, resource, msg["change"] == "delete")
     except TemporaryError as exc:
         log.info("%s %s: not yet (%s); re-read queued", kind, resource, exc.reason)
         app.queue_resync(kind, resource, msg["change"], exc.delay_seconds)

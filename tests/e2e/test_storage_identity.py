@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shared.app import composition
+from shared.app import composition, self_service
 from shared.app.messages import parse_message
 from shared.domain import access
 from shared.domain.binding import Binding
@@ -113,11 +113,11 @@ def test_ledger_and_work_queue_run_on_the_managed_identity_with_no_connection_st
     binding = Binding.create(CLUSTER, "team-a", "chat-api", ACCOUNT)
     caller = Caller(object_id="00000000-0000-0000-0000-0000000000c1", name="tester")
     grant = access.Grant(by="rule 'test'", quotas=(access.Quota("rule-test", 10, "rule 'test'"),))
-    record, new = app.request_onboarding(binding, caller, grant)
+    record, new = self_service.request_onboarding(app, binding, caller, grant)
     assert new
-    app.health()  # pings the ledger and the queue
+    self_service.health(app)  # pings the ledger and the queue
 
-    stored = app.onboarding(binding.key)
+    stored = self_service.onboarding(app, binding.key)
     assert stored is not None and stored.key == binding.key and stored.status == "pending"
     (peeked,) = app.queue.client.peek_messages(max_messages=5)
     assert parse_message(peeked.content)["key"] == binding.key

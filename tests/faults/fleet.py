@@ -18,6 +18,7 @@ import datetime as dt
 from typing import Any
 
 from shared.adapters.roles import role_definition_id
+from shared.app import sweep
 from shared.domain import naming, planner
 from shared.domain.binding import OPENAI_USER_ROLE_ID
 from shared.domain.records import BindingRecord
@@ -261,7 +262,7 @@ def measure_sweep(
         kube.log.clear()
     tally = counting.attempts()
     started = time.monotonic()
-    report = w.service.start_sweep(now=time.time() + later)
+    report = sweep.start(w.service, now=time.time() + later)
     assert report.action == "started", report
     assert w.driver is not None
     w.driver.settle(deadline)

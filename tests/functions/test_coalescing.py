@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from shared.app import composition
+from shared.app import composition, sweep
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.functions.test_app import cluster_event, records, tag_cluster
 
@@ -69,7 +69,7 @@ def test_a_binding_another_worker_is_reconciling_waits_its_turn(host, arm, kube,
     (record,) = records()
     arm.log.clear()
     assert svc.ledger.acquire(f"run|{record.key}", 30)  # as the other worker would
-    assert svc.start_sweep().suspects == 1  # it changed a moment ago: a suspect
+    assert sweep.start(svc).suspects == 1  # it changed a moment ago: a suspect
     host.drain()
     assert arm.log.writes() == [], "not run while the other worker holds it"
     assert records()[0].attempts == record.attempts

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from shared.app import composition
+from shared.app import composition, sweep
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.emulators.eventgrid import EVENT_GRID, EventGridTopicEmulator
 
@@ -163,4 +163,4 @@ def test_a_binding_the_host_gave_up_on_is_recorded_failed_and_announced_never_lo
     assert failed.status == "failed" and failed.reason == "gave up after 5 attempts: internal error: RuntimeError"
     assert topic.events[-1]["type"] == "Keyless.Onboarding.Failed"
     assert "gave up after 5 attempts" in topic.events[-1]["data"]["reason"]
-    assert composition.service().start_sweep().suspects == 1, "the next sweep tries it again"
+    assert sweep.start(composition.service()).suspects == 1, "the next sweep tries it again"

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from shared.app import composition
+from shared.app import composition, sweep
 from shared.domain.records import BindingRecord
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID
 from tests.functions.conftest import access_policy
@@ -150,7 +150,7 @@ def test_a_sweep_planned_with_a_grant_withdrawn_queues_only_that_binding(host, a
     age(other)
     host.queue.clear_messages()
     arm.log.clear()
-    unchanged = composition.service().start_sweep()
+    unchanged = sweep.start(composition.service())
     assert unchanged.suspects == 0, [s.suspects for s in composition.service().sweeps.shards(unchanged.run_id)]
     planned_reads = len(arm.log.reads())
     host.drain()  # its shards: the sweep finishes
@@ -161,7 +161,7 @@ def test_a_sweep_planned_with_a_grant_withdrawn_queues_only_that_binding(host, a
     composition.service()
     host.queue.clear_messages()  # (the settings-change sweep: this test runs the plan itself)
     arm.log.clear()
-    report = composition.service().start_sweep()
+    report = sweep.start(composition.service())
     assert report.action == "started" and report.suspects == 1, report
     assert len(arm.log.reads()) == planned_reads, "re-authorising reads nothing more from ARM"
     host.drain()

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from shared.app import composition
+from shared.app import sweep as sweep_use_case
 from shared.domain import sweep_plan
 from tests.conftest import ACCOUNT_ID, NAMESPACE
 from tests.functions.test_app import REQUEST, arm_event, records
@@ -31,7 +32,7 @@ def onboard(host) -> list:
 def sweep(host, later: float = LATER) -> sweep_plan.SweepRun:
     """One sweep, planned `later` seconds from now, and every message it leads to."""
     svc = composition.service()
-    report = svc.start_sweep(now=time.time() + later)
+    report = sweep_use_case.start(svc, now=time.time() + later)
     assert report.action == "started", report
     host.drain()
     run = svc.sweeps.current()
@@ -141,9 +142,9 @@ def test_resource_graph_refused_falls_back_to_arm_lists(host, arm, kube):
 def test_a_sweep_still_running_is_not_overlapped(host, arm, kube):
     onboard(host)
     svc = composition.service()
-    first = svc.start_sweep(now=time.time() + LATER)
+    first = sweep_use_case.start(svc, now=time.time() + LATER)
     assert first.action == "started" and first.shards == 1
-    again = svc.start_sweep(now=time.time() + LATER + 60)
+    again = sweep_use_case.start(svc, now=time.time() + LATER + 60)
     assert again.action == "busy" and again.run_id == first.run_id
     shard_messages = [json.loads(_decoded(m)) for m in host.raw_messages()]
     assert [m["kind"] for m in shard_messages] == ["sweep"], "one shard message, not two"
@@ -153,18 +154,18 @@ def test_a_sweep_cut_off_resumes_at_the_next_tick(host, arm, kube):
     onboard(host)
     svc = composition.service()
     t0 = time.time() + LATER
-    first = svc.start_sweep(now=t0)
+    first = sweep_use_case.start(svc, now=t0)
     host.queue.clear_messages()  # the shard's message is lost (a crash, a poison message)
     assert svc.sweeps.pending(first.run_id) == 1
-    too_soon = svc.start_sweep(now=t0 + 60)
+    too_soon = sweep_use_case.start(svc, now=t0 + 60)
     assert too_soon.action == "busy"
-    resumed = svc.start_sweep(now=t0 + sweep_plan.SHARD_REQUEUE_SECONDS * svc.settings.retry_delay_scale + 1)
+    resumed = sweep_use_case.start(svc, now=t0 + sweep_plan.SHARD_REQUEUE_SECONDS * svc.settings.retry_delay_scale + 1)
     assert resumed.action == "resumed" and resumed.run_id == first.run_id and resumed.shards == 1
     host.drain()
     run = svc.sweeps.current()
     assert run.id == first.run_id and run.finished and run.resumes == 1
     # The next tick starts the next sweep and forgets the shards of the one before.
-    nxt = svc.start_sweep(now=t0 + 2 * LATER)
+    nxt = sweep_use_case.start(svc, now=t0 + 2 * LATER)
     assert nxt.action == "started" and nxt.run_id != first.run_id
     assert svc.sweeps.shards(first.run_id) == []
 

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from shared.app import sweep
 from tests.faults.fleet import Fleet, measure_sweep
 from tests.faults.world import World, cluster_id
 
@@ -87,14 +88,14 @@ def test_a_sweep_cut_off_halfway_resumes_and_repairs_everything(fleet_world):
     svc = w.service
     drifts = fleet.inject_drift(0.006, events_for=(), kinds=("role-assignment", "annotation", "configmap"))
     now = time.time() + 3 * 3600
-    started = svc.start_sweep(now=now)
+    started = sweep.start(svc, now=now)
     assert started.action == "started" and started.shards == CLUSTERS
     w.driver.queue.clear_messages()  # the instance died: every shard message is lost...
     for cluster in sorted({i.cluster for i in fleet.items})[: CLUSTERS // 2]:
-        svc.run_sweep_shard(started.run_id, cluster_id(cluster))  # ...after half the shards ran
+        sweep.run_shard(svc, started.run_id, cluster_id(cluster))  # ...after half the shards ran
     assert svc.sweeps.pending(started.run_id) == CLUSTERS // 2
-    assert svc.start_sweep(now=now + 1).action == "busy", "no second sweep over the first"
-    resumed = svc.start_sweep(now=now + 3600)
+    assert sweep.start(svc, now=now + 1).action == "busy", "no second sweep over the first"
+    resumed = sweep.start(svc, now=now + 3600)
     assert resumed.action == "resumed" and resumed.shards == CLUSTERS // 2
     w.driver.settle(120)
     run = svc.sweeps.current()
