@@ -11,7 +11,7 @@ Two tallies:
 Each client is counted once per attempt, after its SDK's retry policy decided to send it: ARM by a
 per-retry pipeline policy (shared.adapters.arm), Azure Tables, the storage queue and Event Grid by
 the `raw_request_hook` their pipelines call before each attempt (`attempt_hook`), Kubernetes when the
-call starts and again each time urllib3's Retry grants a retry (shared.adapters.kube). A retry is
+call starts and again each time urllib3's Retry grants a retry (shared.adapters.kube_connection). A retry is
 also logged (method and path, never a query string or a header). Each attempt is also the metric
 `keyless.requests` (by client, and whether it was a retry), and each 429 answer `keyless.requests.throttled`
 (`answered`), through shared.adapters.telemetry: Kubernetes when its call raises; an azure-core client's

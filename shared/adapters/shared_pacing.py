@@ -11,6 +11,7 @@ consecutive slots at once: it computes them from the state, and writes the new s
 on the ETag it read; a 412 means another process reserved first: read again and compute again.
 The slots are then handed out to this process's threads in order, each waiting for its own. No
 process ever takes a slot another one reserved, so together they keep to the one schedule.
+(This module decides the slots; shared.adapters.bucket_table keeps the entities.)
 
 A request that counts against two buckets (an identity PUT: ARM writes and the RP's window of
 identity creates) takes one slot in both at once: one query reads both entities, one entity group
@@ -51,8 +52,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import json
-import logging
 import math
 import random
 import threading
@@ -61,15 +60,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    AzureError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
-
+from shared.adapters.bucket_table import BucketEntity, BucketTable, StorageDown
 from shared.adapters.counting import counting_hooks
 from shared.adapters.pacing import (
     DEFAULT_MAX_WAIT,
@@ -78,7 +69,6 @@ from shared.adapters.pacing import (
     Rate,
     Schedule,
     SlidingWindow,
-    State,
     schedule_for,
     share_of,
 )
@@ -87,9 +77,6 @@ from shared.domain.errors import Throttled
 from shared.domain.naming import short_hash
 from shared.domain.settings import Settings
 
-log = logging.getLogger("keyless.pacing")
-
-PARTITION = "pacing"
 VALIDITY_SECONDS = 2.0
 """How late (Azure seconds) a reserved slot of a token bucket may still be used. It costs that much
 of the bucket's burst as margin (ARM reads: about 47 of 250; writes: about 18 of 200). A window keeps its own
@@ -101,10 +88,6 @@ AHEAD_SECONDS' worth if the pace holds. With room in the bucket, `validity`'s wo
 all at once, and go stale after `validity`."""
 BLOCK_SECONDS = 2.0
 """At most this much of a limit (Azure seconds' worth) in one reservation."""
-
-
-class _StorageDown(Exception):
-    """The pacing table did not answer: pace alone for a while."""
 
 
 @dataclasses.dataclass
@@ -137,26 +120,31 @@ class SharedPacingStats:
 
 @dataclasses.dataclass
 class _Bucket:
-    key: tuple[str, ...]
-    row: str
+    """A bucket as this process paces it: its entity of the table, and the slots reserved from it."""
+
+    entity: BucketEntity
     cond: threading.Condition = dataclasses.field(default_factory=threading.Condition)
     slots: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
     handed: collections.deque[float] = dataclasses.field(default_factory=lambda: collections.deque(maxlen=1024))
     waiting: int = 0  # threads of this process wanting a slot of this bucket
     busy: bool = False  # a thread is talking to the table about this bucket
-    known: bool = False  # state and etag are the entity as of our last read or write
-    solo: bool = False  # at our last read, no other process had written since our write before it
-    state: State = ()
-    etag: str | None = None  # None with `known`: the entity does not exist
     first_free: float = -math.inf  # the earliest free slot at our last look (it only moves forward)
     not_before: float = -math.inf  # a 429's hold, in this process
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return self.entity.key
+
+    @property
+    def row(self) -> str:
+        return self.entity.row
 
 
 class SharedPacer(Pacer):
     """A Pacer whose schedules live in an Azure Table shared by every process (see the module
     docstring); `one_at_a_time` stays per process. `table`: an azure.data.tables TableClient (or
     anything with its create_table, get_entity, query_entities, create_entity, update_entity and
-    submit_transaction)."""
+    submit_transaction), whose rows shared.adapters.bucket_table keeps."""
 
     def __init__(
         self,
@@ -188,12 +176,9 @@ class SharedPacer(Pacer):
             clock=clock,
             sleep=sleep,
         )
-        self.retry_seconds = retry_seconds
         self.stats = SharedPacingStats()
-        self._table = table
-        self._table_ready = False
+        self._table = BucketTable(table, self._count, retry_seconds, clock)
         self._buckets: dict[tuple[str, ...], _Bucket] = {}
-        self._down_until = -math.inf
 
     # --- the Pacer interface -----------------------------------------------------------------
 
@@ -201,11 +186,11 @@ class SharedPacer(Pacer):
         keys = [k for k in keys if k[0] in self.shared]
         if not keys:
             return
-        if self._clock() >= self._down_until:
+        if not self._table.down():
             try:
                 self._acquire_shared(keys)
                 return
-            except _StorageDown:
+            except StorageDown:
                 pass
         self._count("fallback_requests")
         wait = self.fallback.reserve(keys)
@@ -223,17 +208,17 @@ class SharedPacer(Pacer):
         b = self._bucket(key)
         with b.cond:
             b.not_before = max(b.not_before, until)
-        if self._clock() < self._down_until:
+        if self._table.down():
             return
         sched = self.shared[key[0]]
         try:
             with self._talking(b):
                 for _ in range(retry_policy.SHARED_PACING_CONFLICT_ROUNDS):
-                    if not (b.known and b.solo):
-                        self._read(b)
-                    if self._write(b, sched.hold(b.state, until)):
+                    if not (b.entity.known and b.entity.solo):
+                        self._table.read(b.entity)
+                    if self._table.write(b.entity, sched.hold(b.entity.state, until)):
                         return
-        except _StorageDown:
+        except StorageDown:
             return  # held here; the others meet the 429 themselves
 
     # --- slots --------------------------------------------------------------------------------
@@ -309,18 +294,18 @@ class SharedPacer(Pacer):
     def _reserve_block(self, b: _Bucket, n: int) -> list[float]:
         sched = self.shared[b.key[0]]
         for raced in self._rounds():
-            if not (b.known and b.solo):  # else our own last write is most likely still the entity
+            if not (b.entity.known and b.entity.solo):  # else our own last write is most likely still the entity
                 if raced:  # another process wrote between our read and our write: step aside a moment
                     self._step_aside(raced)
-                self._read(b)
+                self._table.read(b.entity)
             now = self._clock()
-            state = sched.hold(b.state, b.not_before) if b.not_before > now else b.state
+            state = sched.hold(b.entity.state, b.not_before) if b.not_before > now else b.entity.state
             first = max(now, sched.earliest(state, now))
             b.first_free = first
             if first > now + self.max_wait:
                 raise self._throttled(first - now)
             slots, state = sched.slots(state, now, n, now + self.max_wait)
-            if self._write(b, state):
+            if self._table.write(b.entity, state):
                 self._count("reservations", bucket=b)
                 self._count("slots_reserved", len(slots), bucket=b)
                 return slots
@@ -333,24 +318,24 @@ class SharedPacer(Pacer):
             for b in buckets:  # in row order: two threads never wait for each other's
                 stack.enter_context(self._talking(b))
             for attempt in self._rounds():
-                stale = [b for b in buckets if not (b.known and b.solo)]
+                stale = [b.entity for b in buckets if not (b.entity.known and b.entity.solo)]
                 if attempt > 1:  # lost a race with another process's write: step aside a moment
                     self._step_aside(attempt)
                 if len(stale) == 1:
-                    self._read(stale[0])
+                    self._table.read(stale[0])
                 elif stale:
-                    self._read_together(stale)
+                    self._table.read_together(stale)
                 now = self._clock()
                 scheds = [self.shared[b.key[0]] for b in buckets]
                 states = [
-                    sched.hold(b.state, b.not_before) if b.not_before > now else b.state
+                    sched.hold(b.entity.state, b.not_before) if b.not_before > now else b.entity.state
                     for sched, b in zip(scheds, buckets, strict=True)
                 ]
                 slot = max([now, *(sched.earliest(st, now) for sched, st in zip(scheds, states, strict=True))])
                 if slot > now + self.max_wait:
                     raise self._throttled(slot - now)
-                taken = [(b, sched.take(st, slot)) for b, sched, st in zip(buckets, scheds, states, strict=True)]
-                if self._write_together(taken):
+                taken = [(b.entity, sched.take(st, slot)) for b, sched, st in zip(buckets, scheds, states, strict=True)]
+                if self._table.write_together(taken):
                     for b in buckets:
                         self._count("reservations", bucket=b)
                         self._count("slots_reserved", bucket=b)
@@ -381,13 +366,13 @@ class SharedPacer(Pacer):
     def _throttled(self, wait: float) -> Throttled:
         return Throttled(f"pacing ARM requests under Azure's limits: next slot in {wait:.0f} s", wait + 1 / self.scale)
 
-    # --- the table ----------------------------------------------------------------------------
+    # --- buckets --------------------------------------------------------------------------------
 
     def _bucket(self, key: tuple[str, ...]) -> _Bucket:
         with self._lock:
             b = self._buckets.get(key)
             if b is None:
-                b = self._buckets[key] = _Bucket(key, short_hash("|".join(key), length=40))
+                b = self._buckets[key] = _Bucket(BucketEntity(key, short_hash("|".join(key), length=40)))
             return b
 
     @contextmanager
@@ -404,139 +389,9 @@ class SharedPacer(Pacer):
                 b.busy = False
                 b.cond.notify_all()
 
-    @contextmanager
-    def _storage(self) -> Iterator[None]:
-        """Any failure of the table: pace alone for `retry_seconds`."""
-        try:
-            if not self._table_ready:
-                try:
-                    self._table.create_table()
-                except ResourceExistsError:
-                    pass
-                self._table_ready = True
-            yield
-        except (AzureError, OSError) as exc:
-            self._down_until = self._clock() + self.retry_seconds
-            self._count("storage_failures")
-            log.warning(
-                "shared pacing table unreachable (%s): pacing alone at a share of the limits for %g s",
-                type(exc).__name__,
-                self.retry_seconds,
-            )
-            raise _StorageDown() from exc
-
-    def _read(self, b: _Bucket) -> None:
-        self._count("table_reads", bucket=b)
-        with self._storage():
-            try:
-                entity = self._table.get_entity(PARTITION, b.row)
-            except ResourceNotFoundError:
-                entity = None
-        self._learn(b, entity)
-
-    def _read_together(self, buckets: list[_Bucket]) -> None:
-        """Several entities of the partition in one query."""
-        self._count("table_reads")
-        names = {f"r{i}": b.row for i, b in enumerate(buckets)}
-        rows = " or ".join(f"RowKey eq @{n}" for n in names)
-        query = f"PartitionKey eq '{PARTITION}' and ( {rows} )"  # (the SDK finds parameters between spaces)
-        with self._storage():
-            found = {e["RowKey"]: e for e in self._table.query_entities(query, parameters=names)}
-        for b in buckets:
-            self._learn(b, found.get(b.row))
-
-    @staticmethod
-    def _learn(b: _Bucket, entity: Any) -> None:
-        if entity is None:
-            b.state, b.etag, b.known, b.solo = (), None, True, False
-            return
-        etag = entity.metadata.get("etag")
-        b.solo = etag is not None and etag == b.etag  # nobody wrote since we last did (or read)
-        b.state, b.etag, b.known = tuple(float(x) for x in json.loads(entity["state"])), etag, True
-
-    @staticmethod
-    def _entity(b: _Bucket, state: State) -> dict[str, Any]:
-        return {"PartitionKey": PARTITION, "RowKey": b.row, "bucket": "|".join(b.key)[:512], "state": json.dumps(state)}
-
-    def _write(self, b: _Bucket, state: State) -> bool:
-        """Write `state` if the entity is still what we last saw; False when it is not (re-read)."""
-        from azure.data.tables import UpdateMode
-
-        entity = self._entity(b, state)
-        self._count("table_writes", bucket=b)
-        try:
-            with self._storage():
-                try:
-                    if b.etag is None:
-                        meta = self._table.create_entity(entity)
-                    else:
-                        meta = self._table.update_entity(
-                            entity, mode=UpdateMode.REPLACE, etag=b.etag, match_condition=MatchConditions.IfNotModified
-                        )
-                except (ResourceExistsError, ResourceModifiedError):
-                    meta = None
-                except ResourceNotFoundError:  # the entity (or the whole table) was deleted meanwhile
-                    self._table_ready = False
-                    meta = None
-                except HttpResponseError as exc:
-                    if exc.status_code not in (409, 412):
-                        raise
-                    meta = None
-        except _StorageDown:
-            b.known = False
-            raise
-        if meta is None:
-            b.known = b.solo = False
-            self._count("conflicts", bucket=b)
-            return False
-        b.state, b.etag, b.known = state, meta.get("etag"), True
-        return True
-
-    def _write_together(self, items: list[tuple[_Bucket, State]]) -> bool:
-        """`_write` for several entities of the partition, all or none (an entity group transaction)."""
-        from azure.data.tables import UpdateMode
-
-        operations: list[Any] = []
-        for b, state in items:
-            if b.etag is None:
-                operations.append(("create", self._entity(b, state)))
-            else:
-                condition = {
-                    "mode": UpdateMode.REPLACE,
-                    "etag": b.etag,
-                    "match_condition": MatchConditions.IfNotModified,
-                }
-                operations.append(("update", self._entity(b, state), condition))
-        self._count("table_writes")
-        for b, _ in items:
-            self._count("joint_writes", bucket=b)
-        results: list[Any] | None = None
-        try:
-            with self._storage():
-                try:
-                    results = list(self._table.submit_transaction(operations))
-                except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-                    results = None
-                except HttpResponseError as exc:  # TableTransactionError: one operation's status
-                    if exc.status_code not in (404, 409, 412):
-                        raise
-                    results = None
-        except _StorageDown:
-            for b, _ in items:
-                b.known = False
-            raise
-        if results is None:
-            for b, _ in items:
-                b.known = b.solo = False
-            self._count("conflicts")
-            return False
-        for (b, state), meta in zip(items, results, strict=True):
-            b.state, b.etag, b.known = state, (meta or {}).get("etag"), True
-        return True
-
     # --- bookkeeping ----------------------------------------------------------------------------
 
-    def _count(self, name: str, n: int = 1, bucket: _Bucket | None = None) -> None:
+    def _count(self, name: str, n: int = 1, bucket: _Bucket | BucketEntity | None = None) -> None:
         with self._lock:
             setattr(self.stats, name, getattr(self.stats, name) + n)
             if bucket is not None:

@@ -10,7 +10,7 @@ Adapters translate SDK exceptions into these by HTTP status and error *code*, an
 original as `__cause__`. ARM errors are never classified by message text (ARM has changed its
 messages without a version bump). Two places must read text, because nothing else tells: a failed
 JSON-patch `test` op, which the Kubernetes API reports as `Invalid` with "testing value" in its
-message (shared.adapters.kube), and kubectl's own error lines that come back from a run command as
+message (shared.adapters.kube_connection), and kubectl's own error lines that come back from a run command as
 logs, with no status at all (shared.domain.kubectl.judge).
 
     LedgerConflict (not a KeylessError): the ledger record changed since it was read; re-read it.
