@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from shared.app import deletions, event_intake, self_service, sweep, tag_bindings, worker
@@ -52,6 +52,8 @@ class Keyless:
     sweeps: SweepLog
     topic: OutcomeTopic | None = None  # None: no outcome events
     policy: AccessPolicy | None = None  # None: deny every caller; cluster tags need the account's consent
+    # /api/health's credential check: None when the credential gives a token, else the fix (cached a minute)
+    credential_problem: Callable[[], str | None] | None = None
 
     # --- use cases ------------------------------------------------------------------------
 
@@ -81,8 +83,8 @@ class Keyless:
     def verification(self, caller: Caller, record: BindingRecord) -> VerificationReport:
         return self_service.verification(self, caller, record)
 
-    def health(self) -> None:
-        self_service.health(self)
+    def health(self) -> list[tuple[str, str | None]]:
+        return self_service.health(self)
 
     def handle_event(self, event: ResourceEvent) -> None:
         event_intake.handle_event(self, event)
