@@ -33,11 +33,14 @@ from shared.domain.settings import Settings
 
 log = logging.getLogger("keyless.credentials")
 
-FIX = (
-    "Keyless has no Azure credential: run `az login` where Keyless runs locally; in Azure, give the app "
-    "a managed identity and set AZURE_CLIENT_ID to its client id"
-)
-"""What to do, with no value from the environment in it: it goes into records and /api/health."""
+
+def fix(identity_setting: str = "AZURE_CLIENT_ID") -> str:
+    """What to do, with no value from the environment in it: it goes into records and /api/health."""
+    return (
+        "Keyless has no Azure credential: run `az login` where Keyless runs locally; in Azure, give the app "
+        f"a managed identity and set {identity_setting} to its client id"
+    )
+
 
 _reported = threading.Event()
 
@@ -51,21 +54,24 @@ def is_credential_failure(exc: BaseException) -> bool:
 
 
 def attempts(exc: BaseException) -> list[str]:
-    """What DefaultAzureCredential tried, one line each ("Credential: why"), from its message, which lists
-    them under "Attempted credentials:". Messages name settings and errors, never tokens; each line is cut
-    short all the same."""
+    """What the credential tried, one line each: DefaultAzureCredential lists them ("Credential: why")
+    under "Attempted credentials:"; a single credential says why in its first line. Messages name
+    settings and errors, never tokens; each line is cut short all the same."""
     text = str(getattr(exc, "message", None) or exc)
+    if "Attempted credentials:" not in text:
+        return [f"{type(exc).__name__}: {text.strip().splitlines()[0][:200]}"] if text.strip() else []
     lines = text.split("Attempted credentials:", 1)[-1].splitlines()
     return [line.strip()[:200] for line in lines if line.startswith("\t") and line.strip()]
 
 
-def no_credential(exc: BaseException, what: str) -> NoCredential:
+def no_credential(exc: BaseException, what: str, identity_setting: str = "AZURE_CLIENT_ID") -> NoCredential:
     """NoCredential for `what`; logs the fix and the attempts at ERROR, once per process."""
+    reason = fix(identity_setting)
     if not _reported.is_set():
         _reported.set()
         tried = "; ".join(attempts(exc)) or type(exc).__name__
-        log.error("%s. DefaultAzureCredential tried: %s", FIX, tried)
-    return NoCredential(f"{what}: {FIX}", retry_policy.NO_CREDENTIAL_SECONDS)
+        log.error("%s. The credential tried: %s", reason, tried)
+    return NoCredential(f"{what}: {reason}", retry_policy.NO_CREDENTIAL_SECONDS)
 
 
 class _Once(logging.Filter):

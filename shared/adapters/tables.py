@@ -53,7 +53,7 @@ def storage_error(exc: Exception, what: str) -> KeylessError:
     from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
     if is_credential_failure(exc):
-        return no_credential(exc, f"{STORAGE}: {what}")
+        return no_credential(exc, f"{STORAGE}: {what}", f"{STORAGE}__clientId")
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return TemporaryError(
             f"{STORAGE}: {what}: the storage account did not answer ({type(exc).__name__}); locally, is Azurite "

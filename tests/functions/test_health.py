@@ -52,7 +52,7 @@ def test_without_an_azure_credential_the_binding_waits_and_its_reason_names_az_l
     host, arm, kube, monkeypatch, caplog
 ):
     without_credential(monkeypatch)
-    getattr(credentials, "_reported", set()).clear()  # another test of this process may have said it already
+    credentials._reported.clear()  # another test of this process may have said it already
     caplog.set_level(logging.WARNING)
     status, created, _ = host.http("onboardings_create", "POST", "/api/onboardings", REQUEST)
     assert status == 202, created
