@@ -163,7 +163,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
         checks += [(name, "") for name in ("storage-table", "storage-queue", "azure-credential")]
     failing = [(name, problem) for name, problem in checks if problem]
     for name, problem in failing:
-        log.warning("health: %s: %s", name, problem)
+        log.info("health: %s: %s", name, problem)  # probes come often; the causes log once themselves
     storage_ok = all(problem is None for name, problem in checks if name.startswith("storage"))
     body = {
         "status": "unhealthy" if failing else "healthy",
@@ -174,7 +174,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _check(name: str, problem: str | None) -> dict[str, str]:
-    """ "" means not checked (the settings failed first)."""
+    """A problem of "" means not checked (the settings failed first)."""
     if problem is None:
         return {"name": name, "status": "pass"}
     if problem == "":
