@@ -9,6 +9,7 @@ front, nothing vouches for X-MS-CLIENT-PRINCIPAL: inside Azure every call is the
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import azure.functions as func
@@ -103,7 +104,11 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
         try:
             records, token = self_service.onboardings(
                 composition.service(),
-                caller, cluster, namespace, page_size, req.params.get("continuationToken") or None
+                caller,
+                cluster,
+                namespace,
+                page_size,
+                req.params.get("continuationToken") or None,
             )
         except ValueError as exc:
             raise ApiError(400, "InvalidParameter", str(exc), "continuationToken") from None
@@ -150,9 +155,38 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
+    """Each check (shared.app.contracts.Health) with what is wrong and its fix. Anyone may ask: the
+    messages name settings, never their values."""
     try:
-        self_service.health(composition.service())
+        checks = [("settings", None), *self_service.health(composition.service())]
+    except PermanentError as exc:  # SettingsError: nothing else can be checked
+        checks = [
+            ("settings", exc.reason),
+            *((name, "") for name in ("storage-table", "storage-queue", "azure-credential")),
+        ]
     except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
-        log.warning("health check failed: %s", type(exc).__name__)
-        return json_response({"status": "unhealthy", "storage": type(exc).__name__}, 503)
-    return json_response({"status": "healthy", "storage": "reachable"})
+        checks = [("settings", f"the app could not start ({type(exc).__name__})")]
+        checks += [(name, "") for name in ("storage-table", "storage-queue", "azure-credential")]
+    failing = [(name, problem) for name, problem in checks if problem]
+    for name, problem in failing:
+        log.info("health: %s: %s", name, problem)  # probes come often; the causes log once themselves
+    storage_ok = all(problem is None for name, problem in checks if name.startswith("storage"))
+    body = {
+        "status": "unhealthy" if failing else "healthy",
+        "storage": "reachable" if storage_ok else "unreachable",
+        "checks": [_check(name, problem) for name, problem in checks],
+    }
+    return json_response(body, 503 if failing else 200)
+
+
+def _check(name: str, problem: str | None) -> dict[str, str]:
+    """A problem of "" means not checked (the settings failed first)."""
+    if problem is None:
+        return {"name": name, "status": "pass"}
+    if problem == "":
+        return {"name": name, "status": "skipped"}
+    return {"name": name, "status": "fail", "message": _QUOTED.sub("'…'", problem)}
+
+
+_QUOTED = re.compile(r"'[^']*'")
+"""A value a settings error quotes (`got 'x'`): /api/health answers anyone, so it shows the key, not the value."""

@@ -178,8 +178,8 @@ def document() -> dict[str, Any]:
                     "operationId": "health",
                     "security": [],
                     "responses": {
-                        "200": _json(_schema(contracts.Health.__name__), "Storage reachable"),
-                        "503": _json(_schema(contracts.Health.__name__), "Storage unreachable"),
+                        "200": _json(_schema(contracts.Health.__name__), "Every check passes"),
+                        "503": _json(_schema(contracts.Health.__name__), "A check fails: its message names the fix"),
                     },
                 }
             },

@@ -18,6 +18,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from shared.adapters.counting import pipeline_attempt, pipeline_response
+from shared.adapters.credentials import is_credential_failure, no_credential
 from shared.adapters.pacing import Pacer, PacingPolicy
 from shared.adapters.shared_pacing import pacer_from_settings
 from shared.domain import retry_policy
@@ -69,7 +70,10 @@ def retry_after(exc: Exception, default: float) -> float:
 
 
 def translate(exc: Exception, what: str) -> KeylessError:
-    """Map an SDK exception to Temporary/Permanent by status and error code, never message text."""
+    """Map an SDK exception to Temporary/Permanent by status and error code, never message text. The
+    credential giving no token (no answer from ARM at all) is NoCredential, whose reason names the fix."""
+    if is_credential_failure(exc):
+        return no_credential(exc, what)
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return TemporaryError(
             f"{what}: could not reach ARM ({type(exc).__name__})", retry_policy.ARM_UNREACHABLE_SECONDS

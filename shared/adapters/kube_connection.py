@@ -21,6 +21,7 @@ from urllib3.util.retry import Retry
 from shared.adapters import telemetry
 from shared.adapters.clusters import ClusterAdapter
 from shared.adapters.counting import answered, record
+from shared.adapters.credentials import is_credential_failure, no_credential
 from shared.domain import retry_policy
 from shared.domain.errors import PermanentError, TemporaryError, Throttled
 from shared.domain.ids import ResourceId
@@ -67,6 +68,8 @@ def _translate(exc: Exception, what: str) -> Exception:
                 f"{what}: Keyless is not allowed on the cluster ({status}); grant it the Kubernetes role in infra/"
             )
         return PermanentError(f"{what}: Kubernetes API refused the request ({status} {exc.reason or ''})".strip())
+    if is_credential_failure(exc):  # the AKS token from the app's credential (refresh_api_key_hook)
+        return no_credential(exc, what)
     if isinstance(exc, HTTPError):
         return KubeUnreachable(
             f"{what}: Kubernetes API unreachable ({type(exc).__name__})", retry_policy.KUBE_UNREACHABLE_SECONDS

@@ -62,10 +62,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 
 from shared.adapters import list_cursors, telemetry
-from shared.adapters.tables import table_client
+from shared.adapters.tables import storage_error, table_client
 from shared.domain import retry_policy
 from shared.domain.errors import LedgerConflict, TemporaryError
 from shared.domain.naming import short_hash
@@ -423,9 +429,13 @@ class Ledger:
     # --- records ----------------------------------------------------------------------------
 
     def ping(self) -> None:
-        """Raises if the table cannot be reached (for /api/health)."""
-        self._ensure()
-        next(iter(self._table.query_entities("PartitionKey eq 'none'", results_per_page=1)), None)
+        """Raises a KeylessError naming AzureWebJobsStorage and the fix if the table cannot be reached
+        (for /api/health)."""
+        try:
+            self._ensure()
+            next(iter(self._table.query_entities("PartitionKey eq 'none'", results_per_page=1)), None)
+        except AzureError as exc:
+            raise storage_error(exc, "the ledger's table") from exc
 
     def get(self, key: str) -> BindingRecord | None:
         """The record of `key`, or None: its pointer, then the record (two point reads). While this

@@ -57,7 +57,10 @@ class RunCommandAdapter:
         if cluster.aad_enabled and (cluster.local_accounts_disabled or not self._settings.allow_local_accounts):
             # Always Keyless's own Entra token where Entra can be used: without one, AKS runs the command
             # pod with the cluster's admin credential, past Keyless's Kubernetes RBAC.
-            payload["clusterToken"] = self._credential.get_token(self._settings.aks_server_scope).token
+            try:
+                payload["clusterToken"] = self._credential.get_token(self._settings.aks_server_scope).token
+            except ARM_ERRORS as exc:  # the credential gave no token (ClientAuthenticationError)
+                raise_translated(exc, "getting the cluster token for a run command")
         elif not self._settings.allow_local_accounts:
             raise PermanentError(
                 "the cluster has no Entra ID integration, so a run command would act as the cluster's admin; "

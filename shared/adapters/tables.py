@@ -8,7 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from shared.adapters.counting import counting_hooks
+from shared.adapters.credentials import is_credential_failure, no_credential
 from shared.domain import retry_policy
+from shared.domain.errors import KeylessError, PermanentError, TemporaryError
+
+STORAGE = "AzureWebJobsStorage"
 
 
 def client_options() -> dict[str, Any]:
@@ -41,3 +45,28 @@ def table_client(
     if not endpoint:
         raise ValueError("a table client needs a connection string or a table service URI")
     return TableClient(endpoint, table_name, credential=credential, **options)
+
+
+def storage_error(exc: Exception, what: str) -> KeylessError:
+    """A storage SDK failure as a KeylessError whose reason starts with the setting (AzureWebJobsStorage)
+    and names the fix; never the connection string, the account key or a URL."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    if is_credential_failure(exc):
+        return no_credential(exc, f"{STORAGE}: {what}", f"{STORAGE}__clientId")
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return TemporaryError(
+            f"{STORAGE}: {what}: the storage account did not answer ({type(exc).__name__}); locally, is Azurite "
+            f"running (npx azurite)? In Azure, check the account's name and network rules",
+            retry_policy.ARM_UNREACHABLE_SECONDS,
+        )
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code or 0
+        code = str(getattr(exc, "error_code", "") or "")
+        if status in (401, 403):
+            return PermanentError(
+                f"{STORAGE}: {what}: the storage account refused Keyless ({status} {code}); check the account key, "
+                f"or grant Keyless's identity Storage Table Data Contributor and Storage Queue Data Contributor"
+            )
+        return TemporaryError(f"{STORAGE}: {what}: the storage account answered {status} {code}".rstrip())
+    return PermanentError(f"{STORAGE}: {what}: {type(exc).__name__}")

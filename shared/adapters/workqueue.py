@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError
 
 from shared.adapters.counting import counting_hooks
+from shared.adapters.tables import storage_error
 from shared.domain import retry_policy
 from shared.domain.settings import WORK_QUEUE
 
@@ -73,8 +74,12 @@ class WorkQueue:
         self._queue.send_message(body, visibility_timeout=visibility or None)
 
     def ping(self) -> None:
-        self._ensure()
-        self._queue.get_queue_properties()
+        """Raises a KeylessError naming AzureWebJobsStorage and the fix if the queue cannot be reached."""
+        try:
+            self._ensure()
+            self._queue.get_queue_properties()
+        except AzureError as exc:
+            raise storage_error(exc, "the work queue") from exc
 
     @property
     def client(self) -> Any:

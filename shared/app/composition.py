@@ -6,16 +6,20 @@ functions, and that must not need settings, credentials or the network.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from typing import TYPE_CHECKING
 
-from shared.domain.settings import Settings
+from shared.domain.settings import Settings, unknown_keys
 
 if TYPE_CHECKING:  # imported on first use, not when the host indexes the functions
     from shared.app.keyless import Keyless
 
+log = logging.getLogger("keyless.settings")
 _lock = threading.Lock()
 _service: Keyless | None = None
+_warned = False
 
 
 def service() -> Keyless:
@@ -25,9 +29,20 @@ def service() -> Keyless:
         if _service is None:
             from shared.app import sweep
 
+            _warn_unknown_keys()
             _service = _build(Settings.from_env())
             sweep.on_instance_start(_service)  # changed authorisation settings: sweep now
         return _service
+
+
+def _warn_unknown_keys() -> None:
+    """A misspelt KEYLESS_* setting is otherwise silently ignored: say so, once per process (before the
+    settings are read, so that it shows even when they are refused)."""
+    global _warned
+    if not _warned:
+        _warned = True
+        for problem in unknown_keys(os.environ):
+            log.warning("%s", problem)
 
 
 def reset() -> None:
@@ -38,7 +53,7 @@ def reset() -> None:
 
 
 def _build(settings: Settings) -> Keyless:
-    from shared.adapters.credentials import default_credential, storage_credential
+    from shared.adapters.credentials import CredentialCheck, default_credential, storage_credential
     from shared.adapters.ledger import Ledger
     from shared.adapters.sweep_log import SweepLog
     from shared.adapters.topic import OutcomeTopic
@@ -66,4 +81,5 @@ def _build(settings: Settings) -> Keyless:
         engine=Engine.from_settings(settings, credential),
         topic=OutcomeTopic(settings, credential) if settings.outcome_topic_endpoint else None,
         policy=policy,
+        credential_problem=CredentialCheck(credential, settings.arm_scope).problem,
     )

@@ -326,11 +326,23 @@ class Error(Wire):
     error: ErrorDetail
 
 
+class HealthCheck(Wire):
+    """One thing Keyless needs, and whether it has it."""
+
+    name: Literal["settings", "storage-table", "storage-queue", "azure-credential"]
+    status: Literal["pass", "fail", "skipped"] = Field(description="`skipped`: not checked, settings failed")
+    message: Omittable[str] = Field(
+        None, description="what is wrong and how to fix it, naming the setting (never its value)"
+    )
+
+
 class Health(Wire):
-    """GET /api/health: whether storage (the ledger and the work queue) answers."""
+    """GET /api/health: whether the settings are valid, storage (the ledger's table and the work queue)
+    answers and Keyless's Azure credential gives a token (checked at most once a minute)."""
 
     status: Literal["healthy", "unhealthy"]
-    storage: str = Field(description="`reachable`, or the kind of failure")
+    storage: str = Field(description="`reachable`, or `unreachable`")
+    checks: list[HealthCheck]
 
 
 # --- the access policy document (KEYLESS_ACCESS_POLICY) ---------------------------------------------

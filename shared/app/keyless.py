@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from shared.app.messages import message
@@ -54,6 +54,8 @@ class Keyless:
     sweeps: SweepLog
     topic: OutcomeTopic | None = None  # None: no outcome events
     policy: AccessPolicy | None = None  # None: deny every caller; cluster tags need the account's consent
+    # /api/health's credential check: None when the credential gives a token, else the fix (cached a minute)
+    credential_problem: Callable[[], str | None] | None = None
 
     # --- what the use cases share ---------------------------------------------------------
 

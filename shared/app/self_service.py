@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from shared.app import after_ready, observability, quotas
 from shared.domain import access
 from shared.domain.binding import Binding
-from shared.domain.errors import PermanentError
+from shared.domain.errors import KeylessError, PermanentError
 from shared.domain.principal import Caller
 from shared.domain.records import SOURCE_API, BindingRecord, utcnow
 from shared.domain.results import ReconcileResult
@@ -143,10 +143,21 @@ def verification(app: Keyless, caller: Caller, record: BindingRecord) -> Verific
     return after_ready.verification_for(app, record, visible=lambda other: may_see(app, caller, other))
 
 
-def health(app: Keyless) -> None:
-    """Raises when the ledger or the work queue cannot be reached."""
-    app.ledger.ping()
-    app.queue.ping()
+def health(app: Keyless) -> list[tuple[str, str | None]]:
+    """(check, None when it passes, else what is wrong and its fix) for the ledger's table, the work
+    queue and the Azure credential. The adapters' reasons name the setting, never its value: /api/health
+    answers anyone."""
+    checks: list[tuple[str, str | None]] = []
+    for name, ping in (("storage-table", app.ledger.ping), ("storage-queue", app.queue.ping)):
+        try:
+            ping()
+            checks.append((name, None))
+        except KeylessError as exc:
+            checks.append((name, exc.reason))
+        except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
+            checks.append((name, f"AzureWebJobsStorage: the storage account failed ({type(exc).__name__})"))
+    checks.append(("azure-credential", app.credential_problem() if app.credential_problem else None))
+    return checks
 
 
 def _binding_of(app: Keyless, record: BindingRecord) -> Binding | None:

@@ -192,8 +192,11 @@ def _run(app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = No
 
 def _no_verdict(app: Keyless, before: BindingRecord, record: BindingRecord, result: ReconcileResult) -> BindingRecord:
     """Throttling is never a verdict: a run that Azure's limits stopped leaves the binding as it was
-    (status, reason, last verification; nothing announced) and runs again after the wait."""
+    (status, reason, last verification; nothing announced) and runs again after the wait. Nor is Keyless
+    lacking an Azure credential: the status stays, the reason says what to fix (`az login`, AZURE_CLIENT_ID)."""
     kept = dataclasses.replace(before, etag=record.etag, last_requests=result.requests.as_dict())
+    if result.no_credential:
+        kept.reason = kept.last_error = result.reason
     try:
         app.ledger.save(kept)
     except LedgerConflict:

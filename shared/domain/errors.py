@@ -2,7 +2,9 @@
 
     KeylessError
     ├── TemporaryError   "not yet": retry after `delay_seconds` (queue redelivery, never a sleep)
-    │   └── Throttled    Azure's limits, not the binding: no verdict, the status stays
+    │   ├── Throttled    Azure's limits, not the binding: no verdict, the status stays
+    │   └── NoCredential Keyless has no Azure token (no `az login`, no managed identity): its own
+    │                    problem, not the binding's: no verdict, the status stays, the reason names the fix
     └── PermanentError   "failed": a person must fix something; `reason` says what
         └── NotFoundError   the resource does not exist (ARM 404): a deletion, not a refusal
 
@@ -36,6 +38,12 @@ class TemporaryError(KeylessError):
 class Throttled(TemporaryError):
     """Azure said "slow down" (a 429, or a pacing wait too long for a worker): no verdict on the
     binding. A run that ends on it keeps the binding's status and verification (shared.app.worker)."""
+
+
+class NoCredential(TemporaryError):
+    """DefaultAzureCredential found no credential that gives a token (locally: no `az login`; in Azure: no
+    managed identity, or AZURE_CLIENT_ID names another). Nothing is wrong with the binding: a run that ends
+    on it keeps the binding's status (shared.app.worker), and `reason` says what to do."""
 
 
 class PermanentError(KeylessError):

@@ -125,6 +125,42 @@ def _name_matches(value: str, patterns: tuple[str, ...], protected: bool) -> boo
     return any(fnmatch.fnmatchcase(value, p) for p in patterns)
 
 
+SHAPE = '{"rules": [...]}'
+"""The policy document's shape, as errors show it."""
+
+
+def _document(text: str) -> object:
+    """The setting's JSON: the text itself when it is JSON (of any shape: the caller names a wrong one),
+    else the file it names."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        if text.lstrip().startswith(("{", "[", '"')):
+            raise PolicyError(f"KEYLESS_ACCESS_POLICY: not valid JSON; expected {SHAPE}") from None
+    try:
+        with open(os.path.expanduser(text.strip()), encoding="utf-8") as f:
+            content = f.read()
+    except OSError:
+        raise PolicyError(f"KEYLESS_ACCESS_POLICY: neither JSON {SHAPE} nor a readable file") from None
+    try:
+        return json.loads(content)
+    except ValueError:
+        raise PolicyError(f"KEYLESS_ACCESS_POLICY: the file is not valid JSON; expected {SHAPE}") from None
+
+
+def _kind(value: object) -> str:
+    """A JSON value's kind, as an error names it (never the value: a policy may be long)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
 @dataclasses.dataclass(frozen=True)
 class AccessPolicy:
     rules: tuple[Rule, ...]
@@ -136,18 +172,13 @@ class AccessPolicy:
         """From the setting: inline JSON, or the path of a JSON file. None/empty: deny everything."""
         if not text:
             return cls((), frozenset(system_namespaces), default_role)
-        if not text.lstrip().startswith("{"):
-            try:
-                with open(os.path.expanduser(text), encoding="utf-8") as f:
-                    text = f.read()
-            except OSError:
-                raise PolicyError("KEYLESS_ACCESS_POLICY: neither JSON nor a readable file") from None
-        try:
-            doc = json.loads(text)
-        except ValueError:
-            raise PolicyError("KEYLESS_ACCESS_POLICY: not valid JSON") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
-            raise PolicyError('KEYLESS_ACCESS_POLICY: expected {"rules": [...]}')
+        doc = _document(text)
+        if not isinstance(doc, dict):
+            raise PolicyError(f"KEYLESS_ACCESS_POLICY: must be a JSON object {SHAPE}, got {_kind(doc)}")
+        if "rules" not in doc:
+            raise PolicyError(f"KEYLESS_ACCESS_POLICY.rules: required, a list of rules: {SHAPE}")
+        if not isinstance(doc["rules"], list):
+            raise PolicyError(f"KEYLESS_ACCESS_POLICY.rules: must be a list, got {_kind(doc['rules'])}: {SHAPE}")
         rules = []
         for i, raw in enumerate(doc["rules"]):
             if not isinstance(raw, dict):

@@ -98,6 +98,11 @@ class ReconcileResult:
         return bool(stopped) and all(s.outcome == "not-yet" and s.details.get("throttled") for s in stopped)
 
     @property
+    def no_credential(self) -> bool:
+        """The run stopped because Keyless's own Azure credential gave no token (shared.domain.errors.NoCredential)."""
+        return any(s.outcome == "not-yet" and s.details.get("noCredential") for s in self.steps)
+
+    @property
     def retry_after_seconds(self) -> float | None:
         delays = [s.delay_seconds for s in self.steps if s.outcome == "not-yet" and s.delay_seconds is not None]
         return max(delays) if delays else None

@@ -309,6 +309,10 @@ ARM_SERVER_ERROR_SECONDS = 30.0
 ARM_CONFLICT_SECONDS = 30.0
 """409: another operation on the resource is in progress (AZURE-FACTS: AKS answers 409 while one runs)."""
 
+NO_CREDENTIAL_SECONDS = 60.0
+"""DefaultAzureCredential gave no token (no `az login`, no managed identity): someone has to act, so try
+again after a minute, not at the pace of a network blip."""
+
 CREDENTIAL_WRITE_BUSY_SECONDS = 10.0
 """409 ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity: one write at a time per
 identity (AZURE-FACTS); the other write takes seconds."""

@@ -44,6 +44,64 @@ class SettingsError(PermanentError):
     """A setting is missing or malformed: the app cannot start doing work."""
 
 
+KNOWN_KEYS = (
+    "KEYLESS_ARM_ENDPOINT",
+    "KEYLESS_ARM_SCOPE",
+    "KEYLESS_AUTHORITY_HOST",
+    "KEYLESS_AKS_SERVER_APP_ID",
+    "KEYLESS_CA_BUNDLE",
+    "KEYLESS_IDENTITY_SUBSCRIPTION_ID",
+    "KEYLESS_IDENTITY_RESOURCE_GROUP",
+    "KEYLESS_ROLE_ALLOWLIST",
+    "KEYLESS_DEFAULT_ROLE",
+    "KEYLESS_ENABLE_CLUSTER_FEATURES",
+    "KEYLESS_CLUSTER_UPDATE_WAIT_SECONDS",
+    "KEYLESS_ALLOW_LOCAL_ACCOUNTS",
+    "KEYLESS_CREATE_NAMESPACES",
+    "KEYLESS_FIELD_MANAGER",
+    "KEYLESS_KUBE_CREDENTIALS_TTL_SECONDS",
+    "KEYLESS_SWEEP_SCHEDULE",
+    "KEYLESS_TABLE_NAME",
+    "KEYLESS_ACCESS_POLICY",
+    "KEYLESS_DEV_PRINCIPAL",
+    "KEYLESS_SYSTEM_NAMESPACES",
+    "KEYLESS_ALLOWED_SUBSCRIPTIONS",
+    "KEYLESS_REVOKE_AFTER_SECONDS",
+    "KEYLESS_REMOVED_RETENTION_DAYS",
+    "KEYLESS_DEFAULT_MAX_BINDINGS",
+    "KEYLESS_MAX_TAG_BINDINGS_PER_CLUSTER",
+    "KEYLESS_ROLE_ASSIGNMENT_HEADROOM",
+    "KEYLESS_ARM_READ_CACHE_SECONDS",
+    "KEYLESS_REQUEST_TIMEOUT_SECONDS",
+    "KEYLESS_ARM_PACING_SCALE",
+    "KEYLESS_SHARED_PACING",
+    "KEYLESS_PACING_FALLBACK_SHARE",
+    "KEYLESS_RETRY_DELAY_SCALE",
+    "KEYLESS_API_KEY_VARIABLES",
+    "KEYLESS_API_KEY_SECRET_PATTERNS",
+    "KEYLESS_ENFORCE_KEYLESS_ACCOUNTS",
+    "KEYLESS_PROVE_ACCESS",
+    "KEYLESS_RUN_COMMAND_FALLBACK",
+    "KEYLESS_RUN_COMMAND_WAIT_SECONDS",
+    "KEYLESS_OUTCOME_TOPIC_ENDPOINT",
+    "KEYLESS_OUTCOME_EVENT_SCHEMA",
+)
+"""Every KEYLESS_* setting, as local.settings.sample.json documents them (a unit test keeps the two equal);
+KEYLESS_SWEEP_SCHEDULE is read by the timer trigger's binding (handlers.sweep), the rest here."""
+
+
+def unknown_keys(env: Mapping[str, str]) -> list[str]:
+    """A message for each KEYLESS_* variable that is no setting (a misspelt one is silently ignored
+    otherwise), naming the closest known one. The caller logs them once, when the app starts."""
+    import difflib
+
+    found = []
+    for key in sorted(k for k in env if k.upper().startswith("KEYLESS_") and k not in KNOWN_KEYS):
+        close = difflib.get_close_matches(key.upper(), KNOWN_KEYS, n=1, cutoff=0.8)
+        found.append(f"{key}: not a Keyless setting" + (f"; did you mean {close[0]}?" if close else ""))
+    return found
+
+
 def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
     raw = env.get(key)
     if raw is None or raw.strip() == "":

@@ -142,7 +142,7 @@ def read(env: Mapping[str, str], arm_endpoint: str) -> StorageConnection:
     """The storage connection from `env` (see the module docstring); StorageSettingsError names the key."""
     connection_string = _exact(env, CONNECTION)
     if connection_string:
-        return StorageConnection(connection_string=connection_string)
+        return StorageConnection(connection_string=_connection_string(connection_string))
     section = _section(env)
     keys = {prop: key for prop, (key, _) in section.items()}
     values = {prop: value for prop, (_, value) in section.items()}
@@ -184,6 +184,37 @@ def read(env: Mapping[str, str], arm_endpoint: str) -> StorageConnection:
         endpoint_suffix=storage_suffix(arm_endpoint),
         keys=keys,
     )
+
+
+_EXAMPLE = (
+    "UseDevelopmentStorage=true locally, or DefaultEndpointsProtocol=https;AccountName=<account>;AccountKey=<key>"
+)
+
+
+def _connection_string(value: str) -> str:
+    """The connection string with its empty parts dropped, once it has the shape the storage SDKs need
+    (errors name the part, never a value: the string holds the account key).
+
+    A trailing `;` is common (the portal's strings have none, hand-written ones do) and the Functions host
+    takes it, as does the queue SDK; the table SDK refuses `UseDevelopmentStorage=true;` ("missing required
+    connection details"), so Keyless passes the string on without its empty parts."""
+    parts = [part.strip() for part in value.split(";") if part.strip()]
+    pairs = [part.split("=", 1) for part in parts]
+    if not pairs or any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
+        raise StorageSettingsError(
+            f"{CONNECTION}: not a connection string (Key=Value parts separated by ';'); expected {_EXAMPLE}"
+        )
+    props = {key.strip().lower(): val.strip() for key, val in pairs}
+    if props.get("usedevelopmentstorage", "").lower() == "true":
+        return ";".join(parts)
+    if not props.get("accountname") and not (props.get("queueendpoint") and props.get("tableendpoint")):
+        raise StorageSettingsError(f"{CONNECTION}: the connection string names no AccountName; expected {_EXAMPLE}")
+    if not props.get("accountkey") and not props.get("sharedaccesssignature"):
+        raise StorageSettingsError(
+            f"{CONNECTION}: the connection string has no AccountKey (or SharedAccessSignature); expected {_EXAMPLE}, "
+            f"or an identity-based connection ({CONNECTION}__accountName, no connection string)"
+        )
+    return ";".join(parts)
 
 
 def _exact(env: Mapping[str, str], name: str) -> str | None:

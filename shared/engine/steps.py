@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.adapters import telemetry
 from shared.domain.binding import Binding
-from shared.domain.errors import PermanentError, TemporaryError, Throttled
+from shared.domain.errors import NoCredential, PermanentError, TemporaryError, Throttled
 from shared.domain.observed import ClusterState, CredentialState
 from shared.domain.results import Outcome, ReconcileResult, StepOutcome
 from shared.engine.cluster_access import ClusterConnection
@@ -112,7 +112,10 @@ class Run:
         try:
             return fn()
         except TemporaryError as exc:
-            details = {"throttled": True} if isinstance(exc, Throttled) else {}
+            # Neither Azure's limits nor Keyless's missing credential is a verdict on the binding.
+            details: dict[str, Any] = {"throttled": True} if isinstance(exc, (Throttled, NoCredential)) else {}
+            if isinstance(exc, NoCredential):
+                details["noCredential"] = True
             self._append(StepOutcome(step, "not-yet", exc.reason, delay_seconds=exc.delay_seconds, details=details))
             raise Stop from exc
         except PermanentError as exc:

@@ -170,6 +170,11 @@ def test_an_identity_the_app_does_not_have_gets_no_token(
     assert app.settings.managed_identity_client_id == APP_CLIENT_ID
     from azure.core.exceptions import ClientAuthenticationError
 
-    with pytest.raises(ClientAuthenticationError, match="Unable to load the proper Managed Identity"):
+    from shared.domain.errors import NoCredential
+
+    with pytest.raises(NoCredential) as err:
         app.ledger.ping()
+    assert isinstance(err.value.__cause__, ClientAuthenticationError)
+    assert "Unable to load the proper Managed Identity" in str(err.value.__cause__)
+    assert err.value.reason.startswith("AzureWebJobsStorage:") and "AzureWebJobsStorage__clientId" in err.value.reason
     assert (STORAGE, OTHER_CLIENT_ID) not in identity.issued

@@ -15,22 +15,6 @@ MAX_CLASS_LINES = 350
 LONG_CLASSES_FOR_NOW = {"shared/adapters/ledger.py:Ledger"}
 """Temporary: to be removed once Ledger is split (issue 19 §6). Nothing else may join it."""
 
-KNOWN_CIRCLE_FOR_NOW = frozenset(
-    f"shared.app.{name}"
-    for name in (
-        "keyless",
-        "admission",
-        "deletions",
-        "event_intake",
-        "self_service",
-        "sweep",
-        "tag_bindings",
-        "worker",
-    )
-)
-"""Temporary: the use cases' circle through shared.app.keyless, to be removed once it is broken
-(issue 19 §6). A circle among these modules only is let through; one through any other module fails."""
-
 
 def _sources() -> dict[str, Path]:
     """Module name -> file, for every module of the packages."""
@@ -111,11 +95,8 @@ def _circle_through(graph: dict[str, set[str]], start: str) -> list[str] | None:
 
 
 def test_no_import_circle_among_the_modules():
-    """Every circle through a module outside the known circle fails (a circle only among the known
-    circle's modules is the one exempt for now)."""
     graph = _import_graph()
-    assert KNOWN_CIRCLE_FOR_NOW <= set(graph), "the exemption names modules that exist"
-    circles = [c for m in sorted(graph) if m not in KNOWN_CIRCLE_FOR_NOW and (c := _circle_through(graph, m))]
+    circles = [c for m in sorted(graph) if (c := _circle_through(graph, m))]
     assert not circles, "import circle: " + " -> ".join(circles[0] if circles else [])
 
 
