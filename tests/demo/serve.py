@@ -107,11 +107,11 @@ def _onboard(host: subprocess.Popen[bytes], log: Path) -> str:
     return key
 
 
-def _examples(key: str) -> None:
+def examples(key: str) -> list[str]:
+    """The README's curl examples with the demo's ids (tests/test_readme.py holds the README to them)."""
     body = shlex.quote(json.dumps(REQUEST))
     cluster = urllib.parse.quote(REQUEST["cluster"], safe="")  # type: ignore[arg-type]
-    print("demo: try the API (README), with the demo's ids:")
-    for line in (
+    return [
         f"curl -s -X POST {BASE}/api/onboardings -H 'Content-Type: application/json' -d {body}",
         f"curl -s {BASE}/api/onboardings/{key}",
         f"curl -s {BASE}/api/onboardings/{key}/verification",
@@ -119,7 +119,13 @@ def _examples(key: str) -> None:
         f"curl -s '{BASE}/api/onboardings?cluster={cluster}&namespace={REQUEST['namespace']}&pageSize=50'",
         f"curl -s -X DELETE {BASE}/api/onboardings/{key}",
         f"curl -s {BASE}/api/openapi.json",
-    ):
+        f"curl -s {BASE}/api/health",
+    ]
+
+
+def _examples(key: str) -> None:
+    print("demo: try the API (README), with the demo's ids:")
+    for line in examples(key):
         print(f"  {line}")
 
 
