@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from shared.domain.verification import VerificationReport
 
 Outcome = Literal["created", "updated", "unchanged", "deleted", "absent", "not-yet", "failed", "skipped", "left"]
-"""`left`: a best-effort cleanup step (offboarding's cluster side) could not finish; what it should have
+"""`left`: a best-effort cleanup step (offboarding's cluster side) was refused; what it should have
 removed stays, named in its details' `object`, and the run went on (ReconcileResult.leftovers)."""
 Status = Literal["ready", "not-ready", "failed", "removed"]
 

@@ -10,7 +10,9 @@ identity's tags, which others can rewrite. A role assignment that could not be d
 (the binding is not `removed`, and is tried again); the credential still goes then (without it no
 token is issued). The cluster's side follows, best effort: Deployments first (they must stop naming
 the ConfigMap and the service account before those go), then ConfigMap and ServiceAccount; a step
-that fails there is recorded `left` with its object, and the run goes on (ReconcileResult.leftovers).
+refused there (403, run command disabled) is recorded `left` with its object, and the run goes on
+(ReconcileResult.leftovers); one that may pass later (unreachable, 5xx) is `not-yet` and runs again,
+with Azure's access already gone.
 
 What another live binding still uses stays. Ownership: a ServiceAccount or ConfigMap is deleted only
 when Keyless created it (`keyless.io/created-by`); otherwise its fields are given back and the object
@@ -72,7 +74,7 @@ class Offboarding:
         return self.w.find_identity(run.binding)
 
     def _clean_cluster(self, run: Run, shared_workload: bool, shared_configmap: bool) -> None:
-        """The cluster's side, best effort: what could not be cleaned up is recorded, not a stop."""
+        """The cluster's side, best effort: what was refused is recorded, not a stop."""
         b = run.binding
         self._release_workloads(run)
         if shared_configmap:

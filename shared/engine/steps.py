@@ -3,8 +3,9 @@
 A run (onboarding or offboarding one binding) is a list of named steps. Each step reads, asks the
 planner, writes only the difference, and records an outcome. A step that raises TemporaryError ends
 the run `not-yet` (retry after its delay), PermanentError ends it `failed`; the steps not reached are
-reported `skipped`. A best-effort step (offboarding's cluster cleanup) names what it cleans up instead:
-its error is recorded `left`, with the object, and the run goes on (ReconcileResult.leftovers).
+reported `skipped`. A best-effort step (offboarding's cluster cleanup) names what it cleans up: its
+PermanentError is recorded `left`, with the object, and the run goes on (ReconcileResult.leftovers);
+a TemporaryError still means "again later", since the cluster may well answer then.
 `on_step` sees every outcome as it is recorded (the worker renews its lease there).
 Each step is a span (shared.adapters.telemetry) with its outcome.
 """
@@ -104,7 +105,7 @@ class Run:
     def run(self, step: str, fn: Callable[[], Any], leftover: str | None = None) -> Any:
         """Carry out one step; its TemporaryError / PermanentError becomes its outcome and stops the run.
         With `leftover` (the object the step cleans up, "configmap team-a/x") the step is best effort: its
-        error is recorded `left` with that object, and None is returned instead.
+        PermanentError is recorded `left` with that object, and None is returned instead.
 
         One span per step (`step <name>`, a Deployment's as `step deployment`), its outcome an attribute;
         the ARM and Kubernetes calls it makes are beneath it."""
@@ -123,7 +124,7 @@ class Run:
         try:
             return fn()
         except (TemporaryError, PermanentError) as exc:
-            if leftover is not None:  # best effort: what it could not clean up is recorded, the run goes on
+            if leftover is not None and isinstance(exc, PermanentError):  # recorded; the run goes on
                 self.record(step, "left", exc.reason, object=leftover)
                 return None
             if isinstance(exc, TemporaryError):
