@@ -140,8 +140,8 @@ class Offboarding:
         if run.cluster_gone:
             run.record(step, "absent", "the cluster no longer exists")
             return
-        try:
-            outcome, reason = fn()
+        try:  # an API server that does not answer: run command, or why not (a refusal: a leftover)
+            outcome, reason = run.connection.call(lambda _api: fn(), run.cluster)
         except PermanentError:
             if not self._cluster_exists(run):
                 run.record(step, "absent", "the cluster no longer exists")
