@@ -27,6 +27,7 @@ from pydantic_core import core_schema
 from shared.domain.records import Desired, RecordStatus
 from shared.domain.results import Outcome
 from shared.domain.results import Status as RunStatus
+from shared.domain.revocation import Origin
 from shared.domain.verification import CheckStatus
 from shared.domain.workloads import MAX_WORKLOADS
 
@@ -129,6 +130,11 @@ class Identity(Wire):
     client_id: str
     principal_id: str
     tenant_id: str
+    origin: Omittable[Origin] = Field(
+        None,
+        description="`created` by Keyless (offboarding deletes it) or `adopted` (handed over by its tags); "
+        "absent on records older than the marker",
+    )
 
 
 class FederatedCredential(Wire):
@@ -137,6 +143,13 @@ class FederatedCredential(Wire):
     name: str
     issuer: str
     subject: str
+
+
+class Leftover(Wire):
+    """Something in the cluster offboarding could not clean up (Azure's side went first, regardless)."""
+
+    object: str = Field(description="kind, namespace and name: `configmap team-a/x`")
+    reason: str
 
 
 class RequestCounts(Wire):
@@ -197,6 +210,10 @@ class Onboarding(Wire):
     federated_credential: FederatedCredential | Empty
     role_assignment_id: str | None
     kubernetes_objects: list[str]
+    leftovers: list[Leftover] = Field(
+        description="what the last offboarding could not clean up in the cluster, and why; a `removed` "
+        "onboarding's Azure access (role assignment, credential, identity) is gone all the same"
+    )
     attempts: int
     last_error: str
     last_requests: RequestCounts | Empty

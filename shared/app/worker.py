@@ -174,7 +174,7 @@ def _run(app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = No
             result.verification = after_ready.verify_after(app.engine, binding, result)  # `verified`?
         else:
             others = [r.binding(app.settings.role_allowlist) for r in _same_workload(app, record)]
-            result = app.engine.offboard(binding, others=others, on_step=keeper)
+            result = app.engine.offboard(binding, others=others, on_step=keeper, made=record.made())
     except Exception as exc:
         # Unexpected: record it (never leave "reconciling" unrecorded) and let the queue retry.
         record.status = "not-ready"
@@ -228,6 +228,8 @@ def _record(app: Keyless, record: BindingRecord, result: ReconcileResult) -> Bin
             record = fresh
     if record.status == "not-ready":  # again after the step's delay, growing while it stays not ready
         app.enqueue_binding(record.key, result.reason, delay or retry_policy.NOT_YET_DEFAULT_SECONDS)
+    if record.status == "failed" and not record.live:  # e.g. a role assignment that could not be deleted
+        app.enqueue_binding(record.key, f"offboarding failed: {result.reason}", retry_policy.FAILED_OFFBOARDING_SECONDS)
     if record.status == "removed" and record.quota_key:
         # Its places first, then the record's copy: a crash between leaves a copy that a revival
         # gives back anyway (shared.app.quotas.renew), never a place held by nothing.

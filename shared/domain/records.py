@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 from typing import Any, Literal
 
-from shared.domain import retry_policy
+from shared.domain import retry_policy, revocation
 from shared.domain.binding import Binding
 from shared.domain.results import ReconcileResult
 from shared.domain.verification import VerificationReport
@@ -48,6 +48,7 @@ class BindingRecord:
     credential: dict[str, str] = dataclasses.field(default_factory=dict)
     role_assignment_id: str | None = None
     kube_objects: list[str] = dataclasses.field(default_factory=list)
+    leftovers: list[dict[str, str]] = dataclasses.field(default_factory=list)  # what offboarding could not clean up
     attempts: int = 0
     last_error: str = ""
     requested_by: str = ""
@@ -94,6 +95,10 @@ class BindingRecord:
     def live(self) -> bool:
         return self.desired == "present"
 
+    def made(self) -> revocation.Made:
+        """What Keyless made or adopted for this binding, as its own record says (offboarding goes by it)."""
+        return revocation.Made.from_record(self.identity, self.role_assignment_id)
+
     @property
     def ever_granted(self) -> bool:
         """A run has happened: something may exist in Azure or the cluster (so a refusal revokes)."""
@@ -116,13 +121,15 @@ class BindingRecord:
         self.reason = result.reason or (self.reason if result.status == "removed" else "")
         self.last_requests = result.requests.as_dict()
         if result.identity:
-            self.identity = dict(result.identity)
+            created = any(s.step == "identity" and s.outcome == "created" for s in result.steps)
+            self.identity = revocation.recorded_identity(self.identity, result.identity, created)
         if result.credential:
             self.credential = dict(result.credential)
         if result.role_assignment_id:
             self.role_assignment_id = result.role_assignment_id
         if result.kube_objects:
             self.kube_objects = list(result.kube_objects)
+        self.leftovers = result.leftovers
         status = result.status
         self.status = status
         if status == "ready" and result.verification is not None:
@@ -179,6 +186,7 @@ class BindingRecord:
             "federatedCredential": self.credential,
             "roleAssignmentId": self.role_assignment_id,
             "kubernetesObjects": self.kube_objects,
+            "leftovers": self.leftovers,
             "attempts": self.attempts,
             "lastError": self.last_error,
             "lastRequests": self.last_requests,

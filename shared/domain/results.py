@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from shared.domain.verification import VerificationReport
 
-Outcome = Literal["created", "updated", "unchanged", "deleted", "absent", "not-yet", "failed", "skipped"]
+Outcome = Literal["created", "updated", "unchanged", "deleted", "absent", "not-yet", "failed", "skipped", "left"]
+"""`left`: a best-effort cleanup step (offboarding's cluster side) was refused; what it should have
+removed stays, named in its details' `object`, and the run went on (ReconcileResult.leftovers)."""
 Status = Literal["ready", "not-ready", "failed", "removed"]
 
 
@@ -90,6 +92,15 @@ class ReconcileResult:
         if "not-yet" in outcomes:
             return "not-ready"
         return "removed" if self.desired == "absent" else "ready"
+
+    @property
+    def leftovers(self) -> list[dict[str, str]]:
+        """What offboarding could not clean up in the cluster, and why: the `left` steps' objects."""
+        return [
+            {"object": str(s.details.get("object") or s.step), "reason": s.reason}
+            for s in self.steps
+            if s.outcome == "left"
+        ]
 
     @property
     def throttled(self) -> bool:

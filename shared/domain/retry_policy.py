@@ -398,6 +398,9 @@ HOST_RETRY_VISIBILITY_SECONDS = 30.0
 HOST_MAX_DEQUEUE_COUNT = 5
 POISONED_OFFBOARDING_SECONDS = 3600.0
 """An offboarding whose message was poisoned runs again this much later (a live binding: at the next sweep)."""
+FAILED_OFFBOARDING_SECONDS = 3600.0
+"""An offboarding that failed (Azure refused to delete a role assignment Keyless made, say) runs again this
+much later: the binding is never `removed` while its access may remain, and the sweep reads live ones only."""
 
 LEASE_ACQUIRE_ROUNDS = 3
 """Rounds of insert / read / take over an expired lease before `Ledger.acquire` reports it held:

@@ -7,7 +7,7 @@ jobs, each a module of its own:
 
     shared.engine.onboarding       the steps to present (cluster → ... → configmap)
     shared.engine.workload_steps   the binding's Deployments, one step each
-    shared.engine.offboarding      the same in reverse, to absent
+    shared.engine.offboarding      to absent: Azure's access first, then the cluster, best effort
     shared.engine.verify           verification I/O (reads only)
     shared.engine.keyless_accounts switching keys off on opted-in accounts
     shared.engine.inventory        the drift sweep's bulk reads (Resource Graph, labelled lists)
@@ -38,6 +38,7 @@ from shared.domain.binding import Binding
 from shared.domain.ids import ResourceId
 from shared.domain.observed import AccountState
 from shared.domain.results import ReconcileResult, StepOutcome
+from shared.domain.revocation import Made
 from shared.domain.settings import Settings
 from shared.engine.inventory import Inventory
 from shared.engine.keyless_accounts import KeylessAccounts
@@ -114,12 +115,18 @@ class Engine:
         return result
 
     def offboard(
-        self, binding: Binding, others: Sequence[Binding] = (), on_step: StepHook | None = None
+        self,
+        binding: Binding,
+        others: Sequence[Binding] = (),
+        on_step: StepHook | None = None,
+        made: Made | None = None,
     ) -> ReconcileResult:
-        """Converge the binding to absent: remove what Keyless made for it, in reverse order.
+        """Converge the binding to absent: Azure's access first, then the cluster, best effort
+        (shared.engine.offboarding).
 
         `others` are the bindings still live; the identity, its credential, the service account
-        annotations and a shared ConfigMap stay while another binding uses them."""
+        annotations and a shared ConfigMap stay while another binding uses them. `made` is what the
+        binding's record says Keyless made (shared.domain.revocation); without it, the tags decide."""
         result = ReconcileResult(binding_key=binding.key, desired="absent")
         with _run_span("keyless.offboard", binding, result):
             run = Run(binding, result, on_step, self.world.reach.connect(binding))
@@ -127,7 +134,7 @@ class Engine:
             shared_configmap = planner.configmap_still_used(binding, list(others))
             with counting(result.requests):
                 try:
-                    self._offboarding.run(run, shared_workload, shared_configmap)
+                    self._offboarding.run(run, shared_workload, shared_configmap, made)
                 except Stop:
                     pass
                 finally:

@@ -3,7 +3,10 @@
 A run (onboarding or offboarding one binding) is a list of named steps. Each step reads, asks the
 planner, writes only the difference, and records an outcome. A step that raises TemporaryError ends
 the run `not-yet` (retry after its delay), PermanentError ends it `failed`; the steps not reached are
-reported `skipped`. `on_step` sees every outcome as it is recorded (the worker renews its lease there).
+reported `skipped`. A best-effort step (offboarding's cluster cleanup) names what it cleans up: its
+PermanentError is recorded `left`, with the object, and the run goes on (ReconcileResult.leftovers);
+a TemporaryError still means "again later", since the cluster may well answer then.
+`on_step` sees every outcome as it is recorded (the worker renews its lease there).
 Each step is a span (shared.adapters.telemetry) with its outcome.
 """
 
@@ -33,7 +36,11 @@ ONBOARD_STEPS = (
     "service-account",
     "configmap",
 )
-OFFBOARD_STEPS = ("configmap", "service-account", "role-assignment", "federated-credential", "identity")
+REVOKE_STEPS = ("role-assignment", "federated-credential", "identity")
+"""Offboarding, Azure's side: first, whatever the cluster answers (shared.engine.offboarding)."""
+CLEANUP_STEPS = ("configmap", "service-account")
+"""Offboarding, the cluster's side: after the Deployments, best effort."""
+OFFBOARD_STEPS = REVOKE_STEPS + CLEANUP_STEPS
 DEPLOYMENT_STEP = "deployment/"
 
 PAST: dict[str, Outcome] = {"create": "created", "update": "updated", "unchanged": "unchanged"}
@@ -47,7 +54,7 @@ def onboard_steps(binding: Binding) -> tuple[str, ...]:
 
 
 def offboard_steps(binding: Binding) -> tuple[str, ...]:
-    return tuple(DEPLOYMENT_STEP + name for name in binding.workloads) + OFFBOARD_STEPS
+    return REVOKE_STEPS + tuple(DEPLOYMENT_STEP + name for name in binding.workloads) + CLEANUP_STEPS
 
 
 class Stop(Exception):
@@ -76,6 +83,10 @@ class Run:
     def done(self, step: str) -> bool:
         return any(s.step == step for s in self.result.steps)
 
+    def left(self, step: str) -> StepOutcome | None:
+        """The step's `left` outcome, if a best-effort run of it could not finish."""
+        return next((s for s in self.result.steps if s.step == step and s.outcome == "left"), None)
+
     def record(self, step: str, outcome: Outcome, reason: str = "", **details: Any) -> None:
         entry = StepOutcome(step, outcome, reason, details={k: v for k, v in details.items() if v is not None})
         self._append(entry)
@@ -92,8 +103,10 @@ class Run:
         if self.on_step is not None:
             self.on_step(self.binding, entry)
 
-    def run(self, step: str, fn: Callable[[], Any]) -> Any:
+    def run(self, step: str, fn: Callable[[], Any], leftover: str | None = None) -> Any:
         """Carry out one step; its TemporaryError / PermanentError becomes its outcome and stops the run.
+        With `leftover` (the object the step cleans up, "configmap team-a/x") the step is best effort: its
+        PermanentError is recorded `left` with that object, and None is returned instead.
 
         One span per step (`step <name>`, a Deployment's as `step deployment`), its outcome an attribute;
         the ARM and Kubernetes calls it makes are beneath it."""
@@ -101,25 +114,28 @@ class Run:
         with telemetry.span("step " + step.split("/", 1)[0], attributes, expected=(Stop,)) as span:
             recorded = len(self.result.steps)
             try:
-                return self._run(step, fn)
+                return self._run(step, fn, leftover)
             finally:
                 outcome = next((s.outcome for s in reversed(self.result.steps[recorded:]) if s.step == step), None)
                 span.set("keyless.step.outcome", outcome)
                 if outcome == "failed":
                     span.fail("StepFailed")
 
-    def _run(self, step: str, fn: Callable[[], Any]) -> Any:
+    def _run(self, step: str, fn: Callable[[], Any], leftover: str | None) -> Any:
         try:
             return fn()
-        except TemporaryError as exc:
-            # Neither Azure's limits nor Keyless's missing credential is a verdict on the binding.
-            details: dict[str, Any] = {"throttled": True} if isinstance(exc, (Throttled, NoCredential)) else {}
-            if isinstance(exc, NoCredential):
-                details["noCredential"] = True
-            self._append(StepOutcome(step, "not-yet", exc.reason, delay_seconds=exc.delay_seconds, details=details))
-            raise Stop from exc
-        except PermanentError as exc:
-            self._append(StepOutcome(step, "failed", exc.reason))
+        except (TemporaryError, PermanentError) as exc:
+            if leftover is not None and isinstance(exc, PermanentError):  # recorded; the run goes on
+                self.record(step, "left", exc.reason, object=leftover)
+                return None
+            if isinstance(exc, TemporaryError):
+                # Neither Azure's limits nor Keyless's missing credential is a verdict on the binding.
+                details: dict[str, Any] = {"throttled": True} if isinstance(exc, (Throttled, NoCredential)) else {}
+                if isinstance(exc, NoCredential):
+                    details["noCredential"] = True
+                self._append(StepOutcome(step, "not-yet", exc.reason, delay_seconds=exc.delay_seconds, details=details))
+            else:
+                self._append(StepOutcome(step, "failed", exc.reason))
             raise Stop from exc
 
     def skip_rest(self, steps: Sequence[str]) -> None:

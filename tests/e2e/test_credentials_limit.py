@@ -43,6 +43,8 @@ def test_a_deleted_clusters_credential_goes_first(arm, kube, engine, binding):
     out = engine.offboard(binding)
     assert out.status == "removed", out.as_dict()
     order = [s.step for s in out.steps]
-    assert order[0] == "federated-credential" and out.step("federated-credential").outcome == "deleted"
+    # Azure's side first: the credential right after the role assignment, before any cluster step
+    assert order[:2] == ["role-assignment", "federated-credential"], order
+    assert out.step("federated-credential").outcome == "deleted"
     assert out.step("configmap").outcome == "absent" and "no longer exists" in out.step("configmap").reason
     assert arm.identities() == []

@@ -54,10 +54,9 @@ def test_the_readme_is_read_in_minutes():
 
 
 def test_the_curl_examples_are_the_ones_the_demo_prints():
+    from shared.domain.binding import Binding
     from tests.demo.serve import examples
     from tests.demo.world import REQUEST
-
-    from shared.domain.binding import Binding
 
     key = Binding.create(REQUEST["cluster"], REQUEST["namespace"], REQUEST["serviceAccount"],
                          REQUEST["openAIAccount"]).key  # fmt: skip
