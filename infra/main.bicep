@@ -2,7 +2,7 @@
 // Consumption with its user-assigned identity, its storage (identity-based connections only), Application
 // Insights on Log Analytics with a workbook, the Event Grid system topic of the subscription subscribed to
 // `resource_events`, the optional outcome topic; and, at the scopes given, the custom roles of infra/roles
-// assigned to the app's identity. README "Deploy to Azure" lists the parameters; tests/unit/test_bicep.py
+// assigned to the app's identity. docs/deploy.md lists the parameters; tests/unit/test_bicep.py
 // checks these files (no Bicep compiler on our machines).
 targetScope = 'subscription'
 
@@ -76,7 +76,7 @@ param appInsightsEntraAuth bool = true
 
 // ------------------------------------------------------------------------------------------ app settings
 // One parameter per KEYLESS_* setting of local.settings.sample.json, defaulting to the sample's value
-// (README, Settings). Settings the template derives are noted.
+// (docs/settings.md). Settings the template derives are noted.
 
 param keylessArmEndpoint string = 'https://management.azure.com'
 param keylessArmScope string = 'https://management.azure.com/.default'

@@ -1,4 +1,4 @@
-// What Keyless itself may do (README: Security, "What Keyless itself may do"): the custom roles of
+// What Keyless itself may do (docs/security.md, "What Keyless itself may do"): the custom roles of
 // infra/roles created, each assigned to the app's identity at the narrowest scope it needs, the OpenAI
 // Access Granter with the ABAC condition of infra/role-assignment-condition.txt. Scopes come as
 // comma-separated resource ids, compared in lower case.

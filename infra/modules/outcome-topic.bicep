@@ -1,4 +1,4 @@
-// The optional outcome topic (README: Outcome events): a custom Event Grid topic with local (key)
+// The optional outcome topic (docs/design.md: Outcome events): a custom Event Grid topic with local (key)
 // authentication disabled; Keyless publishes with its identity through the Keyless Outcome Sender role
 // (infra/roles/keyless-outcome-sender.json, created by keyless-access.bicep) assigned at the topic.
 param name string

@@ -10,7 +10,7 @@ Keyless retries in two layers, never a third (the team's STYLE notes, practice 8
    while a binding stays not ready). No worker sleeps to retry.
 
 Every attempt of layer 1 is counted (shared.adapters.counting): a call that took two tries counts
-as two requests. README.md ("Retries and timeouts") shows `readme_table()`; a unit test keeps the two
+as two requests. docs/settings.md ("Retries and timeouts") shows `readme_table()`; a unit test keeps the two
 equal.
 
 Pure data and arithmetic: no SDK is imported here, each adapter turns its entry into its SDK's
@@ -432,7 +432,7 @@ def not_yet_delay(base_seconds: float, consecutive: int, rng: Callable[[], float
     return max(base, grown / 2 + rng() * grown / 2)
 
 
-# ---------------------------------------------------------------------------------- the README's table
+# ---------------------------------------------------------------------------------- the docs table
 
 
 def _seconds(value: float) -> str:
@@ -459,7 +459,7 @@ def _timeouts(policy: ClientPolicy) -> str:
 
 
 def readme_table() -> str:
-    """The "Retries and timeouts" table of README.md, made from the entries above."""
+    """The "Retries and timeouts" table of docs/settings.md, made from the entries above."""
     rows = [
         "| client | applies to | attempts per call | waits between attempts | connect / read timeout | notes |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -45,6 +45,7 @@ class SettingsError(PermanentError):
 
 
 KNOWN_KEYS = (
+    "KEYLESS_LIST_SCAN_ROWS",
     "KEYLESS_ARM_ENDPOINT",
     "KEYLESS_ARM_SCOPE",
     "KEYLESS_AUTHORITY_HOST",
@@ -238,7 +239,7 @@ class Settings:
     # storage connection's __clientId when its __credential is managedidentity (one app identity).
     managed_identity_client_id: str | None = None
     table_name: str = "keylessbindings"
-    # --- who may onboard what (README: Security) ---
+    # --- who may onboard what (docs/security.md) ---
     access_policy: str | None = None  # JSON text, or a path to a JSON file
     dev_principal: str | None = None  # local runs only; refused when WEBSITE_SITE_NAME is set
     system_namespaces: tuple[str, ...] = DEFAULT_SYSTEM_NAMESPACES

@@ -108,7 +108,7 @@ def _onboard(host: subprocess.Popen[bytes], log: Path) -> str:
 
 
 def examples(key: str) -> list[str]:
-    """The README's curl examples with the demo's ids (tests/test_readme.py holds the README to them)."""
+    """The README's curl examples with the demo's ids (tests/unit/test_docs.py holds the README to them)."""
     body = shlex.quote(json.dumps(REQUEST))
     cluster = urllib.parse.quote(REQUEST["cluster"], safe="")  # type: ignore[arg-type]
     return [

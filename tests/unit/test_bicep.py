@@ -11,7 +11,7 @@ apart), and no key or connection string appears anywhere. A small evaluator runs
 results matter (the condition, the scope lists); Event Grid's advanced-filter operators are evaluated as
 its docs define them.
 
-What this cannot check (README, "Deploy to Azure"): resource types, API versions and property names
+What this cannot check (docs/deploy.md): resource types, API versions and property names
 against Azure's schemas, what ARM would do (what-if), and anything only a deployment shows. pycep parses
 `a == b ? c : d` as `a == (b ? c : d)`, so the templates parenthesise comparisons.
 """
@@ -59,7 +59,7 @@ PLATFORM_SETTINGS = {
 }
 
 # Role file -> (the module in keyless-access.bicep that assigns it, the scope list it loops over, the
-# deploy condition), as README "What Keyless itself may do" says. The outcome sender is assigned at the
+# deploy condition), as docs/security.md "What Keyless itself may do" says. The outcome sender is assigned at the
 # outcome topic (outcome-topic.bicep).
 ASSIGNMENTS = {
     "keyless-identity-operator": ("identityOperator", "identityGroups", None),

@@ -72,8 +72,8 @@ def test_a_seeded_rng_repeats_and_every_draw_stays_in_its_window():
 
 
 def test_the_readme_shows_the_modules_table():
-    readme = (ROOT / "README.md").read_text()
-    assert retry_policy.readme_table() in readme, "README.md's 'Retries and timeouts' table: paste readme_table()"
+    readme = (ROOT / "docs" / "settings.md").read_text()
+    assert retry_policy.readme_table() in readme, "docs/settings.md 'Retries and timeouts': paste readme_table()"
 
 
 def test_host_json_retries_a_failed_run_as_declared():
