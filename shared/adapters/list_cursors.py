@@ -12,7 +12,7 @@ hidden row after it. So the position stays here, and the token is only a name fo
 
     PartitionKey "paging", RowKey "<until, 12 digits>|<sha256 of the secret>"
     owner     the caller's object id: another caller's token is not valid for them
-    position  the ledger's own position (shared.adapters.ledger), never sent out
+    position  the ledger's own position (shared.adapters.ledger_queries), never sent out
 
 and the token is `<until>.<secret>` (`until`: when it runs out, epoch seconds; `secret`: 192 random
 bits). The token carries no name, hash or count of any row; a token not found, run out, or another
