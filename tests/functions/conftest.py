@@ -330,6 +330,13 @@ def app_env(monkeypatch, storage, identity_endpoint, arm, ca) -> collections.abc
     composition.reset()
 
 
+def reconfigure(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    """Change the app's settings as a new deployment would: the next function call builds a new instance."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    composition.reset()
+
+
 @pytest.fixture
 def topic(ca, monkeypatch, app_env) -> collections.abc.Iterator[EventGridTopicEmulator]:
     """An Event Grid topic for outcome events (KEYLESS_OUTCOME_TOPIC_ENDPOINT)."""

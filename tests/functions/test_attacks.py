@@ -17,7 +17,7 @@ from shared.app import composition
 from shared.domain.binding import Binding
 from shared.domain.records import BindingRecord
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT, SUB
-from tests.functions.conftest import OTHER_GROUP, TEAM_GROUP, TEAM_OID, access_policy, principal_header
+from tests.functions.conftest import OTHER_GROUP, TEAM_GROUP, TEAM_OID, access_policy, principal_header, reconfigure
 from tests.functions.test_app import REQUEST, arm_event, cluster_event, tag_cluster
 
 OTHER_SUB = "99999999-8888-4777-8666-555555555555"
@@ -58,12 +58,6 @@ def account_written(host, arm, tags, account=ACCOUNT_ID):
 def sweep(host):
     host.timer()
     host.drain()
-
-
-def reconfigure(monkeypatch, **env):
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    composition.reset()
 
 
 def get(host, key, principal=None):

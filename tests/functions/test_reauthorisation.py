@@ -18,19 +18,13 @@ import pytest
 from shared.app import composition, sweep
 from shared.domain.records import BindingRecord
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID
-from tests.functions.conftest import access_policy
+from tests.functions.conftest import access_policy, reconfigure
 from tests.functions.test_app import REQUEST, arm_event, cluster_event, tag_cluster
 
 
 @pytest.fixture(autouse=True)
 def no_pacing(monkeypatch):
     monkeypatch.setenv("KEYLESS_ARM_PACING_SCALE", "0")
-
-
-def reconfigure(monkeypatch, **env):
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    composition.reset()
 
 
 def age(key: str, hours: float = 2.0) -> BindingRecord:

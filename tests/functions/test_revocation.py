@@ -19,7 +19,7 @@ import pytest
 from shared.app import composition
 from tests.conftest import ACCOUNT_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.e2e.test_private_clusters import make_private
-from tests.functions.conftest import access_policy
+from tests.functions.conftest import access_policy, reconfigure
 from tests.functions.test_app import REQUEST
 
 FORBIDDEN = 'configmaps is forbidden: User "keyless" cannot get resource in API group "" in the namespace "team-a"'
@@ -28,12 +28,6 @@ FORBIDDEN = 'configmaps is forbidden: User "keyless" cannot get resource in API 
 @pytest.fixture(autouse=True)
 def no_pacing(monkeypatch):
     monkeypatch.setenv("KEYLESS_ARM_PACING_SCALE", "0")
-
-
-def reconfigure(monkeypatch, **env):
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    composition.reset()
 
 
 def onboarded(host, arm) -> str:
