@@ -124,6 +124,9 @@ ROUTES = {
 }
 """HTTP function name -> (path, method) in the document (the function, not the URL a test passes, decides)."""
 
+PAGES = {"ui_page", "ui_asset"}
+"""HTTP functions that serve the team page (handlers/ui.py): for browsers, not part of the API or its document."""
+
 
 def _pointer(*parts: str) -> str:
     return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
@@ -238,7 +241,8 @@ class Host:
         principal: Any = _DEFAULT,
     ) -> tuple[int, Any, func.HttpResponse]:
         """Call the HTTP function `name` (`method` and `url` only go into the request); the answer must be
-        one the OpenAPI document allows for that function's route, method and status (OpenApiConformance)."""
+        one the OpenAPI document allows for that function's route, method and status (OpenApiConformance).
+        The team page's functions (PAGES) answer HTML, script and style: their answer is the body's text."""
         hdrs = {"Content-Type": "application/json"} if body is not None or raw is not None else {}
         if principal is _DEFAULT:
             principal = principal_header()
@@ -251,6 +255,8 @@ class Host:
         )
         resp = self.functions[name](req)
         text = resp.get_body().decode()
+        if name in PAGES:
+            return resp.status_code, text, resp
         answer = json.loads(text) if text else None
         conformance().check(name, resp.status_code, answer, resp, data)
         return resp.status_code, answer, resp
