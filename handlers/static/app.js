@@ -10,7 +10,7 @@
   const SETTLED = new Set(["verified", "failed", "refused", "revoked", "removed"]);
   const STATUSES = new Set([
     "pending", "reconciling", "ready", "verified", "not-ready", "failed", "refused", "revoked", "offboarding",
-    "removed", "pass", "fail",
+    "removed", "pass", "fail", "created", "updated", "unchanged", "deleted", "absent", "not-yet", "skipped", "left",
   ]);
 
   const $ = (id) => document.getElementById(id);
@@ -285,7 +285,7 @@
     $("confirm").close();
     const r = await call("DELETE", `${API}/${encodeURIComponent(openId)}`);
     records.set(r.id, r);
-    notice(`Offboarding ${r.namespace}/${r.serviceAccount}: ${r.status}`);
+    notice(`Offboarding ${r.namespace}/${r.serviceAccount}: asked for`);
     renderList();
     $("detail-title").focus();
   }
@@ -318,7 +318,7 @@
     previewed = body;
     fields($("plan-fields"), [
       ["Allowed by", answer.grantedBy],
-      ["Would end", plan.status],
+      ["The run would end", plan.status],
       ["Why", plan.reason],
       ["Id", answer.id],
       ["Role", answer.binding.roleDefinitionId],

@@ -100,6 +100,7 @@ def identity_endpoint() -> collections.abc.Iterator[IdentityEndpoint]:
 
 
 _FUNCTIONS: dict[str, Any] = {}
+_HTTP_ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 
 def app_functions() -> dict[str, Any]:
@@ -107,8 +108,19 @@ def app_functions() -> dict[str, Any]:
     if not _FUNCTIONS:
         import function_app
 
-        _FUNCTIONS.update({f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()})
+        for f in function_app.app.get_functions():
+            _FUNCTIONS[f.get_function_name()] = f.get_user_function()
+            if f.is_http_function():
+                trigger = f.get_trigger()
+                methods = tuple(str(getattr(m, "value", m)).upper() for m in trigger.methods or ())
+                _HTTP_ROUTES[f.get_function_name()] = (trigger.route, methods)
     return _FUNCTIONS
+
+
+def http_routes() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """HTTP function name -> (its trigger's route, without the host's `api/` prefix; its methods)."""
+    app_functions()
+    return _HTTP_ROUTES
 
 
 # --- conformance: every HTTP answer the tests see is one the OpenAPI document allows -------------
