@@ -163,9 +163,35 @@
     return li;
   }
 
+  // A card is made again only when its onboarding changed, and keeps the keyboard's focus when it is:
+  // the page re-reads moving onboardings every few seconds, and focus must not jump away meanwhile.
+  const shown = new Map(); // id -> [the answer's JSON, its card]
+
   function renderList() {
     const list = $("onboardings");
-    list.replaceChildren(...[...records.values()].map(card));
+    const focused = document.activeElement;
+    let refocus = null;
+    const cards = [];
+    for (const r of records.values()) {
+      const json = JSON.stringify(r);
+      const before = shown.get(r.id);
+      if (before && before[0] === json) {
+        cards.push(before[1]);
+        continue;
+      }
+      const made = card(r);
+      if (before && before[1].contains(focused)) refocus = made;
+      shown.set(r.id, [json, made]);
+      cards.push(made);
+    }
+    for (const id of [...shown.keys()]) if (!records.has(id)) shown.delete(id);
+    // Cards that stay are never moved (a moved element loses focus): the old ones go, the new ones go in.
+    const keep = new Set(cards);
+    for (const old of [...list.children]) if (!keep.has(old)) old.remove();
+    cards.forEach((c, i) => {
+      if (list.children[i] !== c) list.insertBefore(c, list.children[i] || null);
+    });
+    if (refocus) refocus.querySelector("button").focus();
     $("empty").hidden = records.size > 0 || Boolean(continuation);
     $("more").hidden = !continuation;
     if (openId && records.has(openId)) renderDetail(records.get(openId));

@@ -155,9 +155,16 @@ def test_a_team_member_requests_watches_verifies_and_deletes(server, browser, ho
 
     # Watch it reach verified: the page reads it again while the test runs the worker.
     wait.until(lambda d: card(d, mine))
+    assert card_status(driver, mine) != "verified", "the card is there before the worker ran"
+    details = card(driver, mine).find_element(By.TAG_NAME, "button")
+    driver.execute_script("arguments[0].focus()", details)  # a keyboard user waits on the card's button
     WebDriverWait(driver, VERIFY_SECONDS, poll_frequency=0.5).until(
         lambda d: server.drain() >= 0 and card_status(d, mine) == "verified"
     )
+    focused = driver.switch_to.active_element
+    assert focused.get_attribute("aria-label") == f"Details of {mine}", "the card, read again, kept the focus"
+    focused.send_keys(Keys.ENTER)
+    wait.until(lambda d: d.switch_to.active_element.get_attribute("id") == "detail-title")
     assert driver.find_element(By.ID, "detail").is_displayed()
     assert "Status\nverified" in driver.find_element(By.ID, "detail-fields").text
 
