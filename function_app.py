@@ -6,7 +6,7 @@ not read settings, build credentials or touch the network.
 
 import azure.functions as func
 
-from handlers import api, events, sweep, verification, worker
+from handlers import api, events, sweep, ui, verification, worker
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(api.bp)
@@ -14,3 +14,4 @@ app.register_functions(events.bp)
 app.register_functions(worker.bp)
 app.register_functions(sweep.bp)
 app.register_functions(verification.bp)
+app.register_functions(ui.bp)

@@ -58,6 +58,7 @@ def run(world: World, func: str, directory: Path = DEMO_DIR) -> int:
         _wait_for_host(host, log_path)
         key = _onboard(host, log_path)
         _examples(key)
+        print(f"demo: the team page, signed in as the dev principal: {BASE}/api/ui")
         print(f"demo: the host serves on {BASE} until Ctrl-C")
         return host.wait()
     except KeyboardInterrupt:

@@ -100,6 +100,7 @@ def identity_endpoint() -> collections.abc.Iterator[IdentityEndpoint]:
 
 
 _FUNCTIONS: dict[str, Any] = {}
+_HTTP_ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 
 def app_functions() -> dict[str, Any]:
@@ -107,8 +108,19 @@ def app_functions() -> dict[str, Any]:
     if not _FUNCTIONS:
         import function_app
 
-        _FUNCTIONS.update({f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()})
+        for f in function_app.app.get_functions():
+            _FUNCTIONS[f.get_function_name()] = f.get_user_function()
+            if f.is_http_function():
+                trigger = f.get_trigger()
+                methods = tuple(str(getattr(m, "value", m)).upper() for m in trigger.methods or ())
+                _HTTP_ROUTES[f.get_function_name()] = (trigger.route, methods)
     return _FUNCTIONS
+
+
+def http_routes() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """HTTP function name -> (its trigger's route, without the host's `api/` prefix; its methods)."""
+    app_functions()
+    return _HTTP_ROUTES
 
 
 # --- conformance: every HTTP answer the tests see is one the OpenAPI document allows -------------
@@ -123,6 +135,9 @@ ROUTES = {
     "health": ("/health", "get"),
 }
 """HTTP function name -> (path, method) in the document (the function, not the URL a test passes, decides)."""
+
+PAGES = {"ui_page", "ui_asset"}
+"""HTTP functions that serve the team page (handlers/ui.py): for browsers, not part of the API or its document."""
 
 
 def _pointer(*parts: str) -> str:
@@ -238,7 +253,8 @@ class Host:
         principal: Any = _DEFAULT,
     ) -> tuple[int, Any, func.HttpResponse]:
         """Call the HTTP function `name` (`method` and `url` only go into the request); the answer must be
-        one the OpenAPI document allows for that function's route, method and status (OpenApiConformance)."""
+        one the OpenAPI document allows for that function's route, method and status (OpenApiConformance).
+        The team page's functions (PAGES) answer HTML, script and style: their answer is the body's text."""
         hdrs = {"Content-Type": "application/json"} if body is not None or raw is not None else {}
         if principal is _DEFAULT:
             principal = principal_header()
@@ -251,6 +267,8 @@ class Host:
         )
         resp = self.functions[name](req)
         text = resp.get_body().decode()
+        if name in PAGES:
+            return resp.status_code, text, resp
         answer = json.loads(text) if text else None
         conformance().check(name, resp.status_code, answer, resp, data)
         return resp.status_code, answer, resp

@@ -66,6 +66,8 @@ def test_every_function_is_registered(indexed):
         "onboardings_verification",
         "openapi",
         "health",
+        "ui_page",
+        "ui_asset",
         "resource_events",
         "reconcile_worker",
         "reconcile_poison",
@@ -83,6 +85,8 @@ def test_every_function_is_registered(indexed):
         ("onboardings_verification", "onboardings/{id}/verification", ["GET"], "ANONYMOUS"),
         ("openapi", "openapi.json", ["GET"], "ANONYMOUS"),
         ("health", "health", ["GET"], "ANONYMOUS"),
+        ("ui_page", "ui", ["GET"], "ANONYMOUS"),
+        ("ui_asset", "ui/{asset}", ["GET"], "ANONYMOUS"),
     ],
 )
 def test_http_functions(indexed, name, route, methods, auth):
@@ -167,7 +171,7 @@ def test_importing_the_app_needs_no_settings_credentials_or_network():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "11 []"
+    assert out.stdout.strip() == "13 []"
 
 
 @pytest.mark.parametrize("setting, schedule", [(None, "0 */30 * * * *"), ("0 0 * * * *", "%KEYLESS_SWEEP_SCHEDULE%")])

@@ -87,3 +87,13 @@ def test_tests_tools_and_local_settings_stay_out():
             assert path not in package(), path
     assert "local.settings.sample.json" not in package()
     assert any(p.startswith("tests/") for p in repository_files()), "the list is the repository's"
+
+
+def test_the_team_pages_files_are_in_the_package():
+    """handlers/ui.py serves them from handlers/static/ at run time: the package must carry them."""
+    assert {
+        "handlers/ui.py",
+        "handlers/static/index.html",
+        "handlers/static/app.js",
+        "handlers/static/app.css",
+    } <= package()
