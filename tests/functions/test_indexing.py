@@ -169,7 +169,7 @@ def test_importing_the_app_needs_no_settings_credentials_or_network():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "11 []"
+    assert out.stdout.strip() == "12 []"
 
 
 @pytest.mark.parametrize("setting, schedule", [(None, "0 */30 * * * *"), ("0 0 * * * *", "%KEYLESS_SWEEP_SCHEDULE%")])
