@@ -8,6 +8,7 @@ front, nothing vouches for X-MS-CLIENT-PRINCIPAL: inside Azure every call is the
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from typing import Any
@@ -25,10 +26,11 @@ from handlers._auth import (
 )
 from handlers._http import MAX_PAGE_SIZE, ApiError, field_error, flag, json_body, json_response
 from handlers.openapi import document as openapi_document
-from shared.app import composition, self_service
+from shared.app import composition, self_service, sweep
 from shared.domain import access
 from shared.domain.binding import Binding
 from shared.domain.errors import PermanentError
+from shared.domain.records import RECORD_STATUSES
 
 bp = func.Blueprint()
 log = logging.getLogger("keyless.api")
@@ -101,6 +103,10 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
             raise ApiError(400, "InvalidParameter", "cluster is too long", "cluster")
         if namespace is not None and len(namespace) > 63:
             raise ApiError(400, "InvalidParameter", "namespace is too long", "namespace")
+        account = req.params.get("account") or None
+        if account is not None and len(account) > 1024:
+            raise ApiError(400, "InvalidParameter", "account is too long", "account")
+        statuses = _statuses(req.params.get("status") or "")
         try:
             records, token = self_service.onboardings(
                 composition.service(),
@@ -109,6 +115,8 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
                 namespace,
                 page_size,
                 req.params.get("continuationToken") or None,
+                account=account,
+                statuses=statuses,
             )
         except ValueError as exc:
             raise ApiError(400, "InvalidParameter", str(exc), "continuationToken") from None
@@ -118,6 +126,17 @@ def onboardings_list(req: func.HttpRequest) -> func.HttpResponse:
         return json_response(body)
 
     return handle_errors(handle, req, "/api/onboardings")
+
+
+def _statuses(value: str) -> frozenset[str]:
+    """`status=failed,not-ready`: each one a record status (400 naming `status` otherwise)."""
+    wanted = frozenset(part.strip() for part in value.split(",") if part.strip())
+    unknown = sorted(wanted - set(RECORD_STATUSES))
+    if unknown:
+        raise ApiError(
+            400, "InvalidParameter", f"status {unknown[0][:40]!r} is none of {list(RECORD_STATUSES)}", "status"
+        )
+    return wanted
 
 
 @bp.function_name("onboardings_get")
@@ -144,6 +163,40 @@ def onboardings_delete(req: func.HttpRequest) -> func.HttpResponse:
         return json_response(record.as_api(), 202, {"Location": f"/api/onboardings/{record.key}"})
 
     return handle_errors(handle, req, "/api/onboardings/{id}")
+
+
+@bp.function_name("sweeps_latest")
+@bp.route(route="sweeps/latest", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def sweeps_latest(req: func.HttpRequest) -> func.HttpResponse:
+    """Any signed-in caller: the answer is counts and a random id, never a binding, cluster or team."""
+
+    def handle(req: func.HttpRequest) -> func.HttpResponse:
+        signed_in_caller(req)
+        progress = sweep.latest(composition.service())
+        if progress is None:
+            raise ApiError(404, "NotFound", "no drift sweep has run yet")
+        return json_response(
+            {
+                "id": progress.id,
+                "number": progress.number,
+                "startedAt": _iso(progress.started_at),
+                "finishedAt": _iso(progress.finished_at) if progress.finished_at is not None else None,
+                "durationSeconds": progress.duration_seconds,
+                "planned": progress.planned,
+                "shards": progress.shards,
+                "shardsDone": progress.shards_done,
+                "suspects": progress.suspects,
+                "queued": progress.queued,
+                "source": progress.source,
+                "resumes": progress.resumes,
+            }
+        )
+
+    return handle_errors(handle, req, "/api/sweeps/latest")
+
+
+def _iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @bp.function_name("openapi")

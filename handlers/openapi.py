@@ -15,6 +15,7 @@ import functools
 from typing import Any
 
 from handlers._http import MAX_PAGE_SIZE
+from shared.domain.records import RECORD_STATUSES
 
 SCHEMAS = "#/components/schemas/"
 
@@ -117,6 +118,19 @@ def document() -> dict[str, Any]:
                         {"name": "cluster", "in": "query", "schema": {"type": "string"}},
                         {"name": "namespace", "in": "query", "schema": {"type": "string"}},
                         {
+                            "name": "account",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "An Azure OpenAI account's resource id (any case): its onboardings only.",
+                        },
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "One status or several, comma-separated (`failed,not-ready`): "
+                            f"{', '.join(RECORD_STATUSES)}. A filter on what is read, so a page may be short.",
+                        },
+                        {
                             "name": "pageSize",
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
@@ -161,6 +175,18 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_schema(contracts.Verification.__name__), "The verification report"),
                         **_errors(400, 401, 403, 404, 409, 503),
+                    },
+                }
+            },
+            "/sweeps/latest": {
+                "get": {
+                    "operationId": "latestSweep",
+                    "summary": "The current (or last) drift sweep's progress",
+                    "description": "Counts only (clusters checked of all, suspects, reconciles queued), no "
+                    "binding's name: any signed-in caller may see it.",
+                    "responses": {
+                        "200": _json(_schema(contracts.SweepProgress.__name__), "The sweep"),
+                        **_errors(401, 404, 503),
                     },
                 }
             },

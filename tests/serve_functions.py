@@ -63,6 +63,12 @@ class FunctionServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def __enter__(self) -> FunctionServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def drain(self) -> int:
         """Run the queue worker on what is due (Host.drain), between requests."""
         with self.lock:

@@ -152,3 +152,29 @@ def storage_credential(settings: Settings, app_credential: Any) -> Any:
             managed_identity_client_id=store.client_id,
         )
     return app_credential
+
+
+def user_token(scope: str, prompt: Any, device_code: bool = True) -> str:
+    """An access token for `scope` as the person at the keyboard (the `keyless` command against a deployed
+    Keyless): the Azure CLI's sign-in (`az login`), else a device code sign-in, whose instructions go to
+    `prompt(message)`. NoCredential naming the fix when neither gives one. The token is returned to be sent,
+    never logged."""
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import AzureCliCredential, CredentialUnavailableError, DeviceCodeCredential
+
+    try:
+        return str(AzureCliCredential().get_token(scope).token)
+    except (CredentialUnavailableError, ClientAuthenticationError) as exc:
+        cli_problem = attempts(exc)
+        if not device_code:
+            raise NoCredential(_sign_in_fix(scope, cli_problem), retry_policy.NO_CREDENTIAL_SECONDS) from None
+    try:
+        credential = DeviceCodeCredential(prompt_callback=lambda _uri, _code, message: prompt(message))
+        return str(credential.get_token(scope).token)
+    except ClientAuthenticationError as exc:
+        raise NoCredential(_sign_in_fix(scope, attempts(exc)), retry_policy.NO_CREDENTIAL_SECONDS) from None
+
+
+def _sign_in_fix(scope: str, tried: list[str]) -> str:
+    why = f" ({'; '.join(tried)[:300]})" if tried else ""
+    return f"no sign-in for {scope}{why}: run `az login` (or allow the device code sign-in)"

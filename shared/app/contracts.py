@@ -362,6 +362,27 @@ class Health(Wire):
     checks: list[HealthCheck]
 
 
+# --- the drift sweep ------------------------------------------------------------------------------
+
+
+# shared.app.sweep.SweepProgress, as handlers.api answers it
+class SweepProgress(Wire):
+    """GET /api/sweeps/latest: the current (or last) drift sweep, in counts; no binding is named."""
+
+    id: str = Field(description="the sweep's random id")
+    number: int = Field(description="sweeps so far")
+    started_at: Timestamp
+    finished_at: Timestamp | None = Field(description="null while shards are left")
+    duration_seconds: float | None = Field(description="from its (re)start to its last shard; null while running")
+    planned: bool = Field(description="the bulk read and the plan are done (false: the plan is still being made)")
+    shards: int = Field(description="clusters to check")
+    shards_done: int = Field(description="clusters checked")
+    suspects: int = Field(description="bindings that may have drifted: the plan's, and those of the clusters checked")
+    queued: int = Field(description="reconciles queued for the suspects of the clusters checked")
+    source: str = Field(description="where Azure's state was read: `resource-graph`, `arm`, or `none`")
+    resumes: int = Field(description="times a cut-off sweep was resumed")
+
+
 # --- the access policy document (KEYLESS_ACCESS_POLICY) ---------------------------------------------
 
 Strings = list[NonEmptyText] | None
@@ -400,5 +421,5 @@ class AccessPolicyDocument(Wire):
     rules: list[PolicyRule]
 
 
-RESPONSES: tuple[type[Wire], ...] = (Onboarding, OnboardingPage, Plan, Verification, Error, Health)
+RESPONSES: tuple[type[Wire], ...] = (Onboarding, OnboardingPage, Plan, Verification, SweepProgress, Error, Health)
 DOCUMENTS: tuple[type[Wire], ...] = (OnboardingRequest, AccessPolicyDocument)

@@ -8,6 +8,7 @@ and queued.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from shared.app import after_ready, observability, quotas
@@ -116,9 +117,18 @@ def check_may_act(app: Keyless, caller: Caller, record: BindingRecord) -> None:
 
 
 def onboardings(
-    app: Keyless, caller: Caller, cluster: str | None, namespace: str | None, page_size: int, continuation: str | None
+    app: Keyless,
+    caller: Caller,
+    cluster: str | None,
+    namespace: str | None,
+    page_size: int,
+    continuation: str | None,
+    account: str | None = None,
+    statuses: Collection[str] = (),
 ) -> tuple[list[BindingRecord], str | None]:
     """One page of the onboardings the caller may see, and a token for the next (None: no more).
+    `account` narrows the read (the ledger's account index); `statuses`, when given, is a filter on
+    what is read (a record's status is not indexed), so a page of them may be short: the scan cap holds.
 
     The page is filled with what the caller may see, reading at most KEYLESS_LIST_SCAN_ROWS rows (a
     page that reaches them may be short, or empty, and carries a token). The token names where the
@@ -130,9 +140,10 @@ def onboardings(
     records, after = app.ledger.query(
         cluster=cluster,
         namespace=namespace,
+        account=account,
         page_size=page_size,
         continuation=position,
-        visible=lambda record: may_see(app, caller, record),
+        visible=lambda record: (not statuses or record.status in statuses) and may_see(app, caller, record),
         scan_limit=app.settings.list_scan_rows,
     )
     return records, app.ledger.save_cursor(owner, after) if after else None

@@ -274,3 +274,49 @@ def _finish_if_last(app: Keyless, run_id: str) -> None:
     if _save_quietly(app, run):
         observability.sweep_finished(run)
     log.info("drift sweep %s finished", run_id)
+
+
+@dataclasses.dataclass
+class SweepProgress:
+    """The latest sweep as people see it (GET /api/sweeps/latest): counts only, never a binding's name.
+    `suspects`: found by the plan (Azure's side) and by the shards done (the clusters' side); `queued`:
+    reconciles the shards done queued for them (what each repaired is in its onboarding's steps)."""
+
+    id: str
+    number: int
+    started_at: float
+    finished_at: float | None
+    planned: bool
+    shards: int
+    shards_done: int
+    suspects: int
+    queued: int
+    source: str
+    resumes: int
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return None if self.finished_at is None else max(self.finished_at - self.started_at, 0.0)
+
+
+def latest(app: Keyless) -> SweepProgress | None:
+    """The current (or last) sweep's progress from the sweep log; None before the first sweep. Reads the
+    run row and its shard rows (one partition), nothing else."""
+    run = app.sweeps.current()
+    if run is None:
+        return None
+    done = [s for s in app.sweeps.shards(run.id) if s.done] if run.planned else []
+    found = sum(int(s.result.get("kube") or 0) + int(s.result.get("credentials") or 0) for s in done)
+    return SweepProgress(
+        id=run.id,
+        number=run.number,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        planned=run.planned,
+        shards=run.shards,
+        shards_done=len(done),
+        suspects=run.suspects + found,
+        queued=sum(int(s.result.get("queued") or 0) for s in done),
+        source=run.source,
+        resumes=run.resumes,
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import typing
 from typing import Any, Literal
 
 from shared.domain import retry_policy, revocation
@@ -21,6 +22,7 @@ RecordStatus = Literal[
 """`refused`: the one door (shared.domain.access) said no before anything was made; `revoked`: it said no
 after access had been granted: nothing is repaired, and the binding is offboarded at `offboard_at`
 unless the grant comes back."""
+RECORD_STATUSES: tuple[str, ...] = typing.get_args(RecordStatus)
 Desired = Literal["present", "absent"]
 
 SOURCE_API = "api"  # asked for through the API: the recorded caller's grant holds it

@@ -131,6 +131,7 @@ ROUTES = {
     "onboardings_get": ("/onboardings/{id}", "get"),
     "onboardings_delete": ("/onboardings/{id}", "delete"),
     "onboardings_verification": ("/onboardings/{id}/verification", "get"),
+    "sweeps_latest": ("/sweeps/latest", "get"),
     "openapi": ("/openapi.json", "get"),
     "health": ("/health", "get"),
 }

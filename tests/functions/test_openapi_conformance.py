@@ -165,7 +165,18 @@ def test_every_route_answers_as_the_document_says(host, arm, kube, monkeypatch):
     call("onboardings_get", 200, key=key)
     call("onboardings_get", 404, key="0" * 32)
     call("onboardings_get", 400, key="not-an-id")
+    call("onboardings_list", 400, params={"status": "broken"})
+    call("sweeps_latest", 404)
+    call("sweeps_latest", 401, principal=None)
     host.drain()
+    host.timer()
+    host.drain()
+    sweep = call("sweeps_latest", 200)
+    assert sweep["shardsDone"] == sweep["shards"] == 1 and sweep["finishedAt"], sweep
+    status = call("onboardings_get", 200, key=key)["status"]
+    listed = call("onboardings_list", 200, params={"status": f"failed,{status}", "account": REQUEST["openAIAccount"]})
+    assert [o["id"] for o in listed["value"]] == [key], listed
+    assert call("onboardings_list", 200, params={"status": "failed"})["value"] == []
 
     record = call("onboardings_get", 200, key=key)
     assert record["identity"] and record["verification"], record

@@ -38,6 +38,7 @@ LOCAL_ONLY = [
     ".vscode/settings.json",
 ]
 NEVER = (
+    "cli/",  # the `keyless` command runs on people's machines, not in the Function App
     "tests/",
     "benchmarks/",
     "infra/",
