@@ -11,8 +11,8 @@ apart), and no key or connection string appears anywhere. A small evaluator runs
 results matter (the condition, the scope lists); Event Grid's advanced-filter operators are evaluated as
 its docs define them.
 
-What this cannot check (docs/deploy.md): resource types, API versions and property names
-against Azure's schemas, what ARM would do (what-if), and anything only a deployment shows. pycep parses
+Resource types, API versions and property names against Azure's own definitions: test_bicep_types.py.
+What neither can check (docs/deploy.md): what ARM would do (what-if), and anything only a deployment shows. pycep parses
 `a == b ? c : d` as `a == (b ? c : d)`, so the templates parenthesise comparisons.
 """
 
