@@ -46,7 +46,7 @@ param localAuthDisablerScopes string = ''
 @description('Assign Keyless AKS Workload Binder (Kubernetes data actions) at the clusters, for Azure RBAC clusters. Kubernetes-RBAC clusters need infra/kubernetes/keyless-rbac.yaml instead.')
 param grantAksWorkloadBinder bool = true
 
-@description('Appended to the custom role names (unique per tenant), e.g. " (dev)", when two Keyless deployments share a tenant.')
+@description('Appended to the custom role names, which are unique per tenant; empty: " (<environmentName>)", so that environments, and roles made by hand from infra/roles, never share one.')
 param customRoleNameSuffix string = ''
 
 @description('Subscribe resource_events to the ARM events. Event Grid checks that the function exists: false on the first provision, set to true by the postdeploy hook of azure.yaml.')
@@ -142,7 +142,12 @@ var tags = {
 }
 var rgName = empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
 var appName = empty(functionAppName) ? 'func-keyless-${token}' : functionAppName
-var deploymentContainerName = 'app-package-${take(appName, 32)}-${take(token, 7)}'
+// A blob container name: lower case, letters, digits and single hyphens, 3-63 characters (hyphens of the app
+// name dropped, so that none doubles or ends it).
+var containerAppPart = take(toLower(replace(appName, '-', '')), 32)
+var containerTokenPart = take(token, 7)
+var deploymentContainerName = 'app-package-${containerAppPart}-${containerTokenPart}'
+var roleNameSuffix = empty(customRoleNameSuffix) ? ' (${environmentName})' : customRoleNameSuffix
 var eventsTopicParts = split(existingResourceEventsTopicId, '/')
 var eventsTopicSubscriptionId = empty(existingResourceEventsTopicId) ? subscription().subscriptionId : eventsTopicParts[2]
 var eventsTopicGroup = empty(existingResourceEventsTopicId) ? rgName : eventsTopicParts[4]
@@ -205,7 +210,7 @@ module access 'modules/keyless-access.bicep' = {
   params: {
     principalId: identity.outputs.principalId
     deploymentToken: token
-    roleNameSuffix: customRoleNameSuffix
+    roleNameSuffix: roleNameSuffix
     appResourceGroupId: rg.id
     openAIScopes: openAIScopes
     clusterScopes: clusterScopes
@@ -219,6 +224,7 @@ module access 'modules/keyless-access.bicep' = {
     enforceKeylessAccounts: keylessEnforceKeylessAccounts
     roleAllowlist: keylessRoleAllowlist
     grantAksWorkloadBinder: grantAksWorkloadBinder
+    allowLocalAccounts: keylessAllowLocalAccounts
   }
 }
 

@@ -70,7 +70,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
     }
     functionAppConfig: {
@@ -119,20 +118,12 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   properties: union(appSettings, platformSettings, telemetryAuth)
 }
 
-// No publishing with user names and passwords: azd deploys with the signed-in user's Entra token.
+// No publishing with user names and passwords: azd deploys with the signed-in user's Entra token. Flex
+// Consumption has no FTP(S) publishing: neither ftpsState nor the 'ftp' policy is set (issue 21).
 resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'scm'
   dependsOn: [settings]
-  properties: {
-    allow: false
-  }
-}
-
-resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
-  parent: site
-  name: 'ftp'
-  dependsOn: [scmBasicAuth]
   properties: {
     allow: false
   }
@@ -146,7 +137,7 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(apiClientId))
   parent: site
   name: 'authsettingsV2'
   // One configuration write at a time on the site.
-  dependsOn: [ftpBasicAuth]
+  dependsOn: [scmBasicAuth]
   properties: {
     platform: {
       enabled: true
