@@ -378,9 +378,11 @@ def test_the_azd_parameters_file_names_parameters_of_main():
     azure = yaml.safe_load((ROOT / "azure.yaml").read_text())
     assert azure["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
     hooks = azure["hooks"]["postdeploy"]
-    for shell in ("posix", "windows"):
-        assert "azd env set KEYLESS_SUBSCRIBE_EVENTS true" in hooks[shell]["run"]
-        assert "azd provision --no-prompt" in hooks[shell]["run"]
+    for shell, suffix in (("posix", "sh"), ("windows", "ps1")):
+        script = (ROOT / hooks[shell]["run"]).read_text()
+        assert hooks[shell]["run"].endswith(suffix)
+        assert "azd env set KEYLESS_SUBSCRIBE_EVENTS true" in script  # tests/unit/test_azd_hooks.py runs it
+        assert "azd provision --no-prompt" in script
 
 
 # ----------------------------------------------------------------------------------------- the app
