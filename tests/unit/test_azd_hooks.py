@@ -170,3 +170,15 @@ def test_preprovision_registers_microsoft_app_for_a_subnet(world):
     plain = _with_env(world, "KEYLESS_SUBNET_ID", "", "preprovision.sh")
     assert plain.returncode == 0
     assert world.calls().count("az provider register --namespace Microsoft.App --wait") == 1
+
+
+def test_the_documented_registration_issues_the_tokens_the_issuer_check_accepts():
+    """Finding 6: openIdIssuer ends in /v2.0, so the registration docs/deploy.md gives must ask for v2 tokens."""
+    bicep = (ROOT / "infra" / "modules" / "function-app.bicep").read_text()
+    assert "${tenant().tenantId}/v2.0'" in bicep
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert "--set api.requestedAccessTokenVersion=2" in deploy
+    steps = [
+        deploy.index(step) for step in ("1. **preprovision**", "2. **provision**", "3. **deploy**", "4. **postdeploy**")
+    ]
+    assert steps == sorted(steps)
