@@ -31,6 +31,12 @@ param functionAppName string = ''
 @description('Client id of the Entra app registration for the API (App Service Authentication). Empty: no authentication in front of the API, which then answers 503 AuthenticationNotConfigured; azd cannot create app registrations.')
 param apiClientId string = ''
 
+@description('Comma-separated client ids of the applications allowed to call the API (App Service Authentication); empty: any application in the tenant.')
+param apiAllowedApplications string = ''
+
+@description('Comma-separated object ids of the Entra groups whose members may call the API; empty: anyone in the tenant. The access policy still decides what each caller may do.')
+param apiAllowedGroups string = ''
+
 @description('Comma-separated ids of the OpenAI accounts Keyless grants access to, or of their resource groups (Keyless OpenAI Access Granter, with the role-assignment condition; Role Assignment Counter on their subscriptions).')
 param openAIScopes string = ''
 
@@ -306,6 +312,8 @@ module app 'modules/function-app.bicep' = {
     appInsightsEntraAuth: appInsightsEntraAuth
     appSettings: keylessSettings
     apiClientId: apiClientId
+    apiAllowedApplications: filter(map(split(apiAllowedApplications, ','), id => trim(id)), id => !empty(id))
+    apiAllowedGroups: filter(map(split(apiAllowedGroups, ','), id => trim(id)), id => !empty(id))
     subnetId: virtualNetworkSubnetId
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

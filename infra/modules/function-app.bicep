@@ -33,6 +33,10 @@ param appInsightsEntraAuth bool
 param appSettings object
 @description('Client id of the Entra app registration that callers get tokens for; empty: no App Service Authentication (the API then answers 503 AuthenticationNotConfigured).')
 param apiClientId string
+@description('Client ids of the applications whose tokens App Service Authentication accepts; empty: any in the tenant.')
+param apiAllowedApplications array = []
+@description('Object ids of the Entra groups whose members App Service Authentication accepts; empty: anyone in the tenant.')
+param apiAllowedGroups array = []
 @description('Subnet for virtual network integration (delegated to Microsoft.App/environments); empty: none.')
 param subnetId string
 param maximumInstanceCount int
@@ -161,12 +165,22 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(apiClientId))
           clientId: apiClientId
           openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
         }
-        validation: {
+        // Who is signed in at all (the access policy stays the authorisation): optional narrowing to given
+        // client applications (the token's appid/azp) and groups (its groups claim).
+        validation: union({
           allowedAudiences: [
             'api://${apiClientId}'
             apiClientId
           ]
-        }
+        }, (empty(apiAllowedApplications) && empty(apiAllowedGroups)) ? {} : {
+          defaultAuthorizationPolicy: union(empty(apiAllowedApplications) ? {} : {
+            allowedApplications: apiAllowedApplications
+          }, empty(apiAllowedGroups) ? {} : {
+            allowedPrincipals: {
+              groups: apiAllowedGroups
+            }
+          })
+        })
       }
     }
     login: {

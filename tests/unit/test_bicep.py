@@ -916,3 +916,23 @@ def test_the_app_insights_connection_string_goes_only_to_its_setting():
     ]
     assert uses == ["APPLICATIONINSIGHTS_CONNECTION_STRING"]
     assert not references(app["outputs"], "appInsightsConnectionString")
+
+
+def test_who_is_signed_in_can_be_narrowed_to_given_applications_and_groups():
+    """Issue 21, attacker note: by default anyone in the tenant with a token is signed in; optional parameters
+    narrow App Service Authentication to given client applications and groups."""
+    path = MODULES / "function-app.bicep"
+    (auth,) = (
+        r for r in resources_of(path, "Microsoft.Web/sites/config").values() if body(r)["name"] == "authsettingsV2"
+    )
+    validation = body(auth)["properties"]["identityProviders"]["azureActiveDirectory"]["validation"]
+    open_to_tenant = Evaluator(path, {"apiClientId": "c1", "apiAllowedApplications": [], "apiAllowedGroups": []})
+    assert "defaultAuthorizationPolicy" not in open_to_tenant.eval(validation, {})
+    narrowed = Evaluator(path, {"apiClientId": "c1", "apiAllowedApplications": ["a1"], "apiAllowedGroups": ["g1"]})
+    assert narrowed.eval(validation, {})["defaultAuthorizationPolicy"] == {
+        "allowedApplications": ["a1"],
+        "allowedPrincipals": {"groups": ["g1"]},
+    }
+    (app,) = modules_of(MAIN, "modules/function-app.bicep").values()
+    split = Evaluator(MAIN, {"apiAllowedGroups": " g1, ,g2 "})
+    assert split.eval(body(app)["params"]["apiAllowedGroups"], {}) == ["g1", "g2"]
