@@ -31,6 +31,12 @@ param functionAppName string = ''
 @description('Client id of the Entra app registration for the API (App Service Authentication). Empty: no authentication in front of the API, which then answers 503 AuthenticationNotConfigured; azd cannot create app registrations.')
 param apiClientId string = ''
 
+@description('Comma-separated client ids of the applications allowed to call the API (App Service Authentication); empty: any application in the tenant.')
+param apiAllowedApplications string = ''
+
+@description('Comma-separated object ids of the Entra groups whose members may call the API; empty: anyone in the tenant. The access policy still decides what each caller may do.')
+param apiAllowedGroups string = ''
+
 @description('Comma-separated ids of the OpenAI accounts Keyless grants access to, or of their resource groups (Keyless OpenAI Access Granter, with the role-assignment condition; Role Assignment Counter on their subscriptions).')
 param openAIScopes string = ''
 
@@ -46,7 +52,7 @@ param localAuthDisablerScopes string = ''
 @description('Assign Keyless AKS Workload Binder (Kubernetes data actions) at the clusters, for Azure RBAC clusters. Kubernetes-RBAC clusters need infra/kubernetes/keyless-rbac.yaml instead.')
 param grantAksWorkloadBinder bool = true
 
-@description('Appended to the custom role names (unique per tenant), e.g. " (dev)", when two Keyless deployments share a tenant.')
+@description('Appended to the custom role names, which are unique per tenant; empty: " (<environmentName>)", so that environments, and roles made by hand from infra/roles, never share one.')
 param customRoleNameSuffix string = ''
 
 @description('Subscribe resource_events to the ARM events. Event Grid checks that the function exists: false on the first provision, set to true by the postdeploy hook of azure.yaml.')
@@ -142,7 +148,12 @@ var tags = {
 }
 var rgName = empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
 var appName = empty(functionAppName) ? 'func-keyless-${token}' : functionAppName
-var deploymentContainerName = 'app-package-${take(appName, 32)}-${take(token, 7)}'
+// A blob container name: lower case, letters, digits and single hyphens, 3-63 characters (hyphens of the app
+// name dropped, so that none doubles or ends it).
+var containerAppPart = take(toLower(replace(appName, '-', '')), 32)
+var containerTokenPart = take(token, 7)
+var deploymentContainerName = 'app-package-${containerAppPart}-${containerTokenPart}'
+var roleNameSuffix = empty(customRoleNameSuffix) ? ' (${environmentName})' : customRoleNameSuffix
 var eventsTopicParts = split(existingResourceEventsTopicId, '/')
 var eventsTopicSubscriptionId = empty(existingResourceEventsTopicId) ? subscription().subscriptionId : eventsTopicParts[2]
 var eventsTopicGroup = empty(existingResourceEventsTopicId) ? rgName : eventsTopicParts[4]
@@ -205,7 +216,7 @@ module access 'modules/keyless-access.bicep' = {
   params: {
     principalId: identity.outputs.principalId
     deploymentToken: token
-    roleNameSuffix: customRoleNameSuffix
+    roleNameSuffix: roleNameSuffix
     appResourceGroupId: rg.id
     openAIScopes: openAIScopes
     clusterScopes: clusterScopes
@@ -219,6 +230,7 @@ module access 'modules/keyless-access.bicep' = {
     enforceKeylessAccounts: keylessEnforceKeylessAccounts
     roleAllowlist: keylessRoleAllowlist
     grantAksWorkloadBinder: grantAksWorkloadBinder
+    allowLocalAccounts: keylessAllowLocalAccounts
   }
 }
 
@@ -300,6 +312,8 @@ module app 'modules/function-app.bicep' = {
     appInsightsEntraAuth: appInsightsEntraAuth
     appSettings: keylessSettings
     apiClientId: apiClientId
+    apiAllowedApplications: filter(map(split(apiAllowedApplications, ','), id => trim(id)), id => !empty(id))
+    apiAllowedGroups: filter(map(split(apiAllowedGroups, ','), id => trim(id)), id => !empty(id))
     subnetId: virtualNetworkSubnetId
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

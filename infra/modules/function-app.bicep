@@ -33,6 +33,10 @@ param appInsightsEntraAuth bool
 param appSettings object
 @description('Client id of the Entra app registration that callers get tokens for; empty: no App Service Authentication (the API then answers 503 AuthenticationNotConfigured).')
 param apiClientId string
+@description('Client ids of the applications whose tokens App Service Authentication accepts; empty: any in the tenant.')
+param apiAllowedApplications array = []
+@description('Object ids of the Entra groups whose members App Service Authentication accepts; empty: anyone in the tenant.')
+param apiAllowedGroups array = []
 @description('Subnet for virtual network integration (delegated to Microsoft.App/environments); empty: none.')
 param subnetId string
 param maximumInstanceCount int
@@ -70,7 +74,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
     }
     functionAppConfig: {
@@ -119,20 +122,12 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   properties: union(appSettings, platformSettings, telemetryAuth)
 }
 
-// No publishing with user names and passwords: azd deploys with the signed-in user's Entra token.
+// No publishing with user names and passwords: azd deploys with the signed-in user's Entra token. Flex
+// Consumption has no FTP(S) publishing: neither ftpsState nor the 'ftp' policy is set (issue 21).
 resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'scm'
   dependsOn: [settings]
-  properties: {
-    allow: false
-  }
-}
-
-resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
-  parent: site
-  name: 'ftp'
-  dependsOn: [scmBasicAuth]
   properties: {
     allow: false
   }
@@ -146,7 +141,7 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(apiClientId))
   parent: site
   name: 'authsettingsV2'
   // One configuration write at a time on the site.
-  dependsOn: [ftpBasicAuth]
+  dependsOn: [scmBasicAuth]
   properties: {
     platform: {
       enabled: true
@@ -170,12 +165,22 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(apiClientId))
           clientId: apiClientId
           openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
         }
-        validation: {
+        // Who is signed in at all (the access policy stays the authorisation): optional narrowing to given
+        // client applications (the token's appid/azp) and groups (its groups claim).
+        validation: union({
           allowedAudiences: [
             'api://${apiClientId}'
             apiClientId
           ]
-        }
+        }, (empty(apiAllowedApplications) && empty(apiAllowedGroups)) ? {} : {
+          defaultAuthorizationPolicy: union(empty(apiAllowedApplications) ? {} : {
+            allowedApplications: apiAllowedApplications
+          }, empty(apiAllowedGroups) ? {} : {
+            allowedPrincipals: {
+              groups: apiAllowedGroups
+            }
+          })
+        })
       }
     }
     login: {

@@ -33,6 +33,8 @@ param enforceKeylessAccounts string
 param roleAllowlist string
 @description('Assign Keyless AKS Workload Binder at the clusters (Azure RBAC for Kubernetes authorization).')
 param grantAksWorkloadBinder bool
+@description('KEYLESS_ALLOW_LOCAL_ACCOUNTS: true also assigns Keyless Cluster Local Admin at the clusters.')
+param allowLocalAccounts string
 
 var openAIList = union(filter(map(split(openAIScopes, ','), id => toLower(trim(id))), id => !empty(id)), [])
 var clusterList = union(filter(map(split(clusterScopes, ','), id => toLower(trim(id))), id => !empty(id)), [])
@@ -40,6 +42,7 @@ var privateClusterList = union(filter(map(split(privateClusterScopes, ','), id =
 var localAuthList = union(filter(map(split(localAuthDisablerScopes, ','), id => toLower(trim(id))), id => !empty(id)), [])
 var openAISubscriptions = union(map(openAIList, id => split(id, '/')[2]), [])
 var clusterSubscriptions = union(map(clusterList, id => split(id, '/')[2]), [])
+var privateClusterSubscriptions = union(map(privateClusterList, id => split(id, '/')[2]), [])
 var clusterGroups = union(map(clusterList, id => join(take(split(id, '/'), 5), '/')), [])
 
 // Where identities are made (shared/engine/world.py): the identity group when set, in the identity
@@ -47,7 +50,9 @@ var clusterGroups = union(map(clusterList, id => join(take(split(id, '/'), 5), '
 var identityGroupIn = map(empty(identitySubscriptionId) ? clusterSubscriptions : [identitySubscriptionId], s => toLower('/subscriptions/${s}/resourceGroups/${identityResourceGroup}'))
 var identityGroups = empty(identityResourceGroup) ? clusterGroups : union(identityGroupIn, [])
 var identityRoleGroups = empty(identityGroups) ? [toLower(appResourceGroupId)] : identityGroups
-var subscriptionIds = union([subscription().subscriptionId], openAISubscriptions, clusterSubscriptions)
+// Every subscription a role is assigned in must be among its assignable scopes (lower case, as the lists).
+var localAuthSubscriptions = union(map(localAuthScopes, id => split(id, '/')[2]), [])
+var subscriptionIds = union([toLower(subscription().subscriptionId)], openAISubscriptions, clusterSubscriptions, privateClusterSubscriptions, localAuthSubscriptions)
 
 // The condition file starts with # comments (Azure's condition syntax has none); its role GUID list is kept
 // equal to KEYLESS_ROLE_ALLOWLIST.
@@ -59,6 +64,7 @@ var accessGranterCondition = replace(join(conditionLines, '\n'), '{${openAIUserR
 var withFeatures = toLower(trim(enableClusterFeatures)) == 'true'
 var withRunCommand = toLower(trim(runCommandFallback)) == 'true'
 var withCounter = int(trim(roleAssignmentHeadroom)) > 0
+var withLocalAccounts = toLower(trim(allowLocalAccounts)) == 'true'
 var localAuthScopes = (toLower(trim(enforceKeylessAccounts)) == 'true') ? union(openAIList, localAuthList) : localAuthList
 
 // ------------------------------------------------------------------------------------- the role definitions
@@ -138,6 +144,16 @@ module workloadBinderRole 'custom-role.bicep' = {
   name: 'keyless-role-aks-binder-${deploymentToken}'
   params: {
     role: loadJsonContent('../roles/keyless-aks-rbac.json')
+    subscriptionIds: subscriptionIds
+    resourceGroupIds: []
+    nameSuffix: roleNameSuffix
+  }
+}
+
+module localAdminRole 'custom-role.bicep' = {
+  name: 'keyless-role-local-admin-${deploymentToken}'
+  params: {
+    role: loadJsonContent('../roles/keyless-cluster-local-admin.json')
     subscriptionIds: subscriptionIds
     resourceGroupIds: []
     nameSuffix: roleNameSuffix
@@ -237,6 +253,18 @@ module localAuthDisabler 'role-assignment.bicep' = [for target in localAuthScope
     principalId: principalId
     condition: ''
     assignmentDescription: 'Keyless: disableLocalAuth on opted-in OpenAI accounts'
+  }
+}]
+
+module localAdmin 'role-assignment.bicep' = [for target in clusterList: if(withLocalAccounts) {
+  name: take('keyless-admin-${uniqueString(target, deploymentToken)}', 64)
+  scope: resourceGroup(split(target, '/')[2], split(target, '/')[4])
+  params: {
+    scopeId: target
+    roleDefinitionGuid: localAdminRole.outputs.roleDefinitionGuid
+    principalId: principalId
+    condition: ''
+    assignmentDescription: 'Keyless: admin kubeconfig of clusters without Entra (KEYLESS_ALLOW_LOCAL_ACCOUNTS)'
   }
 }]
 

@@ -116,9 +116,16 @@ class KubeConnections:
             cached = self._connections.get(cluster_id.key)
         return cached[0] if cached and cached[1] > time.monotonic() else None
 
+    def _uses_admin(self, cluster_id: ResourceId) -> bool:
+        """The local admin account only where allowed and the cluster has no Entra integration: an Entra
+        cluster takes Entra tokens (its admin credential may be disabled, and is not granted to Keyless)."""
+        if not self._settings.allow_local_accounts:
+            return False
+        return not self._clusters.get(cluster_id).aad_enabled
+
     def _connect(self, cluster_id: ResourceId) -> Any:
         now = time.monotonic()
-        access = self._clusters.kube_access(cluster_id, use_admin=self._settings.allow_local_accounts)
+        access = self._clusters.kube_access(cluster_id, use_admin=self._uses_admin(cluster_id))
         from kubernetes import client
 
         cfg: Any = client.Configuration()

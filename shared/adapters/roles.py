@@ -55,12 +55,13 @@ class RoleAssignmentAdapter:
         except ARM_ERRORS as exc:
             raise_translated(exc, "listing role assignments at the account")
 
-    def data_actions(self, subscription_id: str, role_guid: str) -> tuple[list[str], list[str]]:
+    def data_actions(self, subscription_id: str, role_guid: str, scope: str = "") -> tuple[list[str], list[str]]:
         """The role definition's (dataActions, notDataActions), all permissions merged: what Azure RBAC
-        matches a data-plane request against."""
+        matches a data-plane request against. Read at `scope` (an account, where Keyless's Access Granter
+        grants roleDefinitions/read), else at the subscription."""
         try:
             definition = self._clients.authorization(subscription_id).role_definitions.get(
-                f"/subscriptions/{subscription_id}", role_guid
+                scope or f"/subscriptions/{subscription_id}", role_guid
             )
         except ARM_ERRORS as exc:
             raise_translated(exc, "reading the role definition")

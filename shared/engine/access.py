@@ -115,7 +115,7 @@ def _holds_data_action(w: World, b: Binding, identity: IdentityState) -> bool | 
     try:
         assignments = w.roles.list_for_principal(sub, str(b.account), identity.principal_id)
         for guid in {ra.role_guid for ra in assignments}:
-            if access_proof.role_grants(*w.roles.data_actions(sub, guid)):
+            if access_proof.role_grants(*w.roles.data_actions(sub, guid, str(b.account))):
                 return True
     except KeylessError:
         return None

@@ -153,6 +153,10 @@ def test_a_role_without_the_data_action_fails_and_says_so(services, kube, engine
     proof = access(engine.verify(b))
     assert proof["status"] == "fail" and proof["stage"] == "data-plane"
     assert "has data action Microsoft.CognitiveServices/accounts/OpenAI/models/read" in proof["reason"]
+    # The role definition is read at the account, where Keyless's Access Granter (roleDefinitions/read) is
+    # assigned: at the subscription Keyless may hold no role (issue 21, finding 12).
+    reads = [r for r in arm.log.matching("GET", "/roleDefinitions/") if "0b1c2d3e" in r.path]
+    assert reads and all(r.path.lower().startswith(ACCOUNT_ID.lower() + "/providers/") for r in reads), reads
 
 
 def test_the_role_at_another_account_fails(services, kube, engine, binding):

@@ -11,8 +11,8 @@ apart), and no key or connection string appears anywhere. A small evaluator runs
 results matter (the condition, the scope lists); Event Grid's advanced-filter operators are evaluated as
 its docs define them.
 
-What this cannot check (docs/deploy.md): resource types, API versions and property names
-against Azure's schemas, what ARM would do (what-if), and anything only a deployment shows. pycep parses
+Resource types, API versions and property names against Azure's own definitions: test_bicep_types.py.
+What neither can check (docs/deploy.md): what ARM would do (what-if), and anything only a deployment shows. pycep parses
 `a == b ? c : d` as `a == (b ? c : d)`, so the templates parenthesise comparisons.
 """
 
@@ -69,11 +69,13 @@ ASSIGNMENTS = {
     "keyless-run-command": ("runCommand", "privateClusterList", "withRunCommand"),
     "keyless-role-assignment-counter": ("counter", "openAISubscriptions", "withCounter"),
     "keyless-local-auth-disabler": ("localAuthDisabler", "localAuthScopes", None),
+    "keyless-cluster-local-admin": ("localAdmin", "clusterList", "withLocalAccounts"),
     "keyless-aks-rbac": ("workloadBinder", "clusterList", "grantAksWorkloadBinder"),
 }
 
 # Ids in the casings users and ARM write them.
 S1, S2, S3 = (f"0000000{n}-AAAA-BBBB-CCCC-DDDDDDDDDDDD" for n in (1, 2, 3))
+DEPLOYMENT_SUBSCRIPTION = "0000000d-aaaa-bbbb-cccc-dddddddddddd"
 CLUSTER_1 = f"/subscriptions/{S1}/resourceGroups/RG-AKS/providers/Microsoft.ContainerService/managedClusters/aks1"
 CLUSTER_2 = (
     f"/subscriptions/{S2.lower()}/resourcegroups/rg-aks2/providers/microsoft.containerservice/managedclusters/aks2"
@@ -272,6 +274,11 @@ class Evaluator:
             "load_text_content": lambda p: (self.path.parent / p).read_text(),
             "filter": lambda xs, fn: [x for x in xs if self._apply(fn, x)],
             "map": lambda xs, fn: [self._apply(fn, x) for x in xs],
+            # The deployment's own subscription, for the scope lists that start from it.
+            "subscription": lambda: {
+                "subscriptionId": DEPLOYMENT_SUBSCRIPTION,
+                "id": f"/subscriptions/{DEPLOYMENT_SUBSCRIPTION}",
+            },
         }
         if kind not in simple:
             raise Unevaluable(kind)
@@ -371,9 +378,11 @@ def test_the_azd_parameters_file_names_parameters_of_main():
     azure = yaml.safe_load((ROOT / "azure.yaml").read_text())
     assert azure["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
     hooks = azure["hooks"]["postdeploy"]
-    for shell in ("posix", "windows"):
-        assert "azd env set KEYLESS_SUBSCRIBE_EVENTS true" in hooks[shell]["run"]
-        assert "azd provision --no-prompt" in hooks[shell]["run"]
+    for shell, suffix in (("posix", "sh"), ("windows", "ps1")):
+        script = (ROOT / hooks[shell]["run"]).read_text()
+        assert hooks[shell]["run"].endswith(suffix)
+        assert "azd env set KEYLESS_SUBSCRIBE_EVENTS true" in script  # tests/unit/test_azd_hooks.py runs it
+        assert "azd provision --no-prompt" in script
 
 
 # ----------------------------------------------------------------------------------------- the app
@@ -579,6 +588,55 @@ def _access(**params: str) -> Evaluator:
     return Evaluator(ACCESS, defaults | params)
 
 
+def test_the_custom_roles_are_assignable_in_every_subscription_they_are_assigned_in():
+    """Issue 21, finding 1: a role assigned in a subscription outside its assignable scopes fails to deploy."""
+    private = f"/subscriptions/{S1}/resourceGroups/rg-p/providers/Microsoft.ContainerService/managedClusters/p"
+    keys_off = f"/subscriptions/{S2}/resourceGroups/rg-k/providers/Microsoft.CognitiveServices/accounts/k"
+    access = _access(privateClusterScopes=private, localAuthDisablerScopes=keys_off, openAIScopes=ACCOUNT_1)
+    subscriptions = access.var("subscriptionIds")
+    for scope in (private, keys_off, ACCOUNT_1):
+        assert scope.split("/")[2].lower() in [s.lower() for s in subscriptions], scope
+
+
+def test_the_local_admin_credential_is_granted_only_with_local_accounts_allowed():
+    """Issue 21, finding 5: KEYLESS_ALLOW_LOCAL_ACCOUNTS=true needs listClusterAdminCredential at the clusters."""
+    (access,) = modules_of(MAIN, "modules/keyless-access.bicep").values()
+    assert body(access)["params"]["allowLocalAccounts"] == "keylessAllowLocalAccounts"
+    assert _access(allowLocalAccounts="TRUE").var("withLocalAccounts") is True
+    assert _access(allowLocalAccounts="false").var("withLocalAccounts") is False
+
+
+def test_the_function_app_sets_nothing_flex_consumption_does_not_use():
+    """Issue 21, finding 8: FTP(S) is not part of Flex Consumption."""
+    path = MODULES / "function-app.bicep"
+    (site,) = (body(r) for r in resources_of(path, "Microsoft.Web/sites").values())
+    assert "ftpsState" not in site["properties"]["siteConfig"]
+    policies = resources_of(path, "Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    assert [body(r)["name"] for r in policies.values()] == ["scm"]
+
+
+CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+@pytest.mark.parametrize(
+    "app_name",
+    ["func-keyless-abc", "Func-Keyless-PROD", "a" * 31 + "-b", "x--y", "my-app-" + "z" * 60, "ab"],
+)
+def test_the_deployment_container_name_is_a_valid_blob_container_name(app_name):
+    """Issue 21, finding 9: lower case, 3-63 characters, no double or trailing hyphen, whatever the app name."""
+    name = Evaluator(MAIN, {"appName": app_name, "token": "k3yl3ssabcdef"}).var("deploymentContainerName")
+    assert CONTAINER_NAME.match(name), name
+
+
+def test_custom_role_names_are_per_environment_by_default():
+    """Issue 21, finding 10: role names are unique per tenant; a role made by hand from infra/roles (no suffix)
+    or another environment must not collide with, or be taken over by, this one."""
+    (access,) = modules_of(MAIN, "modules/keyless-access.bicep").values()
+    assert body(access)["params"]["roleNameSuffix"] == "roleNameSuffix"
+    assert Evaluator(MAIN, {"environmentName": "dev", "customRoleNameSuffix": ""}).var("roleNameSuffix") == " (dev)"
+    assert Evaluator(MAIN, {"environmentName": "dev", "customRoleNameSuffix": " X"}).var("roleNameSuffix") == " X"
+
+
 def test_scopes_are_parsed_deduplicated_and_identities_go_where_the_app_makes_them():
     clusters = f" {CLUSTER_1} ,{CLUSTER_1.upper().replace('/SUBSCRIPTIONS/', '/subscriptions/')},{CLUSTER_2}, "
     access = _access(clusterScopes=clusters, openAIScopes=ACCOUNT_1)
@@ -765,7 +823,9 @@ def test_the_filters_let_through_exactly_what_the_app_acts_on():
     # child resource gets through and is dropped by the app at once. Nothing else does.
     nested = re.compile(r"roleAssignments/delete /.*/accounts/oai1/(deployments|projects)/[^/]+/providers/", re.I)
     # Likewise the tags of a cluster's or an account's child resource (an agent pool, a project).
-    child_tags = re.compile(r"tags/(write|delete) /.*/(managedClusters/aks1|accounts/oai1)/[^/]+/[^/]+/providers/", re.I)  # noqa: E501
+    child_tags = re.compile(
+        r"tags/(write|delete) /.*/(managedClusters/aks1|accounts/oai1)/[^/]+/[^/]+/providers/", re.I
+    )  # noqa: E501
     assert over and all(nested.search(label) or child_tags.search(label) for label in over), over
     assert any(child_tags.search(label) for label in over)
 
@@ -856,3 +916,23 @@ def test_the_app_insights_connection_string_goes_only_to_its_setting():
     ]
     assert uses == ["APPLICATIONINSIGHTS_CONNECTION_STRING"]
     assert not references(app["outputs"], "appInsightsConnectionString")
+
+
+def test_who_is_signed_in_can_be_narrowed_to_given_applications_and_groups():
+    """Issue 21, attacker note: by default anyone in the tenant with a token is signed in; optional parameters
+    narrow App Service Authentication to given client applications and groups."""
+    path = MODULES / "function-app.bicep"
+    (auth,) = (
+        r for r in resources_of(path, "Microsoft.Web/sites/config").values() if body(r)["name"] == "authsettingsV2"
+    )
+    validation = body(auth)["properties"]["identityProviders"]["azureActiveDirectory"]["validation"]
+    open_to_tenant = Evaluator(path, {"apiClientId": "c1", "apiAllowedApplications": [], "apiAllowedGroups": []})
+    assert "defaultAuthorizationPolicy" not in open_to_tenant.eval(validation, {})
+    narrowed = Evaluator(path, {"apiClientId": "c1", "apiAllowedApplications": ["a1"], "apiAllowedGroups": ["g1"]})
+    assert narrowed.eval(validation, {})["defaultAuthorizationPolicy"] == {
+        "allowedApplications": ["a1"],
+        "allowedPrincipals": {"groups": ["g1"]},
+    }
+    (app,) = modules_of(MAIN, "modules/function-app.bicep").values()
+    split = Evaluator(MAIN, {"apiAllowedGroups": " g1, ,g2 "})
+    assert split.eval(body(app)["params"]["apiAllowedGroups"], {}) == ["g1", "g2"]

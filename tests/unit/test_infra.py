@@ -24,6 +24,8 @@ USED = {
     "Microsoft.Authorization/roleAssignments/read",
     "Microsoft.Authorization/roleAssignments/write",
     "Microsoft.Authorization/roleAssignments/delete",
+    # shared/adapters/roles.py data_actions: the access proof's diagnosis reads the role at the account.
+    "Microsoft.Authorization/roleDefinitions/read",
     "Microsoft.ContainerService/managedClusters/read",
     "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
     "Microsoft.CognitiveServices/accounts/read",
@@ -46,6 +48,11 @@ OPTIONAL_ROLES = {
     "keyless-role-assignment-counter": (
         {"Microsoft.Authorization/roleAssignments/read"},
         "KEYLESS_ROLE_ASSIGNMENT_HEADROOM",
+    ),
+    # shared/adapters/clusters.py kube_access(use_admin=True): only for clusters without Entra.
+    "keyless-cluster-local-admin": (
+        {"Microsoft.ContainerService/managedClusters/listClusterAdminCredential/action"},
+        "KEYLESS_ALLOW_LOCAL_ACCOUNTS",
     ),
     "keyless-local-auth-disabler": (
         {"Microsoft.CognitiveServices/accounts/read", "Microsoft.CognitiveServices/accounts/write"},
@@ -70,7 +77,12 @@ def test_control_plane_actions_are_exactly_what_the_adapters_use():
     assert USED <= granted, f"missing: {USED - granted}"
     assert granted <= USED | OPTIONAL, f"more than needed: {granted - USED - OPTIONAL}"
     authorization = {a for a in granted if a.startswith("Microsoft.Authorization/")}
-    assert authorization == {f"Microsoft.Authorization/roleAssignments/{v}" for v in ("read", "write", "delete")}
+    assert authorization == {
+        *(f"Microsoft.Authorization/roleAssignments/{v}" for v in ("read", "write", "delete")),
+        "Microsoft.Authorization/roleDefinitions/read",
+    }
+    # The role definition is read where the roles are granted: the Access Granter, at the accounts.
+    assert "Microsoft.Authorization/roleDefinitions/read" in ROLES["keyless-access-granter"]["Actions"]
 
 
 def test_each_optional_grant_is_a_role_of_its_own():

@@ -1,0 +1,184 @@
+"""The azd hooks of azure.yaml (scripts/azd/*.sh), run with stand-ins for the azd, az and curl commands.
+
+The stand-ins keep the azd environment in files, count calls and answer as the case needs; the hooks run
+as they would under `azd up` (issue 21, findings 2, 3, 11 and 14)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HOOKS = ROOT / "scripts" / "azd"
+
+AZD = """#!/bin/sh
+echo "azd $*" >> "$STATE/calls"
+case "$1 $2" in
+  "env get-value") [ -f "$STATE/env/$3" ] && cat "$STATE/env/$3" && exit 0; exit 1 ;;
+  "env set") printf '%s' "$4" > "$STATE/env/$3"; exit 0 ;;
+esac
+[ "$1" = provision ] && exit "$(cat "$STATE/provision_rc" 2>/dev/null || echo 0)"
+exit 0
+"""
+AZ = """#!/bin/sh
+echo "az $*" >> "$STATE/calls"
+case "$*" in
+  *list-flexconsumption-locations*) printf 'eastus\\nnortheurope\\nswedencentral\\n' ;;
+  *"function show"*)
+    n=$(($(cat "$STATE/shows" 2>/dev/null || echo 0) + 1)); echo "$n" > "$STATE/shows"
+    [ "$n" -ge "$(cat "$STATE/listed_after" 2>/dev/null || echo 999)" ] && echo resource_events && exit 0
+    exit 3 ;;
+  *"keys list"*) cat "$STATE/key" 2>/dev/null ;;
+  *"provider show"*) echo NotRegistered ;;
+esac
+exit 0
+"""
+CURL = """#!/bin/sh
+echo "curl $*" >> "$STATE/calls"
+"""
+
+
+@pytest.fixture
+def world(tmp_path):
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    (state / "env").mkdir(parents=True)
+    bin_dir.mkdir()
+    for name, text in (("azd", AZD), ("az", AZ), ("curl", CURL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    env = os.environ | {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "STATE": str(state),
+        "KEYLESS_HOOK_ATTEMPTS": "3",
+        "KEYLESS_HOOK_PAUSE_SECONDS": "0",
+    }
+    for key, value in {
+        "AZURE_LOCATION": "swedencentral",
+        "AZURE_RESOURCE_GROUP": "rg-dev",
+        "AZURE_FUNCTION_APP_NAME": "func-keyless-x",
+        "KEYLESS_API_URL": "https://func-keyless-x.azurewebsites.net/api",
+    }.items():
+        (state / "env" / key).write_text(value)
+
+    class World:
+        def run(self, hook: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["sh", str(HOOKS / hook)], env=env, capture_output=True, text=True, timeout=60)
+
+        def env(self, key: str) -> str | None:
+            path = state / "env" / key
+            return path.read_text() if path.exists() else None
+
+        def set(self, name: str, value: str) -> None:
+            (state / name).write_text(value)
+
+        def calls(self) -> list[str]:
+            path = state / "calls"
+            return path.read_text().splitlines() if path.exists() else []
+
+    return World()
+
+
+def test_azure_yaml_runs_the_hooks_and_resets_the_subscription_after_down():
+    hooks = yaml.safe_load((ROOT / "azure.yaml").read_text())["hooks"]
+    assert hooks["preprovision"]["posix"]["run"] == "scripts/azd/preprovision.sh"
+    assert hooks["postdeploy"]["posix"]["run"] == "scripts/azd/postdeploy.sh"
+    assert hooks["preprovision"]["windows"]["run"] == "scripts/azd/preprovision.ps1"
+    assert hooks["postdeploy"]["windows"]["run"] == "scripts/azd/postdeploy.ps1"
+    for shell in ("posix", "windows"):
+        assert hooks["postdown"][shell]["run"] == "azd env set KEYLESS_SUBSCRIBE_EVENTS false"
+    for script in ("preprovision", "postdeploy"):
+        assert (HOOKS / f"{script}.ps1").is_file()
+
+
+def test_postdeploy_waits_for_the_function_and_its_key_then_subscribes(world):
+    world.set("listed_after", "2")
+    world.set("key", "k3y")
+    result = world.run("postdeploy.sh")
+    assert result.returncode == 0, result.stderr
+    assert world.env("KEYLESS_SUBSCRIBE_EVENTS") == "true"
+    calls = world.calls()
+    assert any(c.startswith("curl ") and "openapi.json" in c for c in calls), "the app is woken"
+    assert calls.index("azd env set KEYLESS_SUBSCRIBE_EVENTS true") < calls.index("azd provision --no-prompt")
+    assert "k3y" not in result.stdout + result.stderr, "the key is never printed"
+
+
+def test_postdeploy_gives_up_after_its_bound_with_a_clear_message(world):
+    world.set("key", "k3y")  # the key, but the function never listed
+    result = world.run("postdeploy.sh")
+    assert result.returncode == 1
+    assert "After 3 tries" in result.stderr and "resource_events" in result.stderr and "azd deploy" in result.stderr
+    assert not any(c.startswith("azd provision") for c in world.calls())
+    assert world.env("KEYLESS_SUBSCRIBE_EVENTS") is None
+
+
+def test_postdeploy_does_not_mark_a_failed_provision_done(world):
+    """Finding 2: a failed subscription provision is tried again by the next azd up / azd deploy."""
+    world.set("listed_after", "1")
+    world.set("key", "k3y")
+    world.set("provision_rc", "1")
+    result = world.run("postdeploy.sh")
+    assert result.returncode == 1
+    assert world.env("KEYLESS_SUBSCRIBE_EVENTS") == "false"
+    assert "tries again" in result.stderr
+
+
+def test_postdeploy_does_nothing_once_subscribed(world):
+    world.set("env/KEYLESS_SUBSCRIBE_EVENTS", "true")
+    result = world.run("postdeploy.sh")
+    assert result.returncode == 0
+    assert [c for c in world.calls() if not c.startswith("azd env get-value")] == []
+
+
+def test_preprovision_leaves_the_subscriptions_out_while_the_function_is_missing(world):
+    """Finding 2: after `azd down` (or any environment without the code) the subscriptions wait for the deploy."""
+    result = _with_env(world, "KEYLESS_SUBSCRIBE_EVENTS", "true", "preprovision.sh")
+    assert result.returncode == 0, result.stderr
+    assert world.env("KEYLESS_SUBSCRIBE_EVENTS") == "false"
+    assert "RoleDefinitionDoesNotExist" in result.stdout, "finding 11: the output says a re-run may be needed"
+
+
+def _with_env(world, key: str, value: str, hook: str) -> subprocess.CompletedProcess[str]:
+    world.set(f"env/{key}", value)
+    return world.run(hook)
+
+
+def test_preprovision_keeps_the_subscriptions_when_the_function_is_there(world):
+    world.set("listed_after", "1")
+    result = _with_env(world, "KEYLESS_SUBSCRIBE_EVENTS", "true", "preprovision.sh")
+    assert result.returncode == 0, result.stderr
+    assert world.env("KEYLESS_SUBSCRIBE_EVENTS") == "true"
+
+
+def test_preprovision_refuses_a_region_without_flex_consumption(world):
+    """Finding 14."""
+    result = _with_env(world, "AZURE_LOCATION", "westindia", "preprovision.sh")
+    assert result.returncode == 1
+    assert "Flex Consumption does not run in 'westindia'" in result.stderr and "swedencentral" in result.stderr
+
+
+def test_preprovision_registers_microsoft_app_for_a_subnet(world):
+    """Finding 14: virtual network integration needs the Microsoft.App provider."""
+    subnet = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/a"
+    result = _with_env(world, "KEYLESS_SUBNET_ID", subnet, "preprovision.sh")
+    assert result.returncode == 0, result.stderr
+    assert "az provider register --namespace Microsoft.App --wait" in world.calls()
+    plain = _with_env(world, "KEYLESS_SUBNET_ID", "", "preprovision.sh")
+    assert plain.returncode == 0
+    assert world.calls().count("az provider register --namespace Microsoft.App --wait") == 1
+
+
+def test_the_documented_registration_issues_the_tokens_the_issuer_check_accepts():
+    """Finding 6: openIdIssuer ends in /v2.0, so the registration docs/deploy.md gives must ask for v2 tokens."""
+    bicep = (ROOT / "infra" / "modules" / "function-app.bicep").read_text()
+    assert "${tenant().tenantId}/v2.0'" in bicep
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert "--set api.requestedAccessTokenVersion=2" in deploy
+    steps = [
+        deploy.index(step) for step in ("1. **preprovision**", "2. **provision**", "3. **deploy**", "4. **postdeploy**")
+    ]
+    assert steps == sorted(steps)
