@@ -228,8 +228,19 @@ CLUSTER_SUB = "/".join(CLUSTER_ID.split("/")[:3])
 TAG_FUZZ = settings(FUZZ, max_examples=max(EXAMPLES // 5, 25))
 
 pairs = st.one_of(
-    st.sampled_from([f"{NAMESPACE}/{SERVICE_ACCOUNT}", f"{NAMESPACE}/x", "kube-system/a", f"{NAMESPACE}/default",
-                     "team-b/worker", "a:b/c", "/", "team-a/", "x/y/z"]),  # fmt: skip
+    st.sampled_from(
+        [
+            f"{NAMESPACE}/{SERVICE_ACCOUNT}",
+            f"{NAMESPACE}/x",
+            "kube-system/a",
+            f"{NAMESPACE}/default",
+            "team-b/worker",
+            "a:b/c",
+            "/",
+            "team-a/",
+            "x/y/z",
+        ]
+    ),  # fmt: skip
     nasty_text,
 )
 near_misses = st.sampled_from(
@@ -240,12 +251,20 @@ near_misses = st.sampled_from(
         CLUSTER_ID.replace("/", "%2F"), CLUSTER_ID + "/agentPools/np1", CLUSTER_SUB.replace("-", ""),
     ]
 )  # fmt: skip
-consent_values = st.lists(st.one_of(near_misses, nasty_text), max_size=4).map(
-    lambda items: ";".join(items)
-) | st.lists(near_misses, max_size=3).map(" ".join)
+consent_values = st.lists(st.one_of(near_misses, nasty_text), max_size=4).map(lambda items: ";".join(items)) | st.lists(
+    near_misses, max_size=3
+).map(" ".join)
 account_tags = st.dictionaries(
-    st.sampled_from(["keyless-allowed-clusters", "Keyless-Allowed-Clusters", "keyless-allowed-clusters-2",
-                     "keyless-allowed", "allowed-clusters", "keyless-enforce"]),  # fmt: skip
+    st.sampled_from(
+        [
+            "keyless-allowed-clusters",
+            "Keyless-Allowed-Clusters",
+            "keyless-allowed-clusters-2",
+            "keyless-allowed",
+            "allowed-clusters",
+            "keyless-enforce",
+        ]
+    ),  # fmt: skip
     consent_values,
     max_size=3,
 )
