@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,24 @@ case "$*" in
     exit 3 ;;
   *"keys list"*) cat "$STATE/key" 2>/dev/null ;;
   *"provider show"*) echo NotRegistered ;;
+  *"account show"*) echo "$TENANT" ;;
+  *"role definition list"*)
+    name=""; prev=""
+    for a in "$@"; do [ "$prev" = "--name" ] && name=$a; prev=$a; done
+    [ -f "$STATE/roles/$name" ] && cat "$STATE/roles/$name" ;;
 esac
 exit 0
 """
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+ARM_GUID_NAMESPACE = uuid.UUID("11fb06fb-712d-4ddd-98c7-e71bbd588830")
+
+
+def template_role_guid(role_name: str, suffix: str) -> str:
+    """What custom-role.bicep names the role: guid(tenant().tenantId, role.Name, nameSuffix), ARM's guid()
+    being a version-5 UUID of the arguments joined by '-' under ARM's namespace."""
+    return str(uuid.uuid5(ARM_GUID_NAMESPACE, "-".join((TENANT, role_name, suffix))))
+
+
 CURL = """#!/bin/sh
 echo "curl $*" >> "$STATE/calls"
 """
@@ -56,9 +72,11 @@ def world(tmp_path):
         "STATE": str(state),
         "KEYLESS_HOOK_ATTEMPTS": "3",
         "KEYLESS_HOOK_PAUSE_SECONDS": "0",
+        "TENANT": TENANT,
     }
     for key, value in {
         "AZURE_LOCATION": "swedencentral",
+        "AZURE_ENV_NAME": "keyless-dev",
         "AZURE_RESOURCE_GROUP": "rg-dev",
         "AZURE_FUNCTION_APP_NAME": "func-keyless-x",
         "KEYLESS_API_URL": "https://func-keyless-x.azurewebsites.net/api",
@@ -74,6 +92,7 @@ def world(tmp_path):
             return path.read_text() if path.exists() else None
 
         def set(self, name: str, value: str) -> None:
+            (state / name).parent.mkdir(parents=True, exist_ok=True)
             (state / name).write_text(value)
 
         def calls(self) -> list[str]:
@@ -170,6 +189,33 @@ def test_preprovision_registers_microsoft_app_for_a_subnet(world):
     plain = _with_env(world, "KEYLESS_SUBNET_ID", "", "preprovision.sh")
     assert plain.returncode == 0
     assert world.calls().count("az provider register --namespace Microsoft.App --wait") == 1
+
+
+def test_preprovision_stops_on_a_role_of_the_same_name_it_did_not_make(world):
+    """Finding 10: custom role names are unique per tenant; a role of the deployment's name with another id
+    (made by hand from infra/roles, or by another deployment) would stop the provision half-way with
+    RoleDefinitionWithSameNameExists: stop before, naming the role and the two ways out."""
+    world.set("roles/Keyless Cluster Reader (keyless-dev)", "0d9ac8f6-3c4e-4a36-9c4f-1f1f1f1f1f1f\n")
+    result = world.run("preprovision.sh")
+    assert result.returncode == 1
+    assert "'Keyless Cluster Reader (keyless-dev)'" in result.stderr
+    assert "RoleDefinitionWithSameNameExists" in result.stderr and "KEYLESS_ROLE_NAME_SUFFIX" in result.stderr
+    assert "az role definition delete --name 'Keyless Cluster Reader (keyless-dev)'" in result.stderr
+    assert not any(c.startswith("azd env set") for c in world.calls())
+
+
+def test_preprovision_lets_its_own_roles_be_and_names_hand_made_ones_without_the_suffix(world):
+    """A re-run finds the roles it made (their ids are the template's); a role made by hand with the plain
+    name of infra/roles does not block (the deployment's names carry the suffix) but is named, unused."""
+    world.set("env/KEYLESS_ROLE_NAME_SUFFIX", " (prod-eu)")
+    world.set("roles/Keyless Cluster Reader (prod-eu)", template_role_guid("Keyless Cluster Reader", " (prod-eu)"))
+    world.set("roles/Keyless Identity Operator", "5f0e6c1a-0000-4000-8000-000000000001")
+    result = world.run("preprovision.sh")
+    assert result.returncode == 0, result.stderr
+    assert "'Keyless Identity Operator'" in result.stdout and "not used" in result.stdout
+    assert "Keyless Cluster Reader" not in result.stdout + result.stderr
+    listed = "az role definition list --custom-role-only true --name Keyless Cluster Reader (prod-eu) --query [].name"
+    assert f"{listed} -o tsv" in world.calls()
 
 
 def test_the_documented_registration_issues_the_tokens_the_issuer_check_accepts():
