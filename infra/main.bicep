@@ -67,6 +67,9 @@ param deployOutcomeTopic bool = false
 @description('Subnet id for virtual network integration (delegated to Microsoft.App/environments), e.g. to reach private clusters\' API servers; empty: none.')
 param virtualNetworkSubnetId string = ''
 
+@description('Subnet id for private endpoints of the app\'s storage (blob, queue, table), in the virtual network of virtualNetworkSubnetId (not the delegated subnet); set: storage denies public network access and is reached only through them, with private DNS zones linked to that network. Needs virtualNetworkSubnetId; empty: storage reachable from every network (Entra-only access).')
+param storagePrivateEndpointSubnetId string = ''
+
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 100
@@ -154,6 +157,9 @@ var containerAppPart = take(toLower(replace(appName, '-', '')), 32)
 var containerTokenPart = take(token, 7)
 var deploymentContainerName = 'app-package-${containerAppPart}-${containerTokenPart}'
 var roleNameSuffix = empty(customRoleNameSuffix) ? ' (${environmentName})' : customRoleNameSuffix
+// Private storage only with virtual network integration (the app reaches the endpoints through it); the
+// preprovision hook stops with a clear message otherwise, and without it nothing private is made here.
+var privateStorage = !(empty(storagePrivateEndpointSubnetId) || empty(virtualNetworkSubnetId))
 var eventsTopicParts = split(existingResourceEventsTopicId, '/')
 var eventsTopicSubscriptionId = empty(existingResourceEventsTopicId) ? subscription().subscriptionId : eventsTopicParts[2]
 var eventsTopicGroup = empty(existingResourceEventsTopicId) ? rgName : eventsTopicParts[4]
@@ -184,6 +190,18 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     deploymentContainerName: deploymentContainerName
     principalId: identity.outputs.principalId
+    privateOnly: privateStorage
+  }
+}
+
+module storageNetwork 'modules/storage-network.bicep' = if (privateStorage) {
+  name: 'keyless-storage-network'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    subnetId: storagePrivateEndpointSubnetId
+    location: location
+    tags: tags
   }
 }
 
@@ -294,8 +312,8 @@ var keylessSettings = {
 module app 'modules/function-app.bicep' = {
   name: 'keyless-function-app'
   scope: rg
-  // The host starts as soon as the site exists: its storage roles first.
-  dependsOn: [storage]
+  // The host starts as soon as the site exists: its storage roles (and private endpoints) first.
+  dependsOn: [storage, storageNetwork]
   params: {
     name: appName
     planName: 'plan-keyless-${token}'

@@ -44,6 +44,30 @@ foreach ($file in Get-ChildItem (Join-Path $PSScriptRoot '..' '..' 'infra' 'role
   }
 }
 
+# Private storage: see preprovision.sh.
+$endpoints = Value 'KEYLESS_STORAGE_ENDPOINT_SUBNET_ID'
+if ($endpoints) {
+  $appSubnet = Value 'KEYLESS_SUBNET_ID'
+  function NetworkOf($id) { ($id -replace '/subnets/[^/]*/*$', '').ToLower() }
+  $problem = ''
+  if (-not $appSubnet) {
+    $problem = 'it needs virtual network integration: set KEYLESS_SUBNET_ID (a subnet delegated to Microsoft.App/environments) in the same network'
+  } elseif ((NetworkOf $endpoints) -ne (NetworkOf $appSubnet)) {
+    $problem = "it must be a subnet of the app's virtual network ($(NetworkOf $appSubnet))"
+  } elseif ($endpoints.ToLower() -eq $appSubnet.ToLower()) {
+    $problem = 'it must be another subnet than KEYLESS_SUBNET_ID (a delegated subnet holds no private endpoints)'
+  } else {
+    $sub = Value 'AZURE_SUBSCRIPTION_ID'
+    if ($sub -and ($endpoints.Split('/')[2].ToLower() -ne $sub.ToLower())) {
+      $problem = "its virtual network must be in the deployment's subscription ($sub), where the private endpoints are made"
+    }
+  }
+  if ($problem) {
+    Write-Error "KEYLESS_STORAGE_ENDPOINT_SUBNET_ID (private storage): $problem. Or leave storage public (Entra-only access): azd env set KEYLESS_STORAGE_ENDPOINT_SUBNET_ID ''"
+    exit 1
+  }
+}
+
 if (Value 'KEYLESS_SUBNET_ID') {
   $state = az provider show --namespace Microsoft.App --query registrationState -o tsv 2>$null
   if ($state -ne 'Registered') {

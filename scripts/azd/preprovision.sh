@@ -57,6 +57,33 @@ for file in "$roles_dir"/*.json; do
   fi
 done
 
+# Private storage (KEYLESS_STORAGE_ENDPOINT_SUBNET_ID): the app reaches its storage's private endpoints
+# through its virtual network integration, so both subnets belong to one network; a private endpoint lives
+# in its network's subscription, and the template makes them in the deployment's.
+endpoints=$(value KEYLESS_STORAGE_ENDPOINT_SUBNET_ID)
+if [ -n "$endpoints" ]; then
+  app_subnet=$(value KEYLESS_SUBNET_ID)
+  network_of() { printf '%s' "$1" | sed 's#/subnets/[^/]*/*$##' | tr 'A-Z' 'a-z'; }
+  problem=""
+  if [ -z "$app_subnet" ]; then
+    problem="it needs virtual network integration: set KEYLESS_SUBNET_ID (a subnet delegated to Microsoft.App/environments) in the same network"
+  elif [ "$(network_of "$endpoints")" != "$(network_of "$app_subnet")" ]; then
+    problem="it must be a subnet of the app's virtual network ($(network_of "$app_subnet"))"
+  elif [ "$(printf '%s' "$endpoints" | tr 'A-Z' 'a-z')" = "$(printf '%s' "$app_subnet" | tr 'A-Z' 'a-z')" ]; then
+    problem="it must be another subnet than KEYLESS_SUBNET_ID (a delegated subnet holds no private endpoints)"
+  else
+    sub=$(value AZURE_SUBSCRIPTION_ID)
+    if [ -n "$sub" ] && [ "$(printf '%s' "$endpoints" | cut -d/ -f3 | tr 'A-Z' 'a-z')" != "$(printf '%s' "$sub" | tr 'A-Z' 'a-z')" ]; then
+      problem="its virtual network must be in the deployment's subscription ($sub), where the private endpoints are made"
+    fi
+  fi
+  if [ -n "$problem" ]; then
+    echo "KEYLESS_STORAGE_ENDPOINT_SUBNET_ID (private storage): $problem." >&2
+    echo "Or leave storage public (Entra-only access): azd env set KEYLESS_STORAGE_ENDPOINT_SUBNET_ID ''" >&2
+    exit 1
+  fi
+fi
+
 if [ -n "$(value KEYLESS_SUBNET_ID)" ]; then
   state=$(az provider show --namespace Microsoft.App --query registrationState -o tsv 2>/dev/null || true)
   if [ "$state" != "Registered" ]; then

@@ -228,3 +228,42 @@ def test_the_documented_registration_issues_the_tokens_the_issuer_check_accepts(
         deploy.index(step) for step in ("1. **preprovision**", "2. **provision**", "3. **deploy**", "4. **postdeploy**")
     ]
     assert steps == sorted(steps)
+
+
+NETWORK = "/subscriptions/0000000d-aaaa-bbbb-cccc-dddddddddddd/resourceGroups/rg-net/providers/Microsoft.Network"
+
+
+@pytest.mark.parametrize(
+    ("app_subnet", "endpoints", "said"),
+    [
+        ("", f"{NETWORK}/virtualNetworks/v1/subnets/pe", "needs virtual network integration: set KEYLESS_SUBNET_ID"),
+        (
+            f"{NETWORK}/virtualNetworks/v1/subnets/apps",
+            f"{NETWORK}/virtualNetworks/v2/subnets/pe",
+            "app's virtual network",
+        ),
+        (f"{NETWORK}/virtualNetworks/v1/subnets/apps", f"{NETWORK}/virtualNetworks/v1/subnets/apps", "another subnet"),
+        (
+            f"{NETWORK.replace('0000000d', '0000000e')}/virtualNetworks/v1/subnets/apps",
+            f"{NETWORK.replace('0000000d', '0000000e')}/virtualNetworks/v1/subnets/pe",
+            "deployment's subscription",
+        ),
+    ],
+    ids=["no-integration", "other-network", "same-subnet", "other-subscription"],
+)
+def test_preprovision_refuses_private_storage_the_app_could_not_reach(world, app_subnet, endpoints, said):
+    """Issue 21, storage network: private endpoints only in the network the app is integrated with."""
+    world.set("env/AZURE_SUBSCRIPTION_ID", "0000000d-aaaa-bbbb-cccc-dddddddddddd")
+    world.set("env/KEYLESS_SUBNET_ID", app_subnet)
+    result = _with_env(world, "KEYLESS_STORAGE_ENDPOINT_SUBNET_ID", endpoints, "preprovision.sh")
+    assert result.returncode == 1
+    assert "KEYLESS_STORAGE_ENDPOINT_SUBNET_ID (private storage)" in result.stderr and said in result.stderr
+
+
+def test_preprovision_accepts_private_storage_in_the_apps_network(world):
+    world.set("env/AZURE_SUBSCRIPTION_ID", "0000000d-aaaa-bbbb-cccc-dddddddddddd")
+    world.set("env/KEYLESS_SUBNET_ID", f"{NETWORK}/virtualNetworks/v1/subnets/apps")
+    result = _with_env(
+        world, "KEYLESS_STORAGE_ENDPOINT_SUBNET_ID", f"{NETWORK}/virtualNetworks/V1/subnets/pe", "preprovision.sh"
+    )
+    assert result.returncode == 0, result.stderr

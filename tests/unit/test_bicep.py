@@ -936,3 +936,56 @@ def test_who_is_signed_in_can_be_narrowed_to_given_applications_and_groups():
     (app,) = modules_of(MAIN, "modules/function-app.bicep").values()
     split = Evaluator(MAIN, {"apiAllowedGroups": " g1, ,g2 "})
     assert split.eval(body(app)["params"]["apiAllowedGroups"], {}) == ["g1", "g2"]
+
+
+VNET = f"/subscriptions/{DEPLOYMENT_SUBSCRIPTION}/resourceGroups/rg-net/providers/Microsoft.Network/virtualNetworks/v1"
+APP_SUBNET, ENDPOINT_SUBNET = f"{VNET}/subnets/apps", f"{VNET}/subnets/endpoints"
+
+
+def test_storage_can_be_reached_only_through_private_endpoints_in_the_apps_virtual_network():
+    """Issue 21, attacker note: storage is reachable from every network. With storagePrivateEndpointSubnetId
+    (and virtual network integration) storage denies public network access, and blob, queue and table each get
+    a private endpoint in that subnet with its privatelink DNS zone linked to the app's network."""
+    storage_path = MODULES / "storage.bicep"
+    (account,) = (body(r) for r in resources_of(storage_path, "Microsoft.Storage/storageAccounts").values())
+    network = {False: ("Enabled", "Allow", "AzureServices"), True: ("Disabled", "Deny", "None")}
+    for private, expected in network.items():
+        ev = Evaluator(storage_path, {"privateOnly": private})
+        props, acls = account["properties"], account["properties"]["networkAcls"]
+        got = (
+            ev.eval(props["publicNetworkAccess"], {}),
+            ev.eval(acls["defaultAction"], {}),
+            ev.eval(acls["bypass"], {}),
+        )
+        assert got == expected
+    # main: only together with virtual network integration (the preprovision hook stops otherwise)
+    both = {"storagePrivateEndpointSubnetId": ENDPOINT_SUBNET, "virtualNetworkSubnetId": APP_SUBNET}
+    assert Evaluator(MAIN, both).var("privateStorage") is True
+    assert Evaluator(MAIN, both | {"virtualNetworkSubnetId": ""}).var("privateStorage") is False
+    assert Evaluator(MAIN, {}).var("privateStorage") is False
+    (storage,) = modules_of(MAIN, "modules/storage.bicep").values()
+    assert body(storage)["params"]["privateOnly"] == "privateStorage"
+    (endpoints_module,) = modules_of(MAIN, "modules/storage-network.bicep").values()
+    assert endpoints_module["config"]["condition"] == "privateStorage"
+    assert body(endpoints_module)["params"]["subnetId"] == "storagePrivateEndpointSubnetId"
+    (app,) = modules_of(MAIN, "modules/function-app.bicep").values()
+    assert "storageNetwork" in body(app)["dependsOn"], "the host starts only once storage is reachable"
+    # the endpoints, zones and links
+    path = MODULES / "storage-network.bicep"
+    ev = Evaluator(path, {"subnetId": ENDPOINT_SUBNET})
+    assert ev.var("virtualNetworkId") == VNET and ev.var("services") == ["blob", "queue", "table"]
+    (endpoint,) = resources_of(path, "Microsoft.Network/privateEndpoints").values()
+    (zone,) = resources_of(path, "Microsoft.Network/privateDnsZones").values()
+    (link,) = resources_of(path, "Microsoft.Network/privateDnsZones/virtualNetworkLinks").values()
+    (group,) = resources_of(path, "Microsoft.Network/privateEndpoints/privateDnsZoneGroups").values()
+    for looped in (endpoint, zone, link, group):
+        assert looped["config"]["loop_type"]["detail"]["array_name"] == "services"
+    assert body(endpoint)["properties"]["subnet"]["id"] == "subnetId"
+    (connection,) = body(endpoint)["properties"]["privateLinkServiceConnections"]
+    assert connection["properties"]["groupIds"] == ["service"]
+    assert dotted(connection["properties"]["privateLinkServiceId"]) == "storage.id"
+    assert body(zone)["name"] == "privatelink.${service}.${environment().suffixes.storage}"
+    assert body(link)["properties"] == {"registrationEnabled": False, "virtualNetwork": {"id": "virtualNetworkId"}}
+    assert dotted(body(link)["parent"]) == "zones[i]" and dotted(body(group)["parent"]) == "endpoints[i]"
+    (config,) = body(group)["properties"]["privateDnsZoneConfigs"]
+    assert dotted(config["properties"]["privateDnsZoneId"]) == "zones[i].id"
