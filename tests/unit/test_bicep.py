@@ -989,3 +989,47 @@ def test_storage_can_be_reached_only_through_private_endpoints_in_the_apps_virtu
     assert dotted(body(link)["parent"]) == "zones[i]" and dotted(body(group)["parent"]) == "endpoints[i]"
     (config,) = body(group)["properties"]["privateDnsZoneConfigs"]
     assert dotted(config["properties"]["privateDnsZoneId"]) == "zones[i].id"
+
+
+def test_other_subscriptions_are_watched_each_with_its_topic_and_the_three_filtered_subscriptions():
+    """Issue 21, many subscriptions: each watched subscription gets its system topic (made in a resource group of
+    its own, or the one it has) and the same three filtered event subscriptions to the one function app; the
+    custom roles are assignable there."""
+    watched_topic = (
+        f"/subscriptions/{S2}/resourceGroups/rg-hub/providers/Microsoft.EventGrid/systemTopics/evgt-existing"
+    )
+    given = f" {S1}, ,{watched_topic},{DEPLOYMENT_SUBSCRIPTION.upper()},{S1.lower()}"
+    main = Evaluator(MAIN, {"watchedSubscriptionIds": given, "environmentName": "dev"})
+    assert main.var("watched") == [
+        {"subscriptionId": S1.lower(), "existingTopicId": ""},
+        {"subscriptionId": S2.lower(), "existingTopicId": watched_topic.lower()},
+    ], "the deployment's own subscription is watched by resourceEvents, and each other once"
+    assert Evaluator(MAIN, {}).var("watched") == []
+    (module,) = modules_of(MAIN, "modules/watched-subscription.bicep").values()
+    assert module["config"]["loop_type"]["detail"] == {"item_name": "w", "array_name": "watched"}
+    params = body(module)["params"]
+    assert dotted(call(body(module)["scope"], "subscription")["subscription_id"]) == "w.subscriptionId"
+    assert dotted(params["existingTopicId"]) == "w.existingTopicId"
+    assert params["subscribe"] == "subscribeResourceEvents" and dotted(params["functionAppId"]) == "app.outputs.id"
+    assert params["resourceGroupName"] == "rg-${environmentName}-events"
+    # the watched subscription deploys resource-events.bicep: the same three filtered subscriptions
+    path = MODULES / "watched-subscription.bicep"
+    (events,) = modules_of(path, "resource-events.bicep").values()
+    assert set(body(events)["params"]) == {"topicName", "createTopic", "subscribe", "functionAppId", "tags"}
+    assert set(_subscriptions()) == {"resourceChanges", "roleAssignments", "tagChanges"}
+    made = Evaluator(path, {"existingTopicId": "", "resourceGroupName": "rg-dev-events", "topicName": "evgt-k"})
+    assert made.var("createTopic") is True
+    assert made.eval(body(events)["params"]["topicName"], {}) == "evgt-k"
+    given_topic = Evaluator(
+        path, {"existingTopicId": watched_topic.lower(), "resourceGroupName": "x", "topicName": "y"}
+    )
+    assert given_topic.var("createTopic") is False
+    assert given_topic.eval(body(events)["params"]["topicName"], {}) == "evgt-existing"
+    (group,) = resources_of(path, "Microsoft.Resources/resourceGroups").values()
+    assert group["config"]["condition"] == "createTopic"
+    # the roles: assignable in every watched subscription
+    (access,) = modules_of(MAIN, "modules/keyless-access.bicep").values()
+    passed = main.eval(body(access)["params"]["watchedSubscriptionIds"], {})
+    assert passed == [S1.lower(), S2.lower()]
+    assignable = _access(watchedSubscriptionIds=passed).var("subscriptionIds")
+    assert {S1.lower(), S2.lower()} <= set(assignable)
