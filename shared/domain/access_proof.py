@@ -143,7 +143,8 @@ def token_not_allowed(reason: str, cluster_id: str, namespace: str, azure_rbac: 
     )
     kube_fix = (
         f"bind Keyless's identity to the keyless-workload-binder ClusterRole in namespace {namespace} "
-        "(infra/kubernetes/keyless-rbac.yaml)"
+        "(infra/kubernetes/keyless-rbac.yaml: scripts/grant-kubernetes-rbac <cluster id> <KEYLESS_PRINCIPAL_ID> "
+        f"--namespace {namespace})"
     )
     evidence: dict[str, Any] = {"passed": []}
     if azure_rbac:
