@@ -61,11 +61,17 @@ param subscribeResourceEvents bool = false
 @description('Id of an existing Microsoft.Resources.Subscriptions system topic of this subscription (a subscription has at most one); empty: create one.')
 param existingResourceEventsTopicId string = ''
 
+@description('Comma-separated other subscriptions whose ARM events Keyless acts on, each a subscription id, or the id of its existing Microsoft.Resources.Subscriptions system topic: in each, the system topic (in rg-<environmentName>-events unless given) and the filtered event subscriptions to resource_events. The deployment\'s own subscription is always watched.')
+param watchedSubscriptionIds string = ''
+
 @description('Create the outcome topic (custom topic, keys disabled) and point KEYLESS_OUTCOME_TOPIC_ENDPOINT at it.')
 param deployOutcomeTopic bool = false
 
 @description('Subnet id for virtual network integration (delegated to Microsoft.App/environments), e.g. to reach private clusters\' API servers; empty: none.')
 param virtualNetworkSubnetId string = ''
+
+@description('Subnet id for private endpoints of the app\'s storage (blob, queue, table), in the virtual network of virtualNetworkSubnetId (not the delegated subnet); set: storage denies public network access and is reached only through them, with private DNS zones linked to that network. Needs virtualNetworkSubnetId; empty: storage reachable from every network (Entra-only access).')
+param storagePrivateEndpointSubnetId string = ''
 
 @minValue(40)
 @maxValue(1000)
@@ -154,6 +160,18 @@ var containerAppPart = take(toLower(replace(appName, '-', '')), 32)
 var containerTokenPart = take(token, 7)
 var deploymentContainerName = 'app-package-${containerAppPart}-${containerTokenPart}'
 var roleNameSuffix = empty(customRoleNameSuffix) ? ' (${environmentName})' : customRoleNameSuffix
+// Private storage only with virtual network integration (the app reaches the endpoints through it); the
+// preprovision hook stops with a clear message otherwise, and without it nothing private is made here.
+var privateStorage = !(empty(storagePrivateEndpointSubnetId) || empty(virtualNetworkSubnetId))
+// Other subscriptions to watch, each {subscriptionId, existingTopicId}, without the deployment's own.
+var watchedItems = union(filter(map(split(watchedSubscriptionIds, ','), w => toLower(trim(w))), w => !empty(w)), [])
+var watched = filter(map(watchedItems, w => startsWith(w, '/subscriptions/') ? {
+  subscriptionId: split(w, '/')[2]
+  existingTopicId: w
+} : {
+  subscriptionId: w
+  existingTopicId: ''
+}), w => toLower(subscription().subscriptionId) != w.subscriptionId)
 var eventsTopicParts = split(existingResourceEventsTopicId, '/')
 var eventsTopicSubscriptionId = empty(existingResourceEventsTopicId) ? subscription().subscriptionId : eventsTopicParts[2]
 var eventsTopicGroup = empty(existingResourceEventsTopicId) ? rgName : eventsTopicParts[4]
@@ -184,6 +202,18 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     deploymentContainerName: deploymentContainerName
     principalId: identity.outputs.principalId
+    privateOnly: privateStorage
+  }
+}
+
+module storageNetwork 'modules/storage-network.bicep' = if (privateStorage) {
+  name: 'keyless-storage-network'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    subnetId: storagePrivateEndpointSubnetId
+    location: location
+    tags: tags
   }
 }
 
@@ -231,6 +261,7 @@ module access 'modules/keyless-access.bicep' = {
     roleAllowlist: keylessRoleAllowlist
     grantAksWorkloadBinder: grantAksWorkloadBinder
     allowLocalAccounts: keylessAllowLocalAccounts
+    watchedSubscriptionIds: map(watched, w => w.subscriptionId)
   }
 }
 
@@ -294,8 +325,8 @@ var keylessSettings = {
 module app 'modules/function-app.bicep' = {
   name: 'keyless-function-app'
   scope: rg
-  // The host starts as soon as the site exists: its storage roles first.
-  dependsOn: [storage]
+  // The host starts as soon as the site exists: its storage roles (and private endpoints) first.
+  dependsOn: [storage, storageNetwork]
   params: {
     name: appName
     planName: 'plan-keyless-${token}'
@@ -332,6 +363,20 @@ module resourceEvents 'modules/resource-events.bicep' = {
     tags: tags
   }
 }
+
+module watchedSubscriptions 'modules/watched-subscription.bicep' = [for w in watched: {
+  name: 'keyless-watch-${take(uniqueString(w.subscriptionId, token), 8)}'
+  scope: subscription(w.subscriptionId)
+  params: {
+    existingTopicId: w.existingTopicId
+    resourceGroupName: 'rg-${environmentName}-events'
+    topicName: 'evgt-keyless-${token}'
+    location: location
+    tags: tags
+    subscribe: subscribeResourceEvents
+    functionAppId: app.outputs.id
+  }
+}]
 
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId

@@ -35,6 +35,8 @@ param roleAllowlist string
 param grantAksWorkloadBinder bool
 @description('KEYLESS_ALLOW_LOCAL_ACCOUNTS: true also assigns Keyless Cluster Local Admin at the clusters.')
 param allowLocalAccounts string
+@description('Other subscriptions whose events Keyless watches: among the custom roles\' assignable scopes, so that a role can be assigned there (lower case).')
+param watchedSubscriptionIds array = []
 
 var openAIList = union(filter(map(split(openAIScopes, ','), id => toLower(trim(id))), id => !empty(id)), [])
 var clusterList = union(filter(map(split(clusterScopes, ','), id => toLower(trim(id))), id => !empty(id)), [])
@@ -52,7 +54,7 @@ var identityGroups = empty(identityResourceGroup) ? clusterGroups : union(identi
 var identityRoleGroups = empty(identityGroups) ? [toLower(appResourceGroupId)] : identityGroups
 // Every subscription a role is assigned in must be among its assignable scopes (lower case, as the lists).
 var localAuthSubscriptions = union(map(localAuthScopes, id => split(id, '/')[2]), [])
-var subscriptionIds = union([toLower(subscription().subscriptionId)], openAISubscriptions, clusterSubscriptions, privateClusterSubscriptions, localAuthSubscriptions)
+var subscriptionIds = union([toLower(subscription().subscriptionId)], openAISubscriptions, clusterSubscriptions, privateClusterSubscriptions, localAuthSubscriptions, map(watchedSubscriptionIds, s => toLower(s)))
 
 // The condition file starts with # comments (Azure's condition syntax has none); its role GUID list is kept
 // equal to KEYLESS_ROLE_ALLOWLIST.

@@ -44,6 +44,7 @@ def _cluster_state(cluster_id: ResourceId, mc: Any) -> ClusterState:
         issuer_url=oidc.get("issuerURL") or None,
         workload_identity_enabled=bool(wi.get("enabled")),
         aad_enabled=bool(props.get("aadProfile")),
+        azure_rbac=bool((props.get("aadProfile") or {}).get("enableAzureRBAC")),
         local_accounts_disabled=bool(props.get("disableLocalAccounts")),
         tags=dict(mc.get("tags") or {}),
         private=bool((props.get("apiServerAccessProfile") or {}).get("enablePrivateCluster")),

@@ -23,7 +23,7 @@ from shared.adapters.clusters import ClusterAdapter
 from shared.adapters.counting import answered, record
 from shared.adapters.credentials import is_credential_failure, no_credential
 from shared.domain import retry_policy
-from shared.domain.errors import PermanentError, TemporaryError, Throttled
+from shared.domain.errors import NotAllowed, PermanentError, TemporaryError, Throttled
 from shared.domain.ids import ResourceId
 from shared.domain.settings import Settings
 
@@ -64,7 +64,7 @@ def _translate(exc: Exception, what: str) -> Exception:
         if status >= 500:
             return TemporaryError(f"{what}: Kubernetes API answered {status}", retry_policy.KUBE_SERVER_ERROR_SECONDS)
         if status in (401, 403):
-            return PermanentError(
+            return NotAllowed(
                 f"{what}: Keyless is not allowed on the cluster ({status}); grant it the Kubernetes role in infra/"
             )
         return PermanentError(f"{what}: Kubernetes API refused the request ({status} {exc.reason or ''})".strip())

@@ -123,6 +123,42 @@ def token_refused(reason: str, temporary: bool, not_found: bool = False) -> Chec
     return _check("fail", "token", f"the cluster refused a token of the service account: {reason}", {"passed": []}, fix)
 
 
+SERVICE_ACCOUNT_WRITE = "Microsoft.ContainerService/managedClusters/serviceaccounts/write"
+"""What Azure RBAC for Kubernetes checks for a TokenRequest. Microsoft's list of AKS data actions has none
+for the `serviceaccounts/token` subresource: AKS's authorization webhook (guard, kubeguard/guard
+authz/providers/azure/rbac/checkaccessreqhelper.go: getResourceAndAction) drops every subresource but
+pods/exec and maps `create` to `write`, so the check is the resource's own write."""
+
+
+def token_not_allowed(reason: str, cluster_id: str, namespace: str, azure_rbac: bool | None) -> Check:
+    """The cluster answered 401/403 to the TokenRequest: what Keyless lacks there and how to grant it,
+    by how the cluster authorises (`azure_rbac`: aadProfile.enableAzureRBAC; None: not known)."""
+    scope = f"{cluster_id}/namespaces/{namespace}"
+    asked = f"Keyless `create` on `serviceaccounts/token` in namespace {namespace}"
+    azure_fix = (
+        f"assign the Keyless AKS Workload Binder role (grantAksWorkloadBinder; it holds {SERVICE_ACCOUNT_WRITE}) "
+        f"to Keyless's identity at {scope} or at the cluster: `az role assignment create --assignee-object-id "
+        "<KEYLESS_PRINCIPAL_ID> --assignee-principal-type ServicePrincipal --role '<Keyless AKS Workload Binder "
+        f"role name>' --scope {scope}`; Azure RBAC for Kubernetes sees a new assignment within about 5 minutes"
+    )
+    kube_fix = (
+        f"bind Keyless's identity to the keyless-workload-binder ClusterRole in namespace {namespace} "
+        "(infra/kubernetes/keyless-rbac.yaml: scripts/grant-kubernetes-rbac <cluster id> <KEYLESS_PRINCIPAL_ID> "
+        f"--namespace {namespace})"
+    )
+    evidence: dict[str, Any] = {"passed": []}
+    if azure_rbac:
+        evidence["missing"] = {"dataAction": SERVICE_ACCOUNT_WRITE, "scope": scope}
+        said = f"Azure RBAC for Kubernetes did not allow {asked}, checked as data action {SERVICE_ACCOUNT_WRITE}"
+        fix = azure_fix
+    elif azure_rbac is False:
+        said, fix = f"Kubernetes RBAC did not allow {asked}", kube_fix
+    else:
+        said = f"the cluster did not allow {asked} ({reason})"
+        fix = f"with Azure RBAC for Kubernetes, {azure_fix}; with Kubernetes RBAC, {kube_fix}"
+    return _check("fail", "token", f"the cluster refused a token of the service account: {said}", evidence, fix)
+
+
 def not_provable_in_cluster(missing_tool: str) -> Check:
     """A private cluster's run-command pod lacks a tool the in-cluster proof needs (shared.domain.pod_proof):
     the proof is not made there, and the workload's token is never brought out to make it elsewhere."""

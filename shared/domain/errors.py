@@ -6,7 +6,8 @@
     │   └── NoCredential Keyless has no Azure token (no `az login`, no managed identity): its own
     │                    problem, not the binding's: no verdict, the status stays, the reason names the fix
     └── PermanentError   "failed": a person must fix something; `reason` says what
-        └── NotFoundError   the resource does not exist (ARM 404): a deletion, not a refusal
+        ├── NotFoundError   the resource does not exist (ARM 404): a deletion, not a refusal
+        └── NotAllowed      the Kubernetes API refused Keyless (401/403): a missing grant
 
 Adapters translate SDK exceptions into these by HTTP status and error *code*, and chain the
 original as `__cause__`. ARM errors are never classified by message text (ARM has changed its
@@ -52,6 +53,11 @@ class PermanentError(KeylessError):
 
 class NotFoundError(PermanentError):
     """The resource does not exist. Callers that react to deletions tell it from a refusal (403)."""
+
+
+class NotAllowed(PermanentError):
+    """The Kubernetes API refused Keyless (401, 403): a role or binding is missing. Callers that explain a
+    refusal (the proof of access) tell it from other failures."""
 
 
 class LedgerConflict(Exception):

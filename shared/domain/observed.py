@@ -18,6 +18,7 @@ class ClusterState:
     issuer_url: str | None
     workload_identity_enabled: bool
     aad_enabled: bool = True
+    azure_rbac: bool = False  # aadProfile.enableAzureRBAC: Azure role assignments authorise Kubernetes calls
     local_accounts_disabled: bool = True
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
     private: bool = False  # apiServerAccessProfile.enablePrivateCluster: the API server has no public address

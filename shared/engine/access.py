@@ -3,7 +3,8 @@
 The stages run in order and stop at the first that does not pass; shared.domain.access_proof says
 what each answer means. Extra reads happen only to explain a refusal: the identity's federated
 credentials when Entra matched none; the roles it holds at the account or above, and their
-definitions, when the data plane answered PermissionDenied.
+definitions, when the data plane answered PermissionDenied; whether the cluster authorises with Azure
+RBAC, when it refused the token (what Keyless lacks differs: a data action, or a RoleBinding).
 
 A private cluster reached through run command proves access inside its run-command pod
 (shared.domain.pod_proof): the token is made, exchanged and used there, and only the verdict comes
@@ -17,7 +18,7 @@ from shared.adapters.runcommand import RunCommandKube
 from shared.domain import access_proof, planner, pod_proof
 from shared.domain.access_proof import DataPlaneAnswer, EntraRefusal, TokenClaims
 from shared.domain.binding import Binding
-from shared.domain.errors import KeylessError, NotFoundError, TemporaryError
+from shared.domain.errors import KeylessError, NotAllowed, NotFoundError, TemporaryError
 from shared.domain.observed import AccountState, IdentityState
 from shared.domain.verification import Check
 from shared.engine.cluster_access import ClusterAccess, ClusterConnection
@@ -52,6 +53,8 @@ def prove_access(
         return access_proof.token_refused(exc.reason, temporary=True)
     except NotFoundError as exc:
         return access_proof.token_refused(exc.reason, temporary=False, not_found=True)
+    except NotAllowed as exc:
+        return access_proof.token_not_allowed(exc.reason, str(b.cluster), b.namespace, _azure_rbac(w, b))
     except KeylessError as exc:
         return access_proof.token_refused(exc.reason, temporary=False, not_found=" not found" in exc.reason)
     except ValueError as exc:
@@ -86,6 +89,14 @@ def _judge_verdict(
     if verdict.answer is None:
         return access_proof.in_cluster_incomplete(verdict.claims, "the in-cluster proof printed no data-plane answer")
     return _data_plane(w, b, identity, account.endpoint, verdict.answer, verdict.claims)
+
+
+def _azure_rbac(w: World, b: Binding) -> bool | None:
+    """Whether the cluster authorises with Azure RBAC (None: not known). Only read to explain a refusal."""
+    try:
+        return w.clusters.get(b.cluster).azure_rbac
+    except KeylessError:
+        return None
 
 
 def _exchange_refused(

@@ -200,6 +200,30 @@ def test_a_deleted_service_account_fails_at_the_token(services, kube, engine, bi
     assert "create the service account" in proof["fix"]
 
 
+def test_a_token_request_azure_rbac_refuses_names_the_data_action_and_the_role(services, kube, engine, binding):
+    """Issue 21, finding 13: Microsoft's list of AKS data actions has none for `serviceaccounts/token`; AKS's
+    authorization webhook (guard) checks a TokenRequest (`create` on the subresource) as
+    `serviceaccounts/write`. A 403 there on an Azure-RBAC cluster says exactly that, and how to grant it."""
+    b = onboard(engine, kube, binding)
+    assert services.arm.managed_cluster(CLUSTER_ID)["properties"]["aadProfile"]["enableAzureRBAC"] is True
+    denied = (
+        f'serviceaccounts "{SERVICE_ACCOUNT}" is forbidden: User "keyless" cannot create resource '
+        f'"serviceaccounts/token" in API group "" in the namespace "{NAMESPACE}": User does not have access to '
+        "the resource in Azure. Update role assignment to allow access."
+    )
+    kube.inject_fault("POST", f"/serviceaccounts/{SERVICE_ACCOUNT}/token", 403, message=denied, times=5)
+    proof = access(engine.verify(b))
+    assert proof["status"] == "fail" and proof["stage"] == "token" and proof["passed"] == []
+    assert "Microsoft.ContainerService/managedClusters/serviceaccounts/write" in proof["reason"]
+    assert "Azure RBAC" in proof["reason"] and f"namespace {NAMESPACE}" in proof["reason"]
+    assert proof["missing"] == {
+        "dataAction": "Microsoft.ContainerService/managedClusters/serviceaccounts/write",
+        "scope": f"{CLUSTER_ID}/namespaces/{NAMESPACE}",
+    }
+    assert "Keyless AKS Workload Binder" in proof["fix"] and f"{CLUSTER_ID}/namespaces/{NAMESPACE}" in proof["fix"]
+    assert kube.issued_tokens == []
+
+
 def test_a_recreated_cluster_signs_with_a_new_issuer_the_old_credential_does_not_trust(
     services, kube, settings, make_engine, binding
 ):

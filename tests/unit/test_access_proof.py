@@ -191,3 +191,16 @@ def test_whatever_the_services_say_the_check_is_a_verdict_and_never_carries_a_to
 )
 def test_the_token_is_asked_for_the_accounts_cloud(endpoint, scope):
     assert access_proof.openai_scope(endpoint) == scope
+
+
+def test_a_token_refused_by_kubernetes_rbac_names_the_role_binding_and_unknown_names_both():
+    cluster = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c"
+    kube = access_proof.token_not_allowed("403", cluster, "team-a", azure_rbac=False)
+    assert kube.status == "fail" and kube.evidence["stage"] == "token" and "missing" not in kube.evidence
+    assert "Kubernetes RBAC" in kube.reason and "keyless-workload-binder" in kube.evidence["fix"]
+    assert "Workload Binder role" not in kube.evidence["fix"]
+    unknown = access_proof.token_not_allowed("403", cluster, "team-a", azure_rbac=None)
+    assert (
+        "keyless-workload-binder" in unknown.evidence["fix"]
+        and access_proof.SERVICE_ACCOUNT_WRITE in unknown.evidence["fix"]
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,24 @@ case "$*" in
     exit 3 ;;
   *"keys list"*) cat "$STATE/key" 2>/dev/null ;;
   *"provider show"*) echo NotRegistered ;;
+  *"account show"*) echo "$TENANT" ;;
+  *"role definition list"*)
+    name=""; prev=""
+    for a in "$@"; do [ "$prev" = "--name" ] && name=$a; prev=$a; done
+    [ -f "$STATE/roles/$name" ] && cat "$STATE/roles/$name" ;;
 esac
 exit 0
 """
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+ARM_GUID_NAMESPACE = uuid.UUID("11fb06fb-712d-4ddd-98c7-e71bbd588830")
+
+
+def template_role_guid(role_name: str, suffix: str) -> str:
+    """What custom-role.bicep names the role: guid(tenant().tenantId, role.Name, nameSuffix), ARM's guid()
+    being a version-5 UUID of the arguments joined by '-' under ARM's namespace."""
+    return str(uuid.uuid5(ARM_GUID_NAMESPACE, "-".join((TENANT, role_name, suffix))))
+
+
 CURL = """#!/bin/sh
 echo "curl $*" >> "$STATE/calls"
 """
@@ -56,9 +72,11 @@ def world(tmp_path):
         "STATE": str(state),
         "KEYLESS_HOOK_ATTEMPTS": "3",
         "KEYLESS_HOOK_PAUSE_SECONDS": "0",
+        "TENANT": TENANT,
     }
     for key, value in {
         "AZURE_LOCATION": "swedencentral",
+        "AZURE_ENV_NAME": "keyless-dev",
         "AZURE_RESOURCE_GROUP": "rg-dev",
         "AZURE_FUNCTION_APP_NAME": "func-keyless-x",
         "KEYLESS_API_URL": "https://func-keyless-x.azurewebsites.net/api",
@@ -74,6 +92,7 @@ def world(tmp_path):
             return path.read_text() if path.exists() else None
 
         def set(self, name: str, value: str) -> None:
+            (state / name).parent.mkdir(parents=True, exist_ok=True)
             (state / name).write_text(value)
 
         def calls(self) -> list[str]:
@@ -172,6 +191,33 @@ def test_preprovision_registers_microsoft_app_for_a_subnet(world):
     assert world.calls().count("az provider register --namespace Microsoft.App --wait") == 1
 
 
+def test_preprovision_stops_on_a_role_of_the_same_name_it_did_not_make(world):
+    """Finding 10: custom role names are unique per tenant; a role of the deployment's name with another id
+    (made by hand from infra/roles, or by another deployment) would stop the provision half-way with
+    RoleDefinitionWithSameNameExists: stop before, naming the role and the two ways out."""
+    world.set("roles/Keyless Cluster Reader (keyless-dev)", "0d9ac8f6-3c4e-4a36-9c4f-1f1f1f1f1f1f\n")
+    result = world.run("preprovision.sh")
+    assert result.returncode == 1
+    assert "'Keyless Cluster Reader (keyless-dev)'" in result.stderr
+    assert "RoleDefinitionWithSameNameExists" in result.stderr and "KEYLESS_ROLE_NAME_SUFFIX" in result.stderr
+    assert "az role definition delete --name 'Keyless Cluster Reader (keyless-dev)'" in result.stderr
+    assert not any(c.startswith("azd env set") for c in world.calls())
+
+
+def test_preprovision_lets_its_own_roles_be_and_names_hand_made_ones_without_the_suffix(world):
+    """A re-run finds the roles it made (their ids are the template's); a role made by hand with the plain
+    name of infra/roles does not block (the deployment's names carry the suffix) but is named, unused."""
+    world.set("env/KEYLESS_ROLE_NAME_SUFFIX", " (prod-eu)")
+    world.set("roles/Keyless Cluster Reader (prod-eu)", template_role_guid("Keyless Cluster Reader", " (prod-eu)"))
+    world.set("roles/Keyless Identity Operator", "5f0e6c1a-0000-4000-8000-000000000001")
+    result = world.run("preprovision.sh")
+    assert result.returncode == 0, result.stderr
+    assert "'Keyless Identity Operator'" in result.stdout and "not used" in result.stdout
+    assert "Keyless Cluster Reader" not in result.stdout + result.stderr
+    listed = "az role definition list --custom-role-only true --name Keyless Cluster Reader (prod-eu) --query [].name"
+    assert f"{listed} -o tsv" in world.calls()
+
+
 def test_the_documented_registration_issues_the_tokens_the_issuer_check_accepts():
     """Finding 6: openIdIssuer ends in /v2.0, so the registration docs/deploy.md gives must ask for v2 tokens."""
     bicep = (ROOT / "infra" / "modules" / "function-app.bicep").read_text()
@@ -182,3 +228,42 @@ def test_the_documented_registration_issues_the_tokens_the_issuer_check_accepts(
         deploy.index(step) for step in ("1. **preprovision**", "2. **provision**", "3. **deploy**", "4. **postdeploy**")
     ]
     assert steps == sorted(steps)
+
+
+NETWORK = "/subscriptions/0000000d-aaaa-bbbb-cccc-dddddddddddd/resourceGroups/rg-net/providers/Microsoft.Network"
+
+
+@pytest.mark.parametrize(
+    ("app_subnet", "endpoints", "said"),
+    [
+        ("", f"{NETWORK}/virtualNetworks/v1/subnets/pe", "needs virtual network integration: set KEYLESS_SUBNET_ID"),
+        (
+            f"{NETWORK}/virtualNetworks/v1/subnets/apps",
+            f"{NETWORK}/virtualNetworks/v2/subnets/pe",
+            "app's virtual network",
+        ),
+        (f"{NETWORK}/virtualNetworks/v1/subnets/apps", f"{NETWORK}/virtualNetworks/v1/subnets/apps", "another subnet"),
+        (
+            f"{NETWORK.replace('0000000d', '0000000e')}/virtualNetworks/v1/subnets/apps",
+            f"{NETWORK.replace('0000000d', '0000000e')}/virtualNetworks/v1/subnets/pe",
+            "deployment's subscription",
+        ),
+    ],
+    ids=["no-integration", "other-network", "same-subnet", "other-subscription"],
+)
+def test_preprovision_refuses_private_storage_the_app_could_not_reach(world, app_subnet, endpoints, said):
+    """Issue 21, storage network: private endpoints only in the network the app is integrated with."""
+    world.set("env/AZURE_SUBSCRIPTION_ID", "0000000d-aaaa-bbbb-cccc-dddddddddddd")
+    world.set("env/KEYLESS_SUBNET_ID", app_subnet)
+    result = _with_env(world, "KEYLESS_STORAGE_ENDPOINT_SUBNET_ID", endpoints, "preprovision.sh")
+    assert result.returncode == 1
+    assert "KEYLESS_STORAGE_ENDPOINT_SUBNET_ID (private storage)" in result.stderr and said in result.stderr
+
+
+def test_preprovision_accepts_private_storage_in_the_apps_network(world):
+    world.set("env/AZURE_SUBSCRIPTION_ID", "0000000d-aaaa-bbbb-cccc-dddddddddddd")
+    world.set("env/KEYLESS_SUBNET_ID", f"{NETWORK}/virtualNetworks/v1/subnets/apps")
+    result = _with_env(
+        world, "KEYLESS_STORAGE_ENDPOINT_SUBNET_ID", f"{NETWORK}/virtualNetworks/V1/subnets/pe", "preprovision.sh"
+    )
+    assert result.returncode == 0, result.stderr

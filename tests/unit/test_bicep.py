@@ -936,3 +936,100 @@ def test_who_is_signed_in_can_be_narrowed_to_given_applications_and_groups():
     (app,) = modules_of(MAIN, "modules/function-app.bicep").values()
     split = Evaluator(MAIN, {"apiAllowedGroups": " g1, ,g2 "})
     assert split.eval(body(app)["params"]["apiAllowedGroups"], {}) == ["g1", "g2"]
+
+
+VNET = f"/subscriptions/{DEPLOYMENT_SUBSCRIPTION}/resourceGroups/rg-net/providers/Microsoft.Network/virtualNetworks/v1"
+APP_SUBNET, ENDPOINT_SUBNET = f"{VNET}/subnets/apps", f"{VNET}/subnets/endpoints"
+
+
+def test_storage_can_be_reached_only_through_private_endpoints_in_the_apps_virtual_network():
+    """Issue 21, attacker note: storage is reachable from every network. With storagePrivateEndpointSubnetId
+    (and virtual network integration) storage denies public network access, and blob, queue and table each get
+    a private endpoint in that subnet with its privatelink DNS zone linked to the app's network."""
+    storage_path = MODULES / "storage.bicep"
+    (account,) = (body(r) for r in resources_of(storage_path, "Microsoft.Storage/storageAccounts").values())
+    network = {False: ("Enabled", "Allow", "AzureServices"), True: ("Disabled", "Deny", "None")}
+    for private, expected in network.items():
+        ev = Evaluator(storage_path, {"privateOnly": private})
+        props, acls = account["properties"], account["properties"]["networkAcls"]
+        got = (
+            ev.eval(props["publicNetworkAccess"], {}),
+            ev.eval(acls["defaultAction"], {}),
+            ev.eval(acls["bypass"], {}),
+        )
+        assert got == expected
+    # main: only together with virtual network integration (the preprovision hook stops otherwise)
+    both = {"storagePrivateEndpointSubnetId": ENDPOINT_SUBNET, "virtualNetworkSubnetId": APP_SUBNET}
+    assert Evaluator(MAIN, both).var("privateStorage") is True
+    assert Evaluator(MAIN, both | {"virtualNetworkSubnetId": ""}).var("privateStorage") is False
+    assert Evaluator(MAIN, {}).var("privateStorage") is False
+    (storage,) = modules_of(MAIN, "modules/storage.bicep").values()
+    assert body(storage)["params"]["privateOnly"] == "privateStorage"
+    (endpoints_module,) = modules_of(MAIN, "modules/storage-network.bicep").values()
+    assert endpoints_module["config"]["condition"] == "privateStorage"
+    assert body(endpoints_module)["params"]["subnetId"] == "storagePrivateEndpointSubnetId"
+    (app,) = modules_of(MAIN, "modules/function-app.bicep").values()
+    assert "storageNetwork" in body(app)["dependsOn"], "the host starts only once storage is reachable"
+    # the endpoints, zones and links
+    path = MODULES / "storage-network.bicep"
+    ev = Evaluator(path, {"subnetId": ENDPOINT_SUBNET})
+    assert ev.var("virtualNetworkId") == VNET and ev.var("services") == ["blob", "queue", "table"]
+    (endpoint,) = resources_of(path, "Microsoft.Network/privateEndpoints").values()
+    (zone,) = resources_of(path, "Microsoft.Network/privateDnsZones").values()
+    (link,) = resources_of(path, "Microsoft.Network/privateDnsZones/virtualNetworkLinks").values()
+    (group,) = resources_of(path, "Microsoft.Network/privateEndpoints/privateDnsZoneGroups").values()
+    for looped in (endpoint, zone, link, group):
+        assert looped["config"]["loop_type"]["detail"]["array_name"] == "services"
+    assert body(endpoint)["properties"]["subnet"]["id"] == "subnetId"
+    (connection,) = body(endpoint)["properties"]["privateLinkServiceConnections"]
+    assert connection["properties"]["groupIds"] == ["service"]
+    assert dotted(connection["properties"]["privateLinkServiceId"]) == "storage.id"
+    assert body(zone)["name"] == "privatelink.${service}.${environment().suffixes.storage}"
+    assert body(link)["properties"] == {"registrationEnabled": False, "virtualNetwork": {"id": "virtualNetworkId"}}
+    assert dotted(body(link)["parent"]) == "zones[i]" and dotted(body(group)["parent"]) == "endpoints[i]"
+    (config,) = body(group)["properties"]["privateDnsZoneConfigs"]
+    assert dotted(config["properties"]["privateDnsZoneId"]) == "zones[i].id"
+
+
+def test_other_subscriptions_are_watched_each_with_its_topic_and_the_three_filtered_subscriptions():
+    """Issue 21, many subscriptions: each watched subscription gets its system topic (made in a resource group of
+    its own, or the one it has) and the same three filtered event subscriptions to the one function app; the
+    custom roles are assignable there."""
+    watched_topic = (
+        f"/subscriptions/{S2}/resourceGroups/rg-hub/providers/Microsoft.EventGrid/systemTopics/evgt-existing"
+    )
+    given = f" {S1}, ,{watched_topic},{DEPLOYMENT_SUBSCRIPTION.upper()},{S1.lower()}"
+    main = Evaluator(MAIN, {"watchedSubscriptionIds": given, "environmentName": "dev"})
+    assert main.var("watched") == [
+        {"subscriptionId": S1.lower(), "existingTopicId": ""},
+        {"subscriptionId": S2.lower(), "existingTopicId": watched_topic.lower()},
+    ], "the deployment's own subscription is watched by resourceEvents, and each other once"
+    assert Evaluator(MAIN, {}).var("watched") == []
+    (module,) = modules_of(MAIN, "modules/watched-subscription.bicep").values()
+    assert module["config"]["loop_type"]["detail"] == {"item_name": "w", "array_name": "watched"}
+    params = body(module)["params"]
+    assert dotted(call(body(module)["scope"], "subscription")["subscription_id"]) == "w.subscriptionId"
+    assert dotted(params["existingTopicId"]) == "w.existingTopicId"
+    assert params["subscribe"] == "subscribeResourceEvents" and dotted(params["functionAppId"]) == "app.outputs.id"
+    assert params["resourceGroupName"] == "rg-${environmentName}-events"
+    # the watched subscription deploys resource-events.bicep: the same three filtered subscriptions
+    path = MODULES / "watched-subscription.bicep"
+    (events,) = modules_of(path, "resource-events.bicep").values()
+    assert set(body(events)["params"]) == {"topicName", "createTopic", "subscribe", "functionAppId", "tags"}
+    assert set(_subscriptions()) == {"resourceChanges", "roleAssignments", "tagChanges"}
+    made = Evaluator(path, {"existingTopicId": "", "resourceGroupName": "rg-dev-events", "topicName": "evgt-k"})
+    assert made.var("createTopic") is True
+    assert made.eval(body(events)["params"]["topicName"], {}) == "evgt-k"
+    given_topic = Evaluator(
+        path, {"existingTopicId": watched_topic.lower(), "resourceGroupName": "x", "topicName": "y"}
+    )
+    assert given_topic.var("createTopic") is False
+    assert given_topic.eval(body(events)["params"]["topicName"], {}) == "evgt-existing"
+    (group,) = resources_of(path, "Microsoft.Resources/resourceGroups").values()
+    assert group["config"]["condition"] == "createTopic"
+    # the roles: assignable in every watched subscription
+    (access,) = modules_of(MAIN, "modules/keyless-access.bicep").values()
+    passed = main.eval(body(access)["params"]["watchedSubscriptionIds"], {})
+    assert passed == [S1.lower(), S2.lower()]
+    assignable = _access(watchedSubscriptionIds=passed).var("subscriptionIds")
+    assert {S1.lower(), S2.lower()} <= set(assignable)

@@ -113,6 +113,13 @@ class Checker:
         t = kind["$type"]
         if t == "AnyType" or node is None:
             return
+        # Before a union: each branch of `? :` may be another of its members.
+        if isinstance(node, dict) and "operator" in node and set(node) == {"operator"}:
+            operator = node["operator"]
+            if operator["type"] == "conditional":
+                self.check(operator["operands"]["true_value"], kind, at, required)
+                self.check(operator["operands"]["false_value"], kind, at, required)
+            return  # any other expression: not known here
         if t == "UnionType":
             options = [self.type_of(e) for e in kind["elements"]]
             allowed = [o["value"] for o in options if o["$type"] == "StringLiteralType"]
@@ -132,12 +139,6 @@ class Checker:
                 trials.append(trial.problems)
             self.problems += min(trials, key=len)
             return
-        if isinstance(node, dict) and "operator" in node and set(node) == {"operator"}:
-            operator = node["operator"]
-            if operator["type"] == "conditional":
-                self.check(operator["operands"]["true_value"], kind, at, required)
-                self.check(operator["operands"]["false_value"], kind, at, required)
-            return  # any other expression: not known here
         if isinstance(node, dict) and set(node) == {"function"}:
             if node["function"]["type"] == "union" and t in ("ObjectType", "DiscriminatedObjectType"):
                 for arg in node["function"]["parameters"].values():
