@@ -170,7 +170,9 @@ def _run(app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = No
         app.ledger.save(record)
     try:
         if record.live:
-            result = app.engine.reconcile(binding, on_step=keeper)
+            # A running binding's own role assignment put back is a repair, not a new place in the subscription.
+            counted_role = record.ever_granted and bool(record.role_assignment_id)
+            result = app.engine.reconcile(binding, on_step=keeper, counted_role=counted_role)
             result.verification = after_ready.verify_after(app.engine, binding, result)  # `verified`?
         else:
             others = [r.binding(app.settings.role_allowlist) for r in _same_workload(app, record)]

@@ -98,13 +98,18 @@ class Engine:
         """(subscription, resource group) of the binding's identity: settings, else the cluster's."""
         return self.world.identity_location(binding)
 
-    def reconcile(self, binding: Binding, on_step: StepHook | None = None, dry_run: bool = False) -> ReconcileResult:
+    def reconcile(
+        self, binding: Binding, on_step: StepHook | None = None, dry_run: bool = False, counted_role: bool = False
+    ) -> ReconcileResult:
         """Converge the binding to present. Never raises for Azure/Kubernetes conditions.
 
-        With `dry_run`, only reads: each step reports what it would do (`created` = would create)."""
+        With `dry_run`, only reads: each step reports what it would do (`created` = would create).
+        `counted_role`: the binding held its role assignment before (a running binding's, deleted out of
+        band): putting it back takes no new place, so KEYLESS_ROLE_ASSIGNMENT_HEADROOM is not asked."""
         result = ReconcileResult(binding_key=binding.key, desired="present", dry_run=dry_run)
         with _run_span("keyless.reconcile", binding, result, dry_run=dry_run):
             run = Run(binding, result, on_step, self.world.reach.connect(binding), dry_run)
+            run.role_room_checked = counted_role
             with counting(result.requests):
                 try:
                     self._onboarding.run(run)

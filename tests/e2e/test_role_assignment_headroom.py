@@ -40,3 +40,21 @@ def test_with_room_left_it_goes_on_and_a_converged_binding_never_counts(arm, kub
     arm.log.clear()
     assert engine.reconcile(binding).status == "ready"
     assert arm.log.matching("GET", f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments") == []
+
+
+def test_a_running_bindings_deleted_role_assignment_is_put_back_in_a_full_subscription(
+    arm, kube, settings, make_engine, binding
+):
+    """A repair takes no new place: the binding's own assignment (counted when it was made) is put back
+    even when the subscription has filled up since; a binding that never held one is refused."""
+    fill(arm, 3700)
+    engine = make_engine(settings, role_assignment_headroom=200)
+    assert engine.reconcile(binding).status == "ready"
+    (assignment,) = arm.role_assignments(str(binding.account))
+    fill(arm, 300)
+    engine.roles.delete(binding.account.subscription_id, str(binding.account), assignment["name"])
+    refused = engine.reconcile(binding)
+    assert refused.status == "failed" and "KEYLESS_ROLE_ASSIGNMENT_HEADROOM" in refused.reason, refused.as_dict()
+    repaired = engine.reconcile(binding, counted_role=True)
+    assert repaired.status == "ready", repaired.as_dict()
+    assert repaired.step("role-assignment").outcome == "created"
