@@ -357,14 +357,15 @@ def test_clusters_with_what_cluster_state_holds(arm, graph, ca) -> None:
     assert rows["plain"] == {
         "id": plain, "name": "plain", "resourceGroup": RG, "subscriptionId": SUB_A, "location": "eastus",
         "tags": {"keyless-workloads": "team-a/chat"}, "provisioningState": "Succeeded", "oidcIssuerEnabled": True,
-        "issuerUrl": issuer, "workloadIdentityEnabled": True, "aadEnabled": True, "localAccountsDisabled": True,
-        "privateCluster": None, "runCommandDisabled": None,
+        "issuerUrl": issuer, "workloadIdentityEnabled": True, "aadEnabled": True, "azureRbac": True,
+        "localAccountsDisabled": True, "privateCluster": None, "runCommandDisabled": None,
     }  # fmt: skip
     p = rows["private"]
     assert (p["oidcIssuerEnabled"], p["issuerUrl"], p["workloadIdentityEnabled"]) == (False, "", False)
     assert (p["aadEnabled"], p["localAccountsDisabled"], p["privateCluster"], p["runCommandDisabled"]) == (
         False, False, True, False,
     )  # fmt: skip
+    assert p["azureRbac"] is None, "no aadProfile: tobool of a missing value is null"
     assert rows["busy"]["provisioningState"] == "Updating"
     arm.clock.advance(arm.cluster_update_seconds)
     assert {r["name"]: r for r in query(graph, CLUSTERS, [SUB_A]).data}["busy"]["provisioningState"] == "Succeeded"

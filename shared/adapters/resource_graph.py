@@ -90,6 +90,7 @@ CLUSTERS_QUERY = (
     " issuerUrl = tostring(properties.oidcIssuerProfile.issuerURL),"
     " workloadIdentityEnabled = tobool(properties.securityProfile.workloadIdentity.enabled),"
     " aadEnabled = isnotnull(properties.aadProfile),"
+    " azureRbac = tobool(properties.aadProfile.enableAzureRBAC),"
     " localAccountsDisabled = tobool(properties.disableLocalAccounts),"
     " privateCluster = tobool(properties.apiServerAccessProfile.enablePrivateCluster),"
     " runCommandDisabled = tobool(properties.apiServerAccessProfile.disableRunCommand)\n"
@@ -352,6 +353,7 @@ class ResourceGraphAdapter:
                 issuer_url=_text(row.get("issuerUrl")) or None,
                 workload_identity_enabled=row.get("workloadIdentityEnabled") is True,
                 aad_enabled=row.get("aadEnabled") is True,
+                azure_rbac=row.get("azureRbac") is True,
                 local_accounts_disabled=row.get("localAccountsDisabled") is True,
                 tags=_tags(row),
                 private=row.get("privateCluster") is True,

@@ -119,6 +119,7 @@ _FIXED_QUERIES = {
         " issuerUrl = tostring(properties.oidcIssuerProfile.issuerURL),"
         " workloadIdentityEnabled = tobool(properties.securityProfile.workloadIdentity.enabled),"
         " aadEnabled = isnotnull(properties.aadProfile),"
+        " azureRbac = tobool(properties.aadProfile.enableAzureRBAC),"
         " localAccountsDisabled = tobool(properties.disableLocalAccounts),"
         " privateCluster = tobool(properties.apiServerAccessProfile.enablePrivateCluster),"
         " runCommandDisabled = tobool(properties.apiServerAccessProfile.disableRunCommand)\n"
@@ -388,6 +389,7 @@ class ResourceGraphEmulator:
                     issuerUrl=_tostring(_get(props, "oidcIssuerProfile", "issuerURL")),
                     workloadIdentityEnabled=_tobool(_get(props, "securityProfile", "workloadIdentity", "enabled")),
                     aadEnabled=props.get("aadProfile") is not None,
+                    azureRbac=_tobool(_get(props, "aadProfile", "enableAzureRBAC")),
                     localAccountsDisabled=_tobool(props.get("disableLocalAccounts")),
                     privateCluster=_tobool(_get(api, "enablePrivateCluster")),
                     runCommandDisabled=_tobool(_get(api, "disableRunCommand")),
