@@ -65,23 +65,6 @@ def delete_command(ref: str, namespace: str) -> str:
     return f"kubectl delete {_q(ref)} -n {_q(namespace)} --ignore-not-found -o name"
 
 
-def create_token_command(namespace: str, name: str, audience: str, seconds: int) -> str:
-    """`kubectl create token`: a TokenRequest for the service account, the token printed alone."""
-    return f"kubectl create token {_q(name)} -n {_q(namespace)} --audience {_q(audience)} --duration {int(seconds)}s"
-
-
-_JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
-
-
-def parse_token(logs: str) -> str:
-    """The token `kubectl create token` printed: the one line of the logs shaped as a JWT. Raises
-    ValueError (naming no part of the logs: they hold the token) when there is none."""
-    found = [line.strip() for line in logs.splitlines() if _JWT.match(line.strip())]
-    if len(found) != 1:
-        raise ValueError(f"kubectl create token printed {len(found)} tokens, expected one")
-    return found[0]
-
-
 def manifest(objects: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(objects, sort_keys=False)
 

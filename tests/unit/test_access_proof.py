@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.domain import access_proof, kubectl
+from shared.domain import access_proof
 from shared.domain.access_proof import DataPlaneAnswer, EntraRefusal, TokenClaims
 from shared.domain.observed import CredentialState
 
@@ -136,17 +136,6 @@ def test_a_token_the_cluster_would_not_give_says_what_to_grant():
     forbidden = access_proof.token_refused("not allowed (403)", temporary=False)
     assert "serviceaccounts/token" in forbidden.evidence["fix"]
     assert access_proof.token_refused("unreachable", temporary=True).status == "pending"
-
-
-def test_kubectl_create_token_is_quoted_and_its_token_found_alone():
-    command = kubectl.create_token_command("team-a", "chat-api", "api://AzureADTokenExchange", 600)
-    assert command == "kubectl create token chat-api -n team-a --audience api://AzureADTokenExchange --duration 600s"
-    assert kubectl.parse_token("Warning: x\naaa.bbb.ccc\n") == "aaa.bbb.ccc"
-    with pytest.raises(ValueError, match="printed 0 tokens") as err:
-        kubectl.parse_token("error: failed to create token")
-    assert "error" not in str(err.value).split("printed")[0]
-    with pytest.raises(ValueError, match="printed 2 tokens"):
-        kubectl.parse_token("a.b.c\nd.e.f")
 
 
 JWT_SHAPED = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YTpiIn0.c2lnbmF0dXJlLWJ5dGVz"
