@@ -80,18 +80,35 @@ def shots(tmp_path) -> Path:
     return folder
 
 
+# The page makes a card again whenever its onboarding changes, so an element found in one WebDriver call can be
+# gone by the next. Each helper finds and reads a card in one script, which runs between the page's own tasks.
+FIND_CARD = """
+for (const c of document.querySelectorAll("#onboardings li.card")) {
+  if (c.querySelector("h3").innerText === arguments[0]) return c;
+}
+return null;
+"""
+
+
 def card(driver, title: str):
-    found = [
-        c
-        for c in driver.find_elements(By.CSS_SELECTOR, "#onboardings li.card")
-        if c.find_element(By.TAG_NAME, "h3").text == title
-    ]
-    return found[0] if found else None
+    """The card titled `title` (or None): for reading cards that no longer change."""
+    return driver.execute_script(FIND_CARD, title)
 
 
 def card_status(driver, title: str) -> str | None:
-    c = card(driver, title)
-    return c.find_element(By.CSS_SELECTOR, ".badge").text if c else None
+    """The status badge's text of the card titled `title`, read in the same script that found it."""
+    return driver.execute_script(
+        "const c = (() => {" + FIND_CARD + "})(); return c && c.querySelector('.badge').innerText;", title
+    )
+
+
+def focus_card_button(driver, title: str) -> None:
+    """Put the keyboard's focus on the card's button, as a user tabbing to it would."""
+    assert driver.execute_script(
+        "const c = (() => {" + FIND_CARD + "})(); if (!c) return false; c.querySelector('button').focus(); "
+        "return true;",
+        title,
+    ), f"no card titled {title}"
 
 
 def seed_failed_with_markup(host) -> str:
@@ -156,8 +173,7 @@ def test_a_team_member_requests_watches_verifies_and_deletes(server, browser, ho
     # Watch it reach verified: the page reads it again while the test runs the worker.
     wait.until(lambda d: card(d, mine))
     assert card_status(driver, mine) != "verified", "the card is there before the worker ran"
-    details = card(driver, mine).find_element(By.TAG_NAME, "button")
-    driver.execute_script("arguments[0].focus()", details)  # a keyboard user waits on the card's button
+    focus_card_button(driver, mine)  # a keyboard user waits on the card's button
     WebDriverWait(driver, VERIFY_SECONDS, poll_frequency=0.5).until(
         lambda d: server.drain() >= 0 and card_status(d, mine) == "verified"
     )
