@@ -105,6 +105,12 @@ def handle_errors(
         except KeylessError as exc:
             log.warning("request failed: %s", exc.reason)
             resp = ApiError(503, "Unavailable", exc.reason).response()
+        except Exception as exc:
+            storage = composition.storage_failure(exc)
+            if storage is None:
+                raise  # a bug: the host answers 500 and logs it with its stack
+            log.warning("request failed: %s", storage.reason)
+            resp = ApiError(503, "StorageUnavailable", storage.reason).response()
         span.set("http.response.status_code", resp.status_code)
         if resp.status_code >= 500:
             span.fail(str(resp.status_code))

@@ -70,3 +70,25 @@ def storage_error(exc: Exception, what: str) -> KeylessError:
             )
         return TemporaryError(f"{STORAGE}: {what}: the storage account answered {status} {code}".rstrip())
     return PermanentError(f"{STORAGE}: {what}: {type(exc).__name__}")
+
+
+_STORAGE_SDKS = {"azure.data.tables": "Table storage", "azure.storage.queue": "the work queue"}
+
+
+def storage_failure(exc: BaseException) -> KeylessError | None:
+    """`exc` as storage_error when a storage SDK raised it, else None. The ledger, the sweep log, the leases and
+    the queue pass SDK errors they do not expect on as they are; a caller at the edge (an HTTP answer) asks
+    here so that an outage reads as the setting and its fix. Which SDK raised it is in the traceback: an error
+    surfaces through the storage client's own frames, whatever transport raised it."""
+    from azure.core.exceptions import AzureError
+
+    if not isinstance(exc, AzureError):
+        return None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        for sdk, what in _STORAGE_SDKS.items():
+            if module == sdk or module.startswith(sdk + "."):
+                return storage_error(exc, what)
+        tb = tb.tb_next
+    return None

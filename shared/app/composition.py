@@ -11,6 +11,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
+from shared.domain.errors import KeylessError
 from shared.domain.settings import Settings, unknown_keys
 
 if TYPE_CHECKING:  # imported on first use, not when the host indexes the functions
@@ -43,6 +44,13 @@ def _warn_unknown_keys() -> None:
         _warned = True
         for problem in unknown_keys(os.environ):
             log.warning("%s", problem)
+
+
+def storage_failure(exc: BaseException) -> KeylessError | None:
+    """An error a storage SDK raised, as the setting (AzureWebJobsStorage) and its fix; None for any other."""
+    from shared.adapters.tables import storage_failure as translated
+
+    return translated(exc)
 
 
 def reset() -> None:

@@ -119,3 +119,33 @@ def test_health_names_storage_that_does_not_answer(host, monkeypatch):
     assert {"storage-table", "storage-queue"} <= set(failing), body
     assert all(m.startswith("AzureWebJobsStorage") for m in failing.values() if m), failing
     assert "a2V5" not in str(body) and str(port) not in str(body)
+
+
+def storage_that_does_not_answer(monkeypatch) -> int:
+    port = closed_port()
+    monkeypatch.setenv(
+        "AzureWebJobsStorage",
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5a2V5a2V5a2V5;"
+        f"QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1",
+    )
+    composition.reset()
+    return port
+
+
+def test_the_api_names_storage_that_stopped_answering_not_a_raw_sdk_error(host, monkeypatch):
+    """Azurite stopped (or the account's network rules changed) while the app runs: every API call answers 503
+    with the setting's name and its fix, never a host's bare 500 with a raw SDK exception behind it."""
+    port = storage_that_does_not_answer(monkeypatch)
+    calls = (
+        ("onboardings_create", "POST", "/api/onboardings", REQUEST, {}),
+        ("onboardings_list", "GET", "/api/onboardings", None, {}),
+        ("onboardings_get", "GET", "/api/onboardings/x", None, {"id": "0" * 32}),
+        ("sweeps_latest", "GET", "/api/sweeps/latest", None, {}),
+    )
+    for name, method, url, body, route in calls:
+        status, answer, _ = host.http(name, method, url, body, route_params=route)
+        assert status == 503, (name, answer)
+        assert answer["error"]["code"] == "StorageUnavailable", (name, answer)
+        message = answer["error"]["message"]
+        assert message.startswith("AzureWebJobsStorage: ") and "Azurite" in message, (name, message)
+        assert "a2V5" not in message and str(port) not in message, (name, message)
