@@ -47,6 +47,12 @@ def signed_in_caller(req: func.HttpRequest) -> Caller:
         raise ApiError(401, "Unauthenticated", exc.reason, HEADER) from None
 
 
+def signed_in_with(req: func.HttpRequest) -> str:
+    """How signed_in_caller found the caller: `entra` (App Service Authentication's header), or
+    `dev-principal` (KEYLESS_DEV_PRINCIPAL, local only)."""
+    return "entra" if req.headers.get(HEADER) is not None else "dev-principal"
+
+
 def authorize(caller: Caller, binding: Binding, action: str) -> access.Grant:
     """The grant allowing `action` on `binding` (shared.domain.access, the one door the worker asks too);
     403 naming the missing grant (logged for audit)."""

@@ -23,10 +23,11 @@ from handlers._auth import (
     onboarding_key,
     record_for,
     signed_in_caller,
+    signed_in_with,
 )
 from handlers._http import MAX_PAGE_SIZE, ApiError, field_error, flag, json_body, json_response
 from handlers.openapi import document as openapi_document
-from shared.app import composition, self_service, sweep
+from shared.app import composition, self_service, sweep, whoami
 from shared.domain import access
 from shared.domain.binding import Binding
 from shared.domain.errors import PermanentError
@@ -193,6 +194,43 @@ def sweeps_latest(req: func.HttpRequest) -> func.HttpResponse:
         )
 
     return handle_errors(handle, req, "/api/sweeps/latest")
+
+
+@bp.function_name("me")
+@bp.route(route="me", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def me(req: func.HttpRequest) -> func.HttpResponse:
+    """The caller and what they may ask for: the access-policy rules that name them (only theirs)."""
+
+    def handle(req: func.HttpRequest) -> func.HttpResponse:
+        caller = signed_in_caller(req)
+        mine = whoami.whoami(composition.service(), caller, signed_in_with(req))
+        return json_response(
+            {
+                "objectId": caller.object_id,
+                "name": caller.name,
+                "signedInWith": mine.signed_in_with,
+                "rules": [
+                    {
+                        "name": r.rule.name,
+                        "matchedBy": list(r.matched_by),
+                        "clusters": list(r.rule.clusters),
+                        "namespaces": list(r.rule.namespaces),
+                        "serviceAccounts": list(r.rule.service_accounts),
+                        "accounts": list(r.rule.accounts),
+                        "roles": list(r.roles),
+                        "workloads": list(r.rule.workloads),
+                        "maxBindings": r.max_bindings,
+                        "liveBindings": r.live_bindings,
+                    }
+                    for r in mine.rules
+                ],
+                "allowedSubscriptions": list(mine.allowed_subscriptions),
+                "defaultRole": mine.default_role,
+                "hint": mine.hint,
+            }
+        )
+
+    return handle_errors(handle, req, "/api/me")
 
 
 def _iso(seconds: float) -> str:

@@ -190,6 +190,18 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/me": {
+                "get": {
+                    "operationId": "whoAmI",
+                    "summary": "Who you are to Keyless, and what you may ask for",
+                    "description": "The access-policy rules that name you (never another team's), what of you each "
+                    "names, and how much of each rule's quota is used.",
+                    "responses": {
+                        "200": _json(_schema(contracts.Me.__name__), "You, and your rules"),
+                        **_errors(401, 503),
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",

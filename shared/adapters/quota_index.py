@@ -55,6 +55,12 @@ class QuotaIndex(CurrentLayout):
         except ResourceNotFoundError:
             pass
 
+    def quota_used(self, quota: str, at_most: int) -> int:
+        """Bindings counted in `quota`, reading no more than `at_most` rows (so a count of `at_most` means
+        at least that many): one query of one partition."""
+        self._ensure()
+        return self._count(_quota_partition(quota), max(at_most, 1))
+
     def _count(self, partition: str, at_most: int) -> int:
         """Rows in the partition, reading no more than `at_most` of them."""
         rows = self._table.query_entities(

@@ -383,6 +383,37 @@ class SweepProgress(Wire):
     resumes: int = Field(description="times a cut-off sweep was resumed")
 
 
+# --- who the caller is (shared.app.whoami) ---------------------------------------------------------
+
+
+class MyRule(Wire):
+    """An access-policy rule that names the caller: what it lets them ask for."""
+
+    name: str
+    matched_by: list[str] = Field(description="what of the caller the rule names: `objectId`, `group <id>`, "
+                                  "`app role <name>`")  # fmt: skip
+    clusters: list[str] = Field(description="cluster ids, or subscription / resource group ids they lie in")
+    namespaces: list[str] = Field(description="fnmatch patterns (a system namespace only when named exactly)")
+    service_accounts: list[str] = Field(description="fnmatch patterns (`default` only when named exactly)")
+    accounts: list[str] = Field(description="Azure OpenAI account ids, or subscription / resource group ids")
+    roles: list[str] = Field(description="role definition GUIDs it grants that Keyless may assign now")
+    workloads: list[str] = Field(description="Deployments it may patch (fnmatch patterns)")
+    max_bindings: int = Field(description="live bindings the rule may grant, for everyone it names")
+    live_bindings: int = Field(description="live bindings counted in the rule now (read up to maxBindings + 1)")
+
+
+class Me(Wire):
+    """GET /api/me: the signed-in caller, and the rules that name them (never another team's)."""
+
+    object_id: str
+    name: str = Field(description="the display name the sign-in gave, or empty")
+    signed_in_with: Literal["entra", "dev-principal"]
+    rules: list[MyRule] = Field(description="in the order the policy tries them; empty: nothing may be asked for")
+    allowed_subscriptions: list[str] = Field(description="subscriptions clusters and accounts must lie in; empty: any")
+    default_role: str = Field(description="the role a request that names none gets")
+    hint: str = Field(description="what to do when nothing may be asked for; empty otherwise")
+
+
 # --- the access policy document (KEYLESS_ACCESS_POLICY) ---------------------------------------------
 
 Strings = list[NonEmptyText] | None
@@ -421,5 +452,5 @@ class AccessPolicyDocument(Wire):
     rules: list[PolicyRule]
 
 
-RESPONSES: tuple[type[Wire], ...] = (Onboarding, OnboardingPage, Plan, Verification, SweepProgress, Error, Health)
+RESPONSES: tuple[type[Wire], ...] = (Onboarding, OnboardingPage, Plan, Verification, SweepProgress, Me, Error, Health)
 DOCUMENTS: tuple[type[Wire], ...] = (OnboardingRequest, AccessPolicyDocument)

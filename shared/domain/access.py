@@ -160,10 +160,10 @@ def authorise(
         rule = policy.rule_for(caller, binding)
     except Denied as exc:
         raise Refused(exc.reason) from None
-    return Grant(f"rule {rule.name!r}", (_rule_quota(rule, default_max_bindings),))
+    return Grant(f"rule {rule.name!r}", (rule_quota(rule, default_max_bindings),))
 
 
-def _rule_quota(rule: Rule, default_max_bindings: int) -> Quota:
+def rule_quota(rule: Rule, default_max_bindings: int) -> Quota:
     limit = default_max_bindings if rule.max_bindings is None else rule.max_bindings
     return Quota(f"rule|{rule.name}", limit, f"maxBindings of rule {rule.name!r}")
 
@@ -199,7 +199,7 @@ def _by_cluster_tags(
             f"{CONSENT_TAG}={binding.cluster}), or the operator adds a rule for principals.clusterTags to "
             "KEYLESS_ACCESS_POLICY"
         ) from None
-    return Grant(f"rule {rule.name!r} for cluster tags", (_rule_quota(rule, default_max_bindings), quota))
+    return Grant(f"rule {rule.name!r} for cluster tags", (rule_quota(rule, default_max_bindings), quota))
 
 
 def requester_of(source: str, cluster: str, principal: Mapping[str, object] | None) -> Requester:

@@ -75,6 +75,15 @@ class Rule:
             caller.object_id in self.object_ids or caller.groups & self.group_ids or caller.roles & self.app_roles
         )
 
+    def matched_by(self, caller: Caller) -> tuple[str, ...]:
+        """What of the caller this rule names (`objectId`, `group <id>`, `app role <name>`): why it speaks for
+        them, shown to them (GET /api/me) and to nobody else."""
+        return (
+            *(("objectId",) if caller.object_id in self.object_ids else ()),
+            *(f"group {g}" for g in sorted(caller.groups & self.group_ids)),
+            *(f"app role {r}" for r in sorted(caller.roles & self.app_roles)),
+        )
+
 
 _SCOPE = re.compile(
     r"/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -229,12 +238,17 @@ class AccessPolicy:
         """The name of the rule that allows this exact binding; Denied naming what was missing."""
         return self.rule_for(caller, binding).name
 
+    def rules_for(self, caller: Caller) -> tuple[Rule, ...]:
+        """The rules that speak for the caller, in the order they are tried (never the cluster tags' rules):
+        everything the caller may ask for."""
+        return tuple(r for r in self.rules if not r.cluster_tags and r.applies_to(caller))
+
     def rule_for(self, caller: Caller | None, binding: Binding) -> Rule:
         """The rule that allows this exact binding to `caller`; Denied naming what was missing.
 
         `caller` None: any principal's rule (a binding recorded before Keyless kept its requester's
         claims: only whether some rule still grants it can be checked)."""
-        mine = [r for r in self.rules if not r.cluster_tags and (caller is None or r.applies_to(caller))]
+        mine = [r for r in self.rules if not r.cluster_tags] if caller is None else list(self.rules_for(caller))
         if not mine:
             raise Denied("no access-policy rule names you (your object id, groups or app roles)")
         return self._first_granting(mine, binding, check_workloads=True)

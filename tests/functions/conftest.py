@@ -132,6 +132,7 @@ ROUTES = {
     "onboardings_delete": ("/onboardings/{id}", "delete"),
     "onboardings_verification": ("/onboardings/{id}/verification", "get"),
     "sweeps_latest": ("/sweeps/latest", "get"),
+    "me": ("/me", "get"),
     "openapi": ("/openapi.json", "get"),
     "health": ("/health", "get"),
 }

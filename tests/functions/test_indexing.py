@@ -65,6 +65,7 @@ def test_every_function_is_registered(indexed):
         "onboardings_delete",
         "onboardings_verification",
         "sweeps_latest",
+        "me",
         "openapi",
         "health",
         "ui_page",
@@ -85,6 +86,7 @@ def test_every_function_is_registered(indexed):
         ("onboardings_delete", "onboardings/{id}", ["DELETE"], "ANONYMOUS"),
         ("onboardings_verification", "onboardings/{id}/verification", ["GET"], "ANONYMOUS"),
         ("sweeps_latest", "sweeps/latest", ["GET"], "ANONYMOUS"),
+        ("me", "me", ["GET"], "ANONYMOUS"),
         ("openapi", "openapi.json", ["GET"], "ANONYMOUS"),
         ("health", "health", ["GET"], "ANONYMOUS"),
         ("ui_page", "ui", ["GET"], "ANONYMOUS"),
@@ -173,7 +175,7 @@ def test_importing_the_app_needs_no_settings_credentials_or_network():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "14 []"
+    assert out.stdout.strip() == "15 []"
 
 
 @pytest.mark.parametrize("setting, schedule", [(None, "0 */30 * * * *"), ("0 0 * * * *", "%KEYLESS_SWEEP_SCHEDULE%")])

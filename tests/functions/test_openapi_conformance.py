@@ -166,6 +166,8 @@ def test_every_route_answers_as_the_document_says(host, arm, kube, monkeypatch):
     call("onboardings_get", 404, key="0" * 32)
     call("onboardings_get", 400, key="not-an-id")
     call("onboardings_list", 400, params={"status": "broken"})
+    call("me", 200)
+    call("me", 401, principal=None)
     call("sweeps_latest", 404)
     call("sweeps_latest", 401, principal=None)
     host.drain()
