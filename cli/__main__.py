@@ -123,6 +123,12 @@ def parser() -> argparse.ArgumentParser:
                     "The drift sweep now running (or the last): started, clusters done of all, suspects, "
                     "reconciles queued, duration.\n\n" + REMOTE)  # fmt: skip
     _api_options(sweep)
+
+    whoami = command("whoami", "API: who you are to Keyless, and what you may ask for",
+                     "Your object id, and the access-policy rules that name you: what of you each names, the "
+                     "clusters, namespaces, service accounts and accounts it covers, and how much of its quota "
+                     "is used.\n\n" + REMOTE)  # fmt: skip
+    _api_options(whoami)
     return root
 
 

@@ -1,4 +1,4 @@
-"""A deployed Keyless through its HTTP API: list, show, verify, request, delete, sweep.
+"""A deployed Keyless through its HTTP API: list, show, verify, request, delete, sweep, whoami.
 
 The token is the person's own (shared.app.signin: the Azure CLI's sign-in, else a device code) for the
 API's app registration; a local Keyless (http://localhost, the dev principal) is called without one.
@@ -228,6 +228,34 @@ def _sweep(api: Api, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _whoami(api: Api, args: argparse.Namespace, out: Output) -> int:
+    me = api.call("GET", "/me")
+    if out.as_json:
+        out.document(me)
+        return EXIT_OK
+    how = " (the dev principal: a local Keyless)" if me["signedInWith"] == "dev-principal" else ""
+    out.line(f"signed in as {me['name'] or '-'} ({me['objectId']}){how}")
+    if me["hint"]:
+        out.line(out.paint(me["hint"], "yellow"))
+    for rule in me["rules"]:
+        out.line("")
+        out.line(f"rule {rule['name']}  ({', '.join(rule['matchedBy'])})")
+        for label, values in (
+            ("clusters", rule["clusters"]),
+            ("namespaces", rule["namespaces"]),
+            ("service accts", rule["serviceAccounts"]),
+            ("accounts", rule["accounts"]),
+            ("roles", rule["roles"]),
+            ("workloads", rule["workloads"] or ["none (it patches no Deployment)"]),
+        ):
+            out.line(f"  {label:<14} {', '.join(values) or '-'}")
+        out.line(f"  {'bindings':<14} {rule['liveBindings']} of {rule['maxBindings']} in use")
+    if me["allowedSubscriptions"]:
+        out.line("")
+        out.line(f"only in subscriptions: {', '.join(me['allowedSubscriptions'])}")
+    return EXIT_OK
+
+
 def _id(value: str) -> str:
     return urllib.parse.quote(value.strip(), safe="")
 
@@ -238,5 +266,6 @@ COMMANDS = {
     "verify": _verify,
     "request": _request,
     "delete": _delete,
+    "whoami": _whoami,
     "sweep": _sweep,
 }

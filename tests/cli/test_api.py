@@ -102,3 +102,16 @@ def test_api_exit_codes(api, capsys, monkeypatch):
     with pytest.raises(SystemExit) as usage:
         main(["verify", "--cluster", CLUSTER_ID])
     assert usage.value.code == 2 and "--service-account" in capsys.readouterr().err
+
+
+def test_whoami_shows_the_rules_that_name_you_and_their_quota(api, capsys):
+    url = ["--api", api.url]
+    code, out, _ = keyless(capsys, "whoami", *url)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == f"signed in as developer ({TEAM_OID}) (the dev principal: a local Keyless)", lines[0]
+    assert f"rule team-a  (group {TEAM_GROUP})" in lines
+    assert "  namespaces     team-a, team-b, ns-*" in lines and "  bindings       0 of 250 in use" in lines, out
+    assert "other-team" not in out
+    code, me = as_json(capsys, "whoami", *url)
+    assert code == 0 and [r["name"] for r in me["rules"]] == ["team-a"] and me["signedInWith"] == "dev-principal"
