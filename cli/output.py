@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -55,7 +56,7 @@ class Output:
         print(text, file=self.err if self.as_json else self.out, flush=True)
 
     def error(self, text: str) -> None:
-        print(f"keyless: {text}", file=self.err, flush=True)
+        print(f"keyless: {printable(text)}", file=self.err, flush=True)
 
     def document(self, value: Any) -> None:
         print(json.dumps(value, indent=2, sort_keys=False), file=self.out, flush=True)
@@ -94,6 +95,24 @@ def short(resource_id: str) -> str:
     return resource_id.rstrip("/").rsplit("/", 1)[-1] if resource_id else ""
 
 
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Control characters (C0 but tab and newline, DEL, C1) and bidi controls: what would drive a terminal or
+reorder what is seen, rather than be read."""
+
+
+def printable(value: Any) -> Any:
+    """`value` (a decoded JSON document) with every string's control characters shown as U+FFFD. What the API
+    answers holds other people's text (a cluster's error message, a colleague's display name): printed as it
+    is, an escape sequence in it would run in the reader's terminal (write their clipboard, hide text)."""
+    if isinstance(value, str):
+        return _UNPRINTABLE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: printable(v) for k, v in value.items()}
+    return value
+
+
 def clip(text: str, width: int = 80) -> str:
-    text = " ".join(str(text).split())
+    text = " ".join(printable(str(text)).split())
     return text if len(text) <= width else text[: width - 1] + "…"

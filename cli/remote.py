@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from cli.output import Output, clip, short
+from cli.output import Output, clip, printable, short
 from shared.app import signin
 from shared.domain.errors import KeylessError
 
@@ -65,7 +65,8 @@ class Api:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ApiFailed(0, f"could not reach {self.base} ({reason}): is --api right, and the app up?") from None
-        return json.loads(text) if text else None
+        answer = json.loads(text) if text else None
+        return answer if self.out.as_json else printable(answer)  # JSON escapes control characters itself
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:
@@ -75,7 +76,7 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
         error = {}
     field = f" [{error['field']}]" if error.get("field") else ""
     message = error.get("message") or exc.reason
-    return f"{exc.code} {error.get('code') or ''}{field}: {message}".replace("  ", " ")
+    return printable(f"{exc.code} {error.get('code') or ''}{field}: {message}".replace("  ", " "))  # type: ignore[no-any-return]
 
 
 def run(args: argparse.Namespace, out: Output) -> int:

