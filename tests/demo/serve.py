@@ -118,6 +118,7 @@ def examples(key: str) -> list[str]:
         f"curl -s {BASE}/api/onboardings/{key}/verification",
         f"curl -s -X POST '{BASE}/api/onboardings?dryRun=true' -H 'Content-Type: application/json' -d {body}",
         f"curl -s '{BASE}/api/onboardings?cluster={cluster}&namespace={REQUEST['namespace']}&pageSize=50'",
+        f"curl -s {BASE}/api/me",
         f"curl -s -X DELETE {BASE}/api/onboardings/{key}",
         f"curl -s {BASE}/api/openapi.json",
         f"curl -s {BASE}/api/health",
