@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import typing
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # not loaded when the host imports the app to index it
     from shared.domain.sweep_plan import SweepRun
 
 Span = telemetry.Span
+log = logging.getLogger("keyless.triggers")
 
 LIVE_STATUSES = tuple(s for s in typing.get_args(RecordStatus) if s not in ("offboarding", "removed"))
 """The statuses a live binding can have: each is measured by every sweep, 0 when none has it."""
@@ -53,14 +55,17 @@ def event(function: str, event_id: str, event_type: str, subject: str) -> Iterat
         "keyless.event.type": event_type[:200],
         "keyless.event.subject": subject,
     }
-    with telemetry.span(f"process {function}", attributes, kind="consumer") as span:
+    with (
+        _storage_named(f"event {event_id[:100]}"),
+        telemetry.span(f"process {function}", attributes, kind="consumer") as span,
+    ):
         yield span
 
 
 @contextlib.contextmanager
 def timer(function: str) -> Iterator[Span]:
     """The span of one timer tick."""
-    with telemetry.span(function, {"keyless.function": function}) as span:
+    with _storage_named(function), telemetry.span(function, {"keyless.function": function}) as span:
         yield span
 
 
@@ -87,10 +92,28 @@ def queued_message(
         "keyless.sweep.id": seen.get("sweep"),
         "keyless.cluster.id": seen.get("cluster"),
     }
-    with telemetry.span(
-        f"process {queue}", attributes, kind="consumer", traceparent=seen.get(messages.TRACEPARENT)
-    ) as span:
+    with (
+        _storage_named(f"{queue} message {message_id}"),
+        telemetry.span(
+            f"process {queue}", attributes, kind="consumer", traceparent=seen.get(messages.TRACEPARENT)
+        ) as span,
+    ):
         yield span
+
+
+@contextlib.contextmanager
+def _storage_named(what: str) -> Iterator[None]:
+    """An error a storage SDK raised leaves a trigger as it came (the host retries the message, the event or
+    the tick), logged first as the setting and its fix: the host's own log shows only the SDK's exception."""
+    try:
+        yield
+    except Exception as exc:
+        from shared.adapters.tables import storage_failure
+
+        storage = storage_failure(exc)
+        if storage is not None:
+            log.error("%s not done: %s", what, storage.reason)
+        raise
 
 
 def annotate(**attributes: str | bool | int | float | None) -> None:

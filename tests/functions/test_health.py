@@ -149,3 +149,26 @@ def test_the_api_names_storage_that_stopped_answering_not_a_raw_sdk_error(host, 
         message = answer["error"]["message"]
         assert message.startswith("AzureWebJobsStorage: ") and "Azurite" in message, (name, message)
         assert "a2V5" not in message and str(port) not in message, (name, message)
+
+
+def test_the_triggers_log_storage_that_stopped_answering_by_its_setting_and_fix(host, monkeypatch, caplog):
+    """The worker, the timer and the Event Grid trigger leave the error to the host (it retries), but log
+    it first as the setting and its fix, not only as the SDK's ServiceRequestError."""
+    import pytest
+    from azure.functions.queue import QueueMessage
+    from azure.functions.timer import TimerRequest
+
+    port = storage_that_does_not_answer(monkeypatch)
+    functions = app_functions()
+    message = QueueMessage(id="m1", body=b'{"kind": "binding", "key": "' + b"0" * 32 + b'"}', dequeue_count=1)
+    for name, call in (
+        ("reconcile_worker", lambda: functions["reconcile_worker"](message)),
+        ("drift_sweep", lambda: functions["drift_sweep"](TimerRequest(past_due=False))),
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="keyless.triggers"), pytest.raises(Exception) as raised:
+            call()
+        assert type(raised.value).__module__.startswith("azure"), (name, raised.value)
+        logged = [r.getMessage() for r in caplog.records if r.name == "keyless.triggers"]
+        assert len(logged) == 1 and "not done: AzureWebJobsStorage: " in logged[0] and "Azurite" in logged[0], logged
+        assert "a2V5" not in logged[0] and str(port) not in logged[0]
