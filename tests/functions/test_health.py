@@ -105,23 +105,8 @@ def test_health_names_a_bad_setting_without_its_value(host, monkeypatch):
     assert "c2VjcmV0" not in str(body) and "garbage" not in str(body)
 
 
-def test_health_names_storage_that_does_not_answer(host, monkeypatch):
-    port = closed_port()
-    monkeypatch.setenv(
-        "AzureWebJobsStorage",
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5a2V5a2V5a2V5;"
-        f"QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1",
-    )
-    composition.reset()
-    status, body = health()
-    assert status == 503, body
-    failing = {c["name"]: c["message"] for c in body["checks"] if c["status"] == "fail"}
-    assert {"storage-table", "storage-queue"} <= set(failing), body
-    assert all(m.startswith("AzureWebJobsStorage") for m in failing.values() if m), failing
-    assert "a2V5" not in str(body) and str(port) not in str(body)
-
-
 def storage_that_does_not_answer(monkeypatch) -> int:
+    """AzureWebJobsStorage naming a port nothing listens on (Azurite stopped); the next call builds anew."""
     port = closed_port()
     monkeypatch.setenv(
         "AzureWebJobsStorage",
@@ -130,6 +115,16 @@ def storage_that_does_not_answer(monkeypatch) -> int:
     )
     composition.reset()
     return port
+
+
+def test_health_names_storage_that_does_not_answer(host, monkeypatch):
+    port = storage_that_does_not_answer(monkeypatch)
+    status, body = health()
+    assert status == 503, body
+    failing = {c["name"]: c["message"] for c in body["checks"] if c["status"] == "fail"}
+    assert {"storage-table", "storage-queue"} <= set(failing), body
+    assert all(m.startswith("AzureWebJobsStorage") for m in failing.values() if m), failing
+    assert "a2V5" not in str(body) and str(port) not in str(body)
 
 
 def test_the_api_names_storage_that_stopped_answering_not_a_raw_sdk_error(host, monkeypatch):
