@@ -21,6 +21,7 @@
   let openId = null;
   let previewed = null; // the request body whose plan is shown
   let pollTimer = null;
+  let meShown = false; // /api/me answered once (the form's only choices are filled in then)
 
   class ApiFailure extends Error {
     constructor(status, body) {
@@ -158,8 +159,9 @@
       ["Default role", me.defaultRole],
       ["Subscriptions allowed", me.allowedSubscriptions.join("\n")],
     ]);
-    offer($("f-cluster"), $("cluster-ids"), me.rules.map((r) => r.clusters));
-    offer($("f-account"), $("account-ids"), me.rules.map((r) => r.accounts));
+    offer($("f-cluster"), $("cluster-ids"), me.rules.map((r) => r.clusters), !meShown);
+    offer($("f-account"), $("account-ids"), me.rules.map((r) => r.accounts), !meShown);
+    meShown = true;
   }
 
   function ruleCard(rule) {
@@ -192,8 +194,9 @@
   }
 
   // A rule's exact resource ids (not the subscription or resource group scopes it may also name) are
-  // offered as the field's values; when the caller may ask for just one thing there, it is filled in.
-  function offer(input, datalist, perRule) {
+  // offered as the field's values; when the caller may ask for just one thing there, it is filled in (on
+  // the first answer only: a field the user emptied later stays empty).
+  function offer(input, datalist, perRule, prefill) {
     const all = new Map(); // lower-cased -> as the rule spells it
     for (const list of perRule) for (const v of list) if (!all.has(v.toLowerCase())) all.set(v.toLowerCase(), v);
     const exact = [...all.values()].filter((v) => v.toLowerCase().includes("/providers/"));
@@ -202,7 +205,7 @@
       option.value = v;
       return option;
     }));
-    if (exact.length === 1 && all.size === 1 && !input.value && document.activeElement !== input) {
+    if (prefill && exact.length === 1 && all.size === 1 && !input.value && document.activeElement !== input) {
       input.value = exact[0];
     }
   }
