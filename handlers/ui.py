@@ -1,6 +1,6 @@
 """The team page: /api/ui (the HTML), /api/ui/app.js and /api/ui/app.css (its script and style).
 
-A page for people, on the API's own use cases: it calls /api/onboardings with same-origin fetch, so the
+A page for people, on the API's own use cases: it calls /api/me and /api/onboardings with same-origin fetch, so the
 browser's App Service Authentication session (in Azure) or the dev principal (locally) signs it in, with
 the API's rules. No build step: the three files under handlers/static/ are served as they are.
 

@@ -1,10 +1,12 @@
-// The Keyless team page: the caller's onboardings, a binding's verification, a request form with its
-// dry-run plan, delete with a confirmation. Same-origin fetch to /api/onboardings (the browser's sign-in
-// session goes with it). Every value from the API is shown with textContent: never parsed as markup.
+// The Keyless team page: who is signed in and what they may ask for, the caller's onboardings, a
+// binding's verification, a request form with its dry-run plan, delete with a confirmation. Same-origin
+// fetch to /api/me and /api/onboardings (the browser's sign-in session goes with it). Every value from the
+// API is shown with textContent: never parsed as markup.
 "use strict";
 
 (() => {
   const API = "/api/onboardings";
+  const ME = "/api/me";
   const LOGIN = "/.auth/login/aad?post_login_redirect_uri=/api/ui";
   const POLL_MS = 2000;
   const SETTLED = new Set(["verified", "failed", "refused", "revoked", "removed"]);
@@ -19,6 +21,7 @@
   let openId = null;
   let previewed = null; // the request body whose plan is shown
   let pollTimer = null;
+  let meShown = false; // /api/me answered once (the form's only choices are filled in then)
 
   class ApiFailure extends Error {
     constructor(status, body) {
@@ -126,6 +129,87 @@
     }
   }
 
+  // --- who is signed in, and what they may ask for ---------------------------------------------------
+
+  async function loadMe() {
+    let me;
+    try {
+      me = await call("GET", ME);
+    } catch (err) {
+      // The page works without it (the API still answers each request with its reason); a 401 is said by
+      // the list's own problem box, with the sign-in link.
+      $("access-unknown").textContent = `What you may ask for could not be read: ${err.message}`;
+      $("access-unknown").hidden = false;
+      return;
+    }
+    $("access-unknown").hidden = true;
+    renderMe(me);
+  }
+
+  function renderMe(me) {
+    const who = me.name ? [el("strong", me.name), " (", el("code", me.objectId), ")"] : [el("code", me.objectId)];
+    $("me-who").replaceChildren("Signed in as ", ...who);
+    $("me-dev").hidden = me.signedInWith !== "dev-principal";
+    $("signed-in").hidden = false;
+
+    $("access-hint-text").textContent = me.hint || "";
+    $("access-hint").hidden = !me.hint;
+    $("rules").replaceChildren(...me.rules.map(ruleCard));
+    fields($("access-fields"), [
+      ["Default role", me.defaultRole],
+      ["Subscriptions allowed", me.allowedSubscriptions.join("\n")],
+    ]);
+    offer($("f-cluster"), $("cluster-ids"), me.rules.map((r) => r.clusters), !meShown);
+    offer($("f-account"), $("account-ids"), me.rules.map((r) => r.accounts), !meShown);
+    meShown = true;
+  }
+
+  function ruleCard(rule) {
+    const li = el("li", null, "card rule");
+    li.append(el("h3", rule.name));
+    const full = rule.liveBindings >= rule.maxBindings;
+    li.append(el("p", `${rule.liveBindings} of ${rule.maxBindings} bindings in use`, full ? "quota quota-full" : "quota"));
+    const dl = el("dl", null, "fields");
+    for (const [name, list] of [
+      ["Names you by", rule.matchedBy],
+      ["Clusters", rule.clusters],
+      ["Namespaces", rule.namespaces],
+      ["Service accounts", rule.serviceAccounts],
+      ["Azure OpenAI accounts", rule.accounts],
+      ["Roles", rule.roles],
+      ["Deployments", rule.workloads],
+    ]) {
+      const dd = el("dd");
+      if (list.length) {
+        const ul = el("ul", null, "values");
+        for (const v of list) ul.append(el("li", v));
+        dd.append(ul);
+      } else {
+        dd.textContent = "none";
+      }
+      dl.append(el("dt", name), dd);
+    }
+    li.append(dl);
+    return li;
+  }
+
+  // A rule's exact resource ids (not the subscription or resource group scopes it may also name) are
+  // offered as the field's values; when the caller may ask for just one thing there, it is filled in (on
+  // the first answer only: a field the user emptied later stays empty).
+  function offer(input, datalist, perRule, prefill) {
+    const all = new Map(); // lower-cased -> as the rule spells it
+    for (const list of perRule) for (const v of list) if (!all.has(v.toLowerCase())) all.set(v.toLowerCase(), v);
+    const exact = [...all.values()].filter((v) => v.toLowerCase().includes("/providers/"));
+    datalist.replaceChildren(...exact.map((v) => {
+      const option = el("option");
+      option.value = v;
+      return option;
+    }));
+    if (prefill && exact.length === 1 && all.size === 1 && !input.value && document.activeElement !== input) {
+      input.value = exact[0];
+    }
+  }
+
   // --- the list ------------------------------------------------------------------------------------
 
   async function loadList(more) {
@@ -204,15 +288,20 @@
     const moving = [...records.values()].filter((r) => !SETTLED.has(r.status)).map((r) => r.id);
     if (!moving.length) return;
     pollTimer = setTimeout(() => attempt(async () => {
+      let settled = false;
       for (const id of moving) {
         try {
-          records.set(id, await call("GET", `${API}/${encodeURIComponent(id)}`));
+          const r = await call("GET", `${API}/${encodeURIComponent(id)}`);
+          records.set(id, r);
+          settled = settled || SETTLED.has(r.status);
         } catch (err) {
           if (err.status !== 404) throw err;
           records.delete(id);
+          settled = true;
         }
       }
       renderList();
+      if (settled) await loadMe(); // a refused or removed binding leaves its rule's quota
     }), POLL_MS);
   }
 
@@ -313,6 +402,7 @@
     records.set(r.id, r);
     notice(`Offboarding ${r.namespace}/${r.serviceAccount}: asked for`);
     renderList();
+    await loadMe();
     $("detail-title").focus();
   }
 
@@ -361,12 +451,13 @@
     records.set(r.id, r);
     notice(`Requested ${r.namespace}/${r.serviceAccount}: ${r.status}`);
     await openDetail(r.id);
+    await loadMe(); // the request is counted in its rule's quota at once
   }
 
   // --- wiring --------------------------------------------------------------------------------------
 
   document.addEventListener("DOMContentLoaded", () => {
-    $("refresh").addEventListener("click", () => attempt(() => loadList(false)));
+    $("refresh").addEventListener("click", () => attempt(() => Promise.all([loadList(false), loadMe()])));
     $("more").addEventListener("click", () => attempt(() => loadList(true)));
     $("close-detail").addEventListener("click", () => {
       openId = null;
@@ -388,6 +479,7 @@
       $("f-cluster").focus();
     });
     $("list-title").tabIndex = -1;
+    loadMe();
     attempt(() => loadList(false));
   });
 })();

@@ -75,6 +75,19 @@ def test_the_script_writes_text_never_markup():
     assert "textContent" in script
 
 
+def test_every_element_the_script_names_is_on_the_page():
+    """The script finds the page's elements by id, and the form's fields name their lists of offered ids:
+    an id renamed on one side only would break the page silently (a null where an element was)."""
+    page = (ui.STATIC / "index.html").read_text()
+    script = (ui.STATIC / "app.js").read_text()
+    ids = set(re.findall(r'\sid="([^"]+)"', page))
+    named = set(re.findall(r'\$\("([^"]+)"\)', script))
+    assert {"signed-in", "rules", "access-hint", "cluster-ids", "account-ids"} <= named
+    assert named - ids == set(), "the script names elements the page does not have"
+    lists = set(re.findall(r'\slist="([^"]+)"', page))
+    assert lists == {"cluster-ids", "account-ids"} and lists <= ids
+
+
 def test_the_page_is_behind_the_apis_sign_in(host, monkeypatch):
     """No principal and no dev principal: 401 as text, with App Service Authentication's sign-in link;
     the dev principal (locally) or the principal header (App Service Authentication) gets the page."""

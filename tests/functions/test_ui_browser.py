@@ -3,8 +3,10 @@
 The app's HTTP functions are served on localhost through the suite's driver (tests/serve_functions.py, as
 `func start` would); the browser is signed in as the dev principal. The member reads their onboardings,
 asks for one (the dry-run plan first, then the request), watches it reach `verified` while the test runs
-the queue worker, opens its verification, and deletes it after a confirmation. A reason holding markup is
-shown as text, and the page works under its own Content-Security-Policy (the browser reports no refusal).
+the queue worker, opens its verification, and deletes it after a confirmation. The page says who is signed
+in and what they may ask for (GET /api/me): the rules that name them, with each rule's quota in use, the exact
+resource ids offered in the form, and what to do when no rule names them. A reason or rule name holding markup
+is shown as text, and the page works under its own Content-Security-Policy (the browser reports no refusal).
 
 Screenshots go to $UI_TEST_SCREENSHOTS when set (a folder), else to the test's tmp_path.
 """
@@ -23,7 +25,7 @@ import pytest
 from shared.app import composition
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.e2e.test_workloads import AI, ai_service
-from tests.functions.conftest import TEAM_GROUP, TEAM_OID
+from tests.functions.conftest import TEAM_GROUP, TEAM_OID, access_policy, reconfigure
 from tests.serve_functions import FunctionServer
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
@@ -102,6 +104,37 @@ def card_status(driver, title: str) -> str | None:
     )
 
 
+# What the page says of the caller (GET /api/me), read in one script: the page makes the rules' list again
+# whenever it reads /api/me, so nothing found in one WebDriver call is read in another.
+READ_ACCESS = """
+const $ = (id) => document.getElementById(id);
+const texts = (sel) => [...document.querySelectorAll(sel)].map((n) => n.innerText);
+const values = (sel) => [...document.querySelectorAll(sel)].map((n) => n.value);
+return {
+  signedIn: $("signed-in").hidden ? null : $("signed-in").innerText,
+  dev: !$("me-dev").hidden,
+  hint: $("access-hint").hidden ? null : $("access-hint").innerText,
+  rules: [...document.querySelectorAll("#rules li.rule")].map((li) => ({
+    name: li.querySelector("h3").innerText,
+    text: li.innerText,
+    quota: li.querySelector(".quota").innerText,
+    markup: li.querySelectorAll("script, img, b").length,
+  })),
+  clusterIds: values("#cluster-ids option"),
+  accountIds: values("#account-ids option"),
+  cluster: $("f-cluster").value,
+  account: $("f-account").value,
+  focused: document.activeElement === document.body,
+  scrolls: document.documentElement.scrollWidth > window.innerWidth,
+};
+"""
+
+
+def access(driver) -> dict:
+    """Who the page says is signed in and what they may ask for, read in one script."""
+    return driver.execute_script(READ_ACCESS)  # type: ignore[no-any-return]
+
+
 def focus_card_button(driver, title: str) -> None:
     """Put the keyboard's focus on the card's button, as a user tabbing to it would."""
     assert driver.execute_script(
@@ -151,6 +184,23 @@ def test_a_team_member_requests_watches_verifies_and_deletes(server, browser, ho
     with pytest.raises(NoAlertPresentException):
         driver.switch_to.alert  # noqa: B018 - raises when no alert() ran
 
+    # Who is signed in, and what they may ask for, before the request: team-a names them through their group;
+    # the failed onboarding is still wanted (desired present), so it holds one binding of the quota.
+    wait.until(lambda d: access(d)["rules"])
+    me = access(driver)
+    assert me["signedIn"].startswith(f"Signed in as {DEV['name']} ({TEAM_OID})"), me
+    assert me["dev"] and me["hint"] is None, me
+    [rule] = me["rules"]
+    assert rule["name"] == "team-a" and rule["quota"] == "1 of 250 bindings in use", rule
+    for shown_value in (f"group {TEAM_GROUP}", "team-a", "team-b", "ns-*", "ai-service", "chat-*"):
+        assert shown_value in rule["text"], (shown_value, rule["text"])
+    assert CLUSTER_ID.split("/providers/")[0] in rule["text"], "a subscription scope is shown in its rule"
+    assert me["clusterIds"] == [] and me["accountIds"] == [], "a scope is not offered as a resource id"
+    assert me["focused"], "nothing took the keyboard's focus on load"
+    driver.execute_script("document.getElementById('access-title').scrollIntoView()")
+    driver.save_screenshot(str(shots / "keyless-ui-access.png"))
+    driver.execute_script("window.scrollTo(0, 0)")
+
     # The request: the plan first (nothing written), then the request itself.
     for field, text in (
         ("f-cluster", CLUSTER_ID),
@@ -172,6 +222,7 @@ def test_a_team_member_requests_watches_verifies_and_deletes(server, browser, ho
 
     # Watch it reach verified: the page reads it again while the test runs the worker.
     wait.until(lambda d: card(d, mine))
+    wait.until(lambda d: [r["quota"] for r in access(d)["rules"]] == ["2 of 250 bindings in use"])
     assert card_status(driver, mine) != "verified", "the card is there before the worker ran"
     focus_card_button(driver, mine)  # a keyboard user waits on the card's button
     WebDriverWait(driver, VERIFY_SECONDS, poll_frequency=0.5).until(
@@ -220,4 +271,56 @@ def test_a_team_member_requests_watches_verifies_and_deletes(server, browser, ho
     driver.execute_script("window.scrollTo(0, 0)")
     assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     driver.save_screenshot(str(shots / "keyless-ui-phone.png"))
+    assert csp_refusals(driver) == [], "the page needs nothing its policy refuses"
+
+
+@pytest.mark.slow
+def test_the_page_offers_a_callers_exact_ids_and_says_what_to_do_when_no_rule_names_them(
+    server, browser, host, monkeypatch, shots
+):
+    """A rule that names exact ids: they are offered in the form (the one account prefilled, the cluster not,
+    since a scope is allowed too); its name, holding markup, is text. A caller no rule names: the hint, and
+    the form still asks the API, which says why not."""
+    policy = access_policy()
+    policy["rules"][0]["name"] = f"team-a {MARKUP}"
+    policy["rules"][0]["clusters"] = [CLUSTER_ID, CLUSTER_ID.split("/resourceGroups/")[0]]
+    policy["rules"][0]["accounts"] = [ACCOUNT_ID]
+    reconfigure(monkeypatch, KEYLESS_ACCESS_POLICY=json.dumps(policy))
+    driver, wait = browser, WebDriverWait(browser, 20, poll_frequency=0.2)
+    driver.set_window_size(390, 844)
+    driver.get(server.url + "/api/ui")
+
+    wait.until(lambda d: access(d)["rules"])
+    me = access(driver)
+    [rule] = me["rules"]
+    assert rule["name"] == f"team-a {MARKUP}" and rule["markup"] == 0, rule
+    assert rule["quota"] == "0 of 250 bindings in use", rule
+    assert driver.execute_script("return window.injected === undefined && document.scripts.length === 1")
+    assert me["clusterIds"] == [CLUSTER_ID] and me["accountIds"] == [ACCOUNT_ID], me
+    assert me["cluster"] == "", "a scope is allowed too: the one exact cluster is offered, not chosen"
+    assert me["account"] == ACCOUNT_ID, "the only account the caller may ask for is filled in"
+    assert me["focused"] and not me["scrolls"], me
+    driver.save_screenshot(str(shots / "keyless-ui-access-phone.png"))
+
+    nobody = {"oid": "eeeeeeee-0000-4000-8000-000000000005", "groups": [], "name": "carol@contoso.com"}
+    reconfigure(monkeypatch, KEYLESS_DEV_PRINCIPAL=json.dumps(nobody))
+    driver.refresh()
+    wait.until(lambda d: access(d)["hint"])
+    me = access(driver)
+    assert me["signedIn"].startswith(f"Signed in as carol@contoso.com ({nobody['oid']})"), me
+    assert "KEYLESS_ACCESS_POLICY" in me["hint"] and me["rules"] == [], me
+    assert me["clusterIds"] == [] and me["account"] == "" and not me["scrolls"], me
+    driver.save_screenshot(str(shots / "keyless-ui-no-rule-phone.png"))
+    for field, text in (
+        ("f-cluster", CLUSTER_ID),
+        ("f-namespace", NAMESPACE),
+        ("f-service-account", SERVICE_ACCOUNT),
+        ("f-account", ACCOUNT_ID),
+    ):
+        driver.find_element(By.ID, field).send_keys(text)
+    driver.find_element(By.ID, "preview").click()
+    wait.until(lambda d: d.find_element(By.ID, "problem").is_displayed())
+    assert "rule" in driver.find_element(By.ID, "problem").text, "the API's 403 reason is shown"
+    assert not driver.find_element(By.ID, "plan").is_displayed()
+    assert ("POST", "/api/onboardings", 403) in server.calls, server.calls
     assert csp_refusals(driver) == [], "the page needs nothing its policy refuses"
