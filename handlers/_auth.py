@@ -73,8 +73,10 @@ def not_found() -> ApiError:
 
 
 def record_for(caller: Caller, key: str, action: str) -> BindingRecord:
-    """The onboarding `key`, when the caller may read or take it away (they asked for it, or their
-    policy covers it: the use case's rule, shared.app.self_service.check_may_act).
+    """The onboarding `key`, when the caller may `read` it (they asked for it, or their policy covers it: what
+    the list shows them, shared.app.self_service.may_see) or take it away (they asked for it, or hold its
+    grant: shared.app.self_service.check_may_act). A teammate reads why a binding was revoked; only the
+    grant's holder or its requester takes it away.
 
     404 when there is none, and the very same 404 when the caller may not even see it: an id (a hash
     of the binding's names) must not tell a stranger that another team's binding exists. 403 only for
@@ -83,6 +85,12 @@ def record_for(caller: Caller, key: str, action: str) -> BindingRecord:
     record = self_service.onboarding(svc, key)
     if record is None:
         raise not_found()
+    if action == "read":
+        if not self_service.may_see(svc, caller, record):
+            log.warning("denied read of %s for caller %s: not theirs, and no rule covers it", record.key,
+                        caller.object_id)  # fmt: skip
+            raise not_found()
+        return record
     try:
         self_service.check_may_act(svc, caller, record)
     except access.Refused as exc:

@@ -317,4 +317,7 @@ def check_subscriptions(binding: Binding, allowed: tuple[str, ...]) -> None:
         return
     for field, rid in (("cluster", binding.cluster), ("openAIAccount", binding.account)):
         if rid.subscription_id.lower() not in allowed:
-            raise Denied(f"{field}: subscription {rid.subscription_id} is not one Keyless may act in")
+            raise Denied(
+                f"{field}: subscription {rid.subscription_id} is not one Keyless may act in "
+                "(KEYLESS_ALLOWED_SUBSCRIPTIONS: the platform team adds it there)"
+            )

@@ -199,3 +199,25 @@ def test_a_tags_delete_on_a_cluster_is_not_the_clusters_deletion(host, arm, kube
     host.drain()
     (now,) = list(composition.service().ledger.all(cluster=CLUSTER_ID))
     assert now.status == "removed" and "tags" in now.reason, now.as_api()
+
+
+def test_a_teammate_sees_why_a_binding_was_revoked_but_cannot_act_on_it(host, arm, kube, monkeypatch):
+    """The list showed a teammate's revoked binding and GET answered 403: the team could not read why its access
+    went. Reading needs what the list needs (the policy covers the binding for the caller); taking it away
+    needs the grant (or to have asked for it)."""
+    from tests.functions.conftest import TEAM_GROUP, principal_header
+
+    key = onboarded(host)
+    teammate = principal_header(oid="ffffffff-0000-4000-8000-000000000007", groups=(TEAM_GROUP,), name="bob")
+    reconfigure(monkeypatch, KEYLESS_ALLOWED_SUBSCRIPTIONS="99999999-8888-4777-8666-555555555555")
+    host.timer()
+    host.drain()
+    assert record(key).status == "revoked"
+
+    status, page, _ = host.http("onboardings_list", "GET", "/", principal=teammate)
+    assert status == 200 and [o["id"] for o in page["value"]] == [key], page
+    status, shown, _ = host.http("onboardings_get", "GET", "/", route_params={"id": key}, principal=teammate)
+    assert status == 200 and shown["status"] == "revoked" and "KEYLESS_ALLOWED_SUBSCRIPTIONS" in shown["reason"], shown
+    status, err, _ = host.http("onboardings_delete", "DELETE", "/", route_params={"id": key}, principal=teammate)
+    assert status == 403 and "KEYLESS_ALLOWED_SUBSCRIPTIONS" in err["error"]["message"], err
+    assert record(key).desired == "present", "the teammate's refused delete changed nothing"
