@@ -386,5 +386,9 @@ output KEYLESS_API_URL string = 'https://${app.outputs.defaultHostName}/api'
 @description('The app identity\'s object id: the subject of infra/kubernetes/keyless-rbac.yaml on Kubernetes-RBAC clusters.')
 output KEYLESS_PRINCIPAL_ID string = identity.outputs.principalId
 output KEYLESS_CLIENT_ID string = identity.outputs.clientId
+@description('The app\'s host name: the team page\'s sign-in callback https://<host>/.auth/login/aad/callback (postdeploy hook).')
+output KEYLESS_APP_HOST_NAME string = app.outputs.defaultHostName
+@description('The tenant\'s v2.0 issuer: App Service Authentication\'s openIdIssuer, and the issuer of the federated credential that lets the app\'s identity sign users in for the API\'s registration (postdeploy hook).')
+output KEYLESS_OPENID_ISSUER string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
 output RESOURCE_EVENTS_SYSTEM_TOPIC_ID string = resourceEvents.outputs.topicId
 output KEYLESS_OUTCOME_TOPIC_ENDPOINT string = keylessSettings.KEYLESS_OUTCOME_TOPIC_ENDPOINT

@@ -115,11 +115,16 @@ var platformSettings = {
 var telemetryAuth = appInsightsEntraAuth ? {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 } : {}
+// App Service Authentication signs users in (the team page) with the app's managed identity as its client
+// credential: this reserved setting name holds the identity's CLIENT id, not a secret (below, auth).
+var signInSettings = empty(apiClientId) ? {} : {
+  OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID: identityClientId
+}
 
 resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
-  properties: union(appSettings, platformSettings, telemetryAuth)
+  properties: union(appSettings, platformSettings, telemetryAuth, signInSettings)
 }
 
 // No publishing with user names and passwords: azd deploys with the signed-in user's Entra token. Flex
@@ -135,8 +140,19 @@ resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
 
 // App Service Authentication (Entra ID) in front of the API: only callers with a token for the app
 // registration get through, and the platform hands Keyless the X-MS-CLIENT-PRINCIPAL header it trusts.
-// Bearer tokens only (no login flow, no client secret, no token store). The Event Grid webhook is left to
-// its own protection (the Event Grid extension's system key), so that deliveries are not refused with 401.
+// Unauthenticated requests get 401 (never a redirect): the API and the `keyless` command send bearer tokens.
+// The team page (/api/ui) signs in through /.auth/login/aad (authorization code flow) and then calls the API
+// with the session cookie. That flow needs a client credential, and there is no secret: clientSecretSettingName
+// names the reserved setting OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID (the app's user-assigned identity's client
+// id, signInSettings above), so App Service Authentication presents that managed identity's token as a
+// federated identity credential assertion of the app registration ("Use a managed identity instead of a
+// secret", learn.microsoft.com/azure/app-service/configure-authentication-provider-aad). The registration must
+// trust the identity (a federated credential: issuer https://login.microsoftonline.com/<tenant>/v2.0, subject
+// the identity's principal id, audience api://AzureADTokenExchange) and list the callback
+// https://<host>/.auth/login/aad/callback: the postdeploy hook (scripts/azd/postdeploy.*) does both, as Bicep
+// cannot write app registrations here. No token store: the session cookie carries the sign-in and Keyless
+// never needs the user's tokens. The Event Grid webhook is left to its own protection (the Event Grid
+// extension's system key), so that deliveries are not refused with 401.
 resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(apiClientId)) {
   parent: site
   name: 'authsettingsV2'
@@ -163,6 +179,8 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(apiClientId))
         enabled: true
         registration: {
           clientId: apiClientId
+          // Not a secret: the reserved name that makes the managed identity the client credential.
+          clientSecretSettingName: 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID'
           openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
         }
         // Who is signed in at all (the access policy stays the authorisation): optional narrowing to given

@@ -56,6 +56,9 @@ PLATFORM_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "PYTHON_ENABLE_OPENTELEMETRY",
+    # With App Service Authentication: the client id of the app's managed identity, whose assertion App
+    # Service Authentication signs in with instead of a client secret (not a secret itself).
+    "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID",
 }
 
 # Role file -> (the module in keyless-access.bicep that assigns it, the scope list it loops over, the
@@ -420,7 +423,9 @@ def test_the_platform_settings_are_identity_based_and_nothing_else_is_set():
     platform: dict[str, Any] = {}
     for part in parts[1:]:
         value = template(MODULES / "function-app.bicep")["variables"][part]["value"]
-        for branch in (value, *value.get("operator", {}).get("operands", {}).values()):
+        operands = value.get("operator", {}).get("operands", {})
+        branches = [operands[k] for k in ("true_value", "false_value") if k in operands] or [value]
+        for branch in branches:
             if isinstance(branch, dict) and "operator" not in branch:
                 platform |= {unquote(k): v for k, v in branch.items()}
     assert set(platform) == PLATFORM_SETTINGS
@@ -452,9 +457,35 @@ def test_the_function_app_runs_python_311_on_flex_consumption_with_its_identity(
     assert Evaluator(path, {"apiClientId": "c1"}).eval(auth["config"]["condition"], {}) is True
     entra = body(auth)["properties"]["identityProviders"]["azureActiveDirectory"]
     assert entra["registration"]["clientId"] == "apiClientId"
-    assert "clientSecretSettingName" not in entra["registration"], "bearer tokens only: no client secret"
     validation = body(auth)["properties"]["globalValidation"]
     assert validation["requireAuthentication"] is True and validation["unauthenticatedClientAction"] == "Return401"
+    assert body(auth)["properties"]["login"]["tokenStore"] == {"enabled": False}
+
+
+MI_ASSERTION = "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID"
+
+
+def test_the_page_signs_in_with_the_apps_managed_identity_and_no_client_secret():
+    """The team page's sign-in (authorization code flow) needs a client credential: App Service Authentication
+    reads it from the setting clientSecretSettingName names, and the reserved name
+    OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID makes it present the app's managed identity's token as a federated
+    credential assertion instead (learn.microsoft.com/azure/app-service/configure-authentication-provider-aad,
+    "Use a managed identity instead of a secret"). That setting holds the identity's client id, only when
+    there is App Service Authentication, and no other secret setting is named."""
+    path = MODULES / "function-app.bicep"
+    (auth,) = (
+        r for r in resources_of(path, "Microsoft.Web/sites/config").values() if body(r)["name"] == "authsettingsV2"
+    )
+    registration = body(auth)["properties"]["identityProviders"]["azureActiveDirectory"]["registration"]
+    assert registration["clientSecretSettingName"] == MI_ASSERTION
+    assert not {k for k in registration if k.startswith("clientSecretCertificate")}
+    parts, _ = _function_app_settings()
+    for client_id, expected in (("", {}), ("c1", {MI_ASSERTION: "id-client"})):
+        evaluator = Evaluator(path, {"apiClientId": client_id, "identityClientId": "id-client"})
+        settings: dict[str, Any] = {}
+        for part in parts[1:]:
+            settings |= evaluator.var(part)
+        assert {k: v for k, v in settings.items() if k == MI_ASSERTION} == expected, client_id
 
 
 def test_storage_takes_no_shared_key_and_the_identity_has_its_data_roles():
@@ -878,6 +909,9 @@ ALLOWED = {
     "appInsightsConnectionString",
     "appInsights.properties.ConnectionString",
     "monitoring.outputs.appInsightsConnectionString",
+    # Names the setting with the managed identity's client id, never a secret (pinned by
+    # test_the_page_signs_in_with_the_apps_managed_identity_and_no_client_secret).
+    "clientSecretSettingName",
 }
 
 
