@@ -1,6 +1,66 @@
 # azd postdeploy hook on Windows: the same as postdeploy.sh (read it for the why).
 $ErrorActionPreference = 'Stop'
 function Value($name) { $v = azd env get-value $name 2>$null; if ($LASTEXITCODE -eq 0) { $v } else { '' } }
+
+# The team page's sign-in, on every deploy (idempotent): the API registration gets the callback among its web
+# redirect URIs (the others kept), ID tokens, and a federated credential trusting the app's managed identity.
+# When the signed-in user may not change it, the deployment goes on and the commands are printed (for a POSIX
+# shell or Azure Cloud Shell, as postdeploy.sh prints them).
+function Set-PageSignIn {
+  $ErrorActionPreference = 'Continue' # az's refusals are answered below, by exit code
+  $client = Value 'KEYLESS_API_CLIENT_ID'
+  if (-not $client) { return }
+  $hostName = Value 'KEYLESS_APP_HOST_NAME'; $principal = Value 'KEYLESS_PRINCIPAL_ID'; $issuer = Value 'KEYLESS_OPENID_ISSUER'
+  if (-not ($hostName -and $principal -and $issuer)) {
+    Write-Warning ("The team page's sign-in is not set up: KEYLESS_APP_HOST_NAME, KEYLESS_PRINCIPAL_ID or " +
+      'KEYLESS_OPENID_ISSUER is missing from the azd environment; `azd up` sets them.')
+    return
+  }
+  $callback = "https://$hostName/.auth/login/aad/callback"
+  $credential = 'keyless-easy-auth'
+  $parameters = [ordered]@{
+    name = $credential; issuer = $issuer; subject = $principal; audiences = @('api://AzureADTokenExchange')
+    description = "Keyless team page: App Service Authentication of $hostName signs users in with the app managed identity"
+  } | ConvertTo-Json -Compress
+  $update = $false; $create = $false; $unread = $false
+  $uris = @(az ad app show --id $client --query web.redirectUris -o tsv)
+  $readOk = $LASTEXITCODE -eq 0
+  $tokens = az ad app show --id $client --query web.implicitGrantSettings.enableIdTokenIssuance -o tsv
+  if ($readOk -and $LASTEXITCODE -eq 0) {
+    $uris = @($uris | Where-Object { $_ } | ForEach-Object { $_.Trim() })
+    if (($uris -notcontains $callback) -or ($tokens -ne 'true')) {
+      az ad app update --id $client --web-redirect-uris @($uris + $callback) --enable-id-token-issuance true
+      if ($LASTEXITCODE -ne 0) { $update = $true }
+    }
+    $names = @(az ad app federated-credential list --id $client --query '[].name' -o tsv)
+    if ($LASTEXITCODE -ne 0) { $create = $true }
+    elseif (@($names | ForEach-Object { $_.Trim() }) -notcontains $credential) {
+      # A file, not an inline argument: PowerShell's quoting of JSON for native commands differs by version.
+      $file = New-TemporaryFile
+      try {
+        Set-Content -Path $file.FullName -Value $parameters -Encoding ascii
+        az ad app federated-credential create --id $client --parameters $file.FullName | Out-Null
+        if ($LASTEXITCODE -ne 0) { $create = $true }
+      } finally { Remove-Item $file.FullName -ErrorAction SilentlyContinue }
+    }
+  } else {
+    $uris = @(); $update = $true; $create = $true; $unread = $true
+  }
+  if ($update -or $create) {
+    Write-Host ("The app registration $client could not be changed by the signed-in user: the team page's sign-in " +
+      'works once an owner of the registration has run (the deployment goes on without it):')
+    Write-Host ''
+    if ($update) {
+      $quoted = (@($uris + $callback) | ForEach-Object { "'$_'" }) -join ' '
+      Write-Host "  az ad app update --id $client --web-redirect-uris $quoted --enable-id-token-issuance true"
+      if ($unread) { Write-Host "  (keep the registration's other redirect URIs: add them to that list; it replaces it)" }
+    }
+    if ($create) { Write-Host "  az ad app federated-credential create --id $client --parameters '$parameters'" }
+    Write-Host ''
+  }
+}
+
+try { Set-PageSignIn } catch { Write-Warning "The team page's sign-in was not set up: $_" }
 if ((Value 'KEYLESS_SUBSCRIBE_EVENTS') -eq 'true') { exit 0 }
 
 $group = Value 'AZURE_RESOURCE_GROUP'; $app = Value 'AZURE_FUNCTION_APP_NAME'; $url = Value 'KEYLESS_API_URL'

@@ -4,8 +4,66 @@
 # is once the host has started with the new code (on Flex Consumption it may be scaled to zero): wake the app,
 # wait for both (bounded), then provision with the subscriptions on. KEYLESS_SUBSCRIBE_EVENTS is set to true
 # only when that provision succeeded, so a failed attempt is tried again by the next `azd up` or `azd deploy`.
+#
+# First, on every deploy (idempotent), the team page's sign-in: with KEYLESS_API_CLIENT_ID, App Service
+# Authentication signs users in with the app's managed identity as the API registration's client credential
+# (infra/modules/function-app.bicep; learn.microsoft.com/azure/app-service/configure-authentication-provider-aad,
+# "Use a managed identity instead of a secret"). The registration needs the callback among its web redirect
+# URIs (the others kept), ID tokens, and a federated credential trusting that identity. Only its owners may
+# change it: when this fails, the deployment goes on and the commands to run are printed.
 set -eu
 value() { azd env get-value "$1" 2>/dev/null || true; }
+
+page_sign_in() {
+  client=$(value KEYLESS_API_CLIENT_ID)
+  [ -n "$client" ] || return 0
+  host=$(value KEYLESS_APP_HOST_NAME)
+  principal=$(value KEYLESS_PRINCIPAL_ID)
+  issuer=$(value KEYLESS_OPENID_ISSUER)
+  if [ -z "$host" ] || [ -z "$principal" ] || [ -z "$issuer" ]; then
+    echo "The team page's sign-in is not set up: KEYLESS_APP_HOST_NAME, KEYLESS_PRINCIPAL_ID or" >&2
+    echo "KEYLESS_OPENID_ISSUER is missing from the azd environment; \`azd up\` sets them." >&2
+    return 0
+  fi
+  callback="https://$host/.auth/login/aad/callback"
+  credential="keyless-easy-auth"
+  parameters="{\"name\": \"$credential\", \"issuer\": \"$issuer\", \"subject\": \"$principal\", \"audiences\": [\"api://AzureADTokenExchange\"], \"description\": \"Keyless team page: App Service Authentication of $host signs users in with the app managed identity\"}"
+  set -f # redirect URIs are words, never patterns
+  update="" create="" unread=""
+  if uris=$(az ad app show --id "$client" --query web.redirectUris -o tsv) &&
+    tokens=$(az ad app show --id "$client" --query web.implicitGrantSettings.enableIdTokenIssuance -o tsv); then
+    if ! printf '%s\n' "$uris" | grep -qxF "$callback" || [ "$tokens" != "true" ]; then
+      # shellcheck disable=SC2086 # one argument per URI
+      az ad app update --id "$client" --web-redirect-uris $uris "$callback" --enable-id-token-issuance true ||
+        update=1
+    fi
+    if names=$(az ad app federated-credential list --id "$client" --query "[].name" -o tsv); then
+      if ! printf '%s\n' "$names" | grep -qxF "$credential"; then
+        az ad app federated-credential create --id "$client" --parameters "$parameters" >/dev/null || create=1
+      fi
+    else
+      create=1
+    fi
+  else
+    uris="" update=1 create=1 unread=1
+  fi
+  if [ -n "$update$create" ]; then
+    echo "The app registration $client could not be changed by the signed-in user: the team page's sign-in"
+    echo "works once an owner of the registration has run (the deployment goes on without it):"
+    echo
+    if [ -n "$update" ]; then
+      printf '  az ad app update --id %s --web-redirect-uris' "$client"
+      for uri in $uris "$callback"; do printf " '%s'" "$uri"; done
+      echo " --enable-id-token-issuance true"
+      [ -z "$unread" ] || echo "  (keep the registration's other redirect URIs: add them to that list; it replaces it)"
+    fi
+    [ -z "$create" ] || echo "  az ad app federated-credential create --id $client --parameters '$parameters'"
+    echo
+  fi
+  set +f
+}
+
+page_sign_in
 [ "$(value KEYLESS_SUBSCRIBE_EVENTS)" = "true" ] && exit 0
 
 group=$(value AZURE_RESOURCE_GROUP)

@@ -5,6 +5,7 @@ as they would under `azd up` (issue 21, findings 2, 3, 11 and 14)."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -37,6 +38,24 @@ case "$*" in
   *"keys list"*) cat "$STATE/key" 2>/dev/null ;;
   *"provider show"*) echo NotRegistered ;;
   *"account show"*) echo "$TENANT" ;;
+  *"ad app show"*)
+    [ -f "$STATE/app_unreadable" ] && echo "ERROR: Insufficient privileges" >&2 && exit 1
+    case "$*" in
+      *redirectUris*) cat "$STATE/redirect_uris" 2>/dev/null ;;
+      *enableIdTokenIssuance*) cat "$STATE/id_tokens" 2>/dev/null || echo false ;;
+    esac ;;
+  *"ad app update"*)
+    [ -f "$STATE/app_locked" ] && echo "ERROR: Insufficient privileges" >&2 && exit 1
+    : > "$STATE/redirect_uris"; taking=""
+    for a in "$@"; do
+      case "$a" in --web-redirect-uris) taking=1; continue ;; --*) taking="" ;; esac
+      [ -n "$taking" ] && echo "$a" >> "$STATE/redirect_uris"
+    done
+    case "$*" in *"--enable-id-token-issuance true"*) echo true > "$STATE/id_tokens" ;; esac ;;
+  *"federated-credential list"*) cat "$STATE/credentials" 2>/dev/null ;;
+  *"federated-credential create"*)
+    [ -f "$STATE/app_locked" ] && echo "ERROR: Insufficient privileges" >&2 && exit 1
+    echo "$*" | sed 's/.*"name": *"\\([^"]*\\)".*/\\1/' >> "$STATE/credentials" ;;
   *"role definition list"*)
     name=""; prev=""
     for a in "$@"; do [ "$prev" = "--name" ] && name=$a; prev=$a; done
@@ -45,6 +64,9 @@ esac
 exit 0
 """
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+PRINCIPAL = "9b1e3c55-2f0a-4d6e-8c3b-1a2b3c4d5e6f"  # the app identity's object id
+API_APP = "3f2d7a11-0c4e-4b9e-9a57-6a1f0e0b2c11"  # the API's app registration (client id)
+CALLBACK = "https://func-keyless-x.azurewebsites.net/.auth/login/aad/callback"
 ARM_GUID_NAMESPACE = uuid.UUID("11fb06fb-712d-4ddd-98c7-e71bbd588830")
 
 
@@ -80,12 +102,19 @@ def world(tmp_path):
         "AZURE_RESOURCE_GROUP": "rg-dev",
         "AZURE_FUNCTION_APP_NAME": "func-keyless-x",
         "KEYLESS_API_URL": "https://func-keyless-x.azurewebsites.net/api",
+        "KEYLESS_APP_HOST_NAME": "func-keyless-x.azurewebsites.net",
+        "KEYLESS_PRINCIPAL_ID": PRINCIPAL,
+        "KEYLESS_OPENID_ISSUER": f"https://login.microsoftonline.com/{TENANT}/v2.0",
+        "AZURE_TENANT_ID": TENANT,
     }.items():
         (state / "env" / key).write_text(value)
 
     class World:
         def run(self, hook: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(["sh", str(HOOKS / hook)], env=env, capture_output=True, text=True, timeout=60)
+            return self.sh(str(HOOKS / hook))
+
+        def sh(self, *args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["sh", *args], env=env, capture_output=True, text=True, timeout=60)
 
         def env(self, key: str) -> str | None:
             path = state / "env" / key
@@ -94,6 +123,12 @@ def world(tmp_path):
         def set(self, name: str, value: str) -> None:
             (state / name).parent.mkdir(parents=True, exist_ok=True)
             (state / name).write_text(value)
+
+        def unset(self, name: str) -> None:
+            (state / name).unlink()
+
+        def read(self, name: str) -> str:
+            return (state / name).read_text()
 
         def calls(self) -> list[str]:
             path = state / "calls"
@@ -267,3 +302,135 @@ def test_preprovision_accepts_private_storage_in_the_apps_network(world):
         world, "KEYLESS_STORAGE_ENDPOINT_SUBNET_ID", f"{NETWORK}/virtualNetworks/V1/subnets/pe", "preprovision.sh"
     )
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------ the team page's sign-in (no secret)
+
+
+def _subscribing(world, client_id: str = API_APP) -> None:
+    world.set("env/KEYLESS_API_CLIENT_ID", client_id)
+    world.set("listed_after", "1")
+    world.set("key", "k3y")
+
+
+def _credential(command: str) -> dict:
+    """The --parameters JSON of a federated-credential create call (made or printed)."""
+    return json.loads(command.split("--parameters ", 1)[1].strip().strip("'"))
+
+
+def test_postdeploy_adds_the_pages_callback_to_the_registration_and_trusts_the_apps_identity(world):
+    """The team page signs in through App Service Authentication: the registration gets the callback, kept
+    beside the redirect URIs it has, ID tokens, and a federated credential for the app's managed identity
+    (OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID in function-app.bicep), so that no client secret exists."""
+    _subscribing(world)
+    world.set("redirect_uris", "https://other.example/cb\nhttp://localhost:7071/.auth/login/aad/callback\n")
+    result = world.run("postdeploy.sh")
+    assert result.returncode == 0, result.stderr
+    assert world.read("redirect_uris").splitlines() == [
+        "https://other.example/cb",
+        "http://localhost:7071/.auth/login/aad/callback",
+        CALLBACK,
+    ]
+    assert world.read("id_tokens").strip() == "true"
+    (create,) = [c for c in world.calls() if "federated-credential create" in c]
+    assert f"--id {API_APP} " in create
+    credential = _credential(create)
+    assert credential["name"] == "keyless-easy-auth"
+    assert credential["issuer"] == f"https://login.microsoftonline.com/{TENANT}/v2.0"
+    assert credential["subject"] == PRINCIPAL
+    assert credential["audiences"] == ["api://AzureADTokenExchange"]
+    assert world.env("KEYLESS_SUBSCRIBE_EVENTS") == "true", "the Event Grid part still runs"
+
+
+def test_postdeploy_prepares_the_registration_once_and_checks_it_on_later_deploys(world):
+    _subscribing(world)
+    world.set("redirect_uris", "https://other.example/cb\n")
+    assert world.run("postdeploy.sh").returncode == 0
+    before = len(world.calls())
+    again = world.run("postdeploy.sh")
+    assert again.returncode == 0, again.stderr
+    later = world.calls()[before:]
+    assert any(c.startswith("az ad app show") for c in later), "an already subscribed deploy still checks"
+    assert not [c for c in later if "ad app update" in c or "federated-credential create" in c]
+    assert not any(c.startswith("azd provision") for c in later)
+    assert world.read("redirect_uris").splitlines() == ["https://other.example/cb", CALLBACK]
+
+
+def test_postdeploy_prints_the_commands_when_the_user_may_not_change_the_registration(world):
+    """Only the registration's owners (or an admin) may change it: the deployment goes on, and the hook says
+    exactly what to run, with the real values."""
+    _subscribing(world)
+    world.set("redirect_uris", "https://other.example/cb\n")
+    world.set("app_locked", "")
+    result = world.run("postdeploy.sh")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    update = (
+        f"az ad app update --id {API_APP} --web-redirect-uris 'https://other.example/cb' '{CALLBACK}'"
+        " --enable-id-token-issuance true"
+    )
+    assert update in out
+    (create,) = [line for line in out.splitlines() if "az ad app federated-credential create" in line]
+    assert create.strip().startswith(f"az ad app federated-credential create --id {API_APP} --parameters '")
+    credential = _credential(create)
+    assert (credential["subject"], credential["issuer"]) == (
+        PRINCIPAL,
+        f"https://login.microsoftonline.com/{TENANT}/v2.0",
+    )
+    assert world.env("KEYLESS_SUBSCRIBE_EVENTS") == "true", "the Event Grid part still runs"
+    assert "azd provision --no-prompt" in world.calls()
+    # The owner pastes them into a shell: they do what the hook would have done.
+    world.unset("app_locked")
+    pasted = world.sh("-c", f"{update}\n{create}")
+    assert pasted.returncode == 0, pasted.stderr
+    assert world.read("redirect_uris").splitlines() == ["https://other.example/cb", CALLBACK]
+    assert world.read("credentials").split() == ["keyless-easy-auth"]
+    assert world.run("postdeploy.sh").stdout == "", "nothing left to do"
+
+
+def test_postdeploy_prints_the_commands_when_it_cannot_even_read_the_registration(world):
+    _subscribing(world)
+    world.set("app_unreadable", "")
+    result = world.run("postdeploy.sh")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert f"az ad app update --id {API_APP} --web-redirect-uris '{CALLBACK}' --enable-id-token-issuance true" in out
+    assert "keep the registration's other redirect URIs" in out
+    assert f"az ad app federated-credential create --id {API_APP} --parameters '" in out
+    assert not [c for c in world.calls() if "ad app update" in c or "federated-credential create" in c]
+    assert world.env("KEYLESS_SUBSCRIBE_EVENTS") == "true"
+
+
+@pytest.mark.parametrize("client_id", ["", None], ids=["empty", "unset"])
+def test_postdeploy_leaves_registrations_alone_without_an_api_client_id(world, client_id):
+    world.set("listed_after", "1")
+    world.set("key", "k3y")
+    if client_id is not None:
+        world.set("env/KEYLESS_API_CLIENT_ID", client_id)
+    result = world.run("postdeploy.sh")
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in world.calls() if c.startswith("az ad ")]
+    assert "redirect" not in (result.stdout + result.stderr).lower()
+
+
+def test_the_windows_hook_prepares_the_registration_the_same_way():
+    """pwsh is not on our machines: at least the Windows twin makes the same calls with the same values."""
+    ps1 = (HOOKS / "postdeploy.ps1").read_text()
+    for needle in (
+        "KEYLESS_API_CLIENT_ID",
+        "KEYLESS_APP_HOST_NAME",
+        "KEYLESS_PRINCIPAL_ID",
+        "KEYLESS_OPENID_ISSUER",
+        "/.auth/login/aad/callback",
+        "az ad app show",
+        "web.redirectUris",
+        "web.implicitGrantSettings.enableIdTokenIssuance",
+        "--web-redirect-uris",
+        "--enable-id-token-issuance",
+        "az ad app federated-credential list",
+        "az ad app federated-credential create",
+        "keyless-easy-auth",
+        "api://AzureADTokenExchange",
+    ):
+        assert needle in ps1, needle
+    assert ps1.index("KEYLESS_API_CLIENT_ID") < ps1.index("KEYLESS_SUBSCRIBE_EVENTS"), "also on later deploys"
