@@ -17,7 +17,8 @@ function Set-PageSignIn {
     return
   }
   $callback = "https://$hostName/.auth/login/aad/callback"
-  $credential = 'keyless-easy-auth'
+  # One credential per app identity (several environments, or a new identity after `azd down`), found by subject.
+  $credential = 'keyless-easy-auth-' + $principal.Substring(0, [Math]::Min(8, $principal.Length))
   $parameters = [ordered]@{
     name = $credential; issuer = $issuer; subject = $principal; audiences = @('api://AzureADTokenExchange')
     description = "Keyless team page: App Service Authentication of $hostName signs users in with the app managed identity"
@@ -32,9 +33,9 @@ function Set-PageSignIn {
       az ad app update --id $client --web-redirect-uris @($uris + $callback) --enable-id-token-issuance true
       if ($LASTEXITCODE -ne 0) { $update = $true }
     }
-    $names = @(az ad app federated-credential list --id $client --query '[].name' -o tsv)
+    $names = @(az ad app federated-credential list --id $client --query "[?subject=='$principal'].name" -o tsv)
     if ($LASTEXITCODE -ne 0) { $create = $true }
-    elseif (@($names | ForEach-Object { $_.Trim() }) -notcontains $credential) {
+    elseif (-not ($names | Where-Object { $_ -and $_.Trim() })) {
       # A file, not an inline argument: PowerShell's quoting of JSON for native commands differs by version.
       $file = New-TemporaryFile
       try {

@@ -26,7 +26,9 @@ page_sign_in() {
     return 0
   fi
   callback="https://$host/.auth/login/aad/callback"
-  credential="keyless-easy-auth"
+  # One credential per app identity (a registration may serve several environments; `azd down` and `azd up`
+  # make a new identity): named after it, and found by its subject.
+  credential="keyless-easy-auth-$(printf '%s' "$principal" | cut -c1-8)"
   parameters="{\"name\": \"$credential\", \"issuer\": \"$issuer\", \"subject\": \"$principal\", \"audiences\": [\"api://AzureADTokenExchange\"], \"description\": \"Keyless team page: App Service Authentication of $host signs users in with the app managed identity\"}"
   set -f # redirect URIs are words, never patterns
   update="" create="" unread=""
@@ -37,8 +39,8 @@ page_sign_in() {
       az ad app update --id "$client" --web-redirect-uris $uris "$callback" --enable-id-token-issuance true ||
         update=1
     fi
-    if names=$(az ad app federated-credential list --id "$client" --query "[].name" -o tsv); then
-      if ! printf '%s\n' "$names" | grep -qxF "$credential"; then
+    if names=$(az ad app federated-credential list --id "$client" --query "[?subject=='$principal'].name" -o tsv); then
+      if [ -z "$names" ]; then
         az ad app federated-credential create --id "$client" --parameters "$parameters" >/dev/null || create=1
       fi
     else

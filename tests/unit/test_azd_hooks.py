@@ -52,10 +52,12 @@ case "$*" in
       [ -n "$taking" ] && echo "$a" >> "$STATE/redirect_uris"
     done
     case "$*" in *"--enable-id-token-issuance true"*) echo true > "$STATE/id_tokens" ;; esac ;;
-  *"federated-credential list"*) cat "$STATE/credentials" 2>/dev/null ;;
+  *"federated-credential list"*)
+    subject=$(echo "$*" | sed -n "s/.*subject=='\\([^']*\\)'.*/\\1/p")
+    grep "\\"subject\\": *\\"$subject" "$STATE/credentials" 2>/dev/null | sed 's/.*"name": *"\\([^"]*\\)".*/\\1/' ;;
   *"federated-credential create"*)
     [ -f "$STATE/app_locked" ] && echo "ERROR: Insufficient privileges" >&2 && exit 1
-    echo "$*" | sed 's/.*"name": *"\\([^"]*\\)".*/\\1/' >> "$STATE/credentials" ;;
+    echo "$*" | sed "s/.*--parameters //" >> "$STATE/credentials" ;;
   *"role definition list"*)
     name=""; prev=""
     for a in "$@"; do [ "$prev" = "--name" ] && name=$a; prev=$a; done
@@ -335,7 +337,7 @@ def test_postdeploy_adds_the_pages_callback_to_the_registration_and_trusts_the_a
     (create,) = [c for c in world.calls() if "federated-credential create" in c]
     assert f"--id {API_APP} " in create
     credential = _credential(create)
-    assert credential["name"] == "keyless-easy-auth"
+    assert credential["name"] == "keyless-easy-auth-9b1e3c55", "one per app identity"
     assert credential["issuer"] == f"https://login.microsoftonline.com/{TENANT}/v2.0"
     assert credential["subject"] == PRINCIPAL
     assert credential["audiences"] == ["api://AzureADTokenExchange"]
@@ -384,7 +386,7 @@ def test_postdeploy_prints_the_commands_when_the_user_may_not_change_the_registr
     pasted = world.sh("-c", f"{update}\n{create}")
     assert pasted.returncode == 0, pasted.stderr
     assert world.read("redirect_uris").splitlines() == ["https://other.example/cb", CALLBACK]
-    assert world.read("credentials").split() == ["keyless-easy-auth"]
+    assert [json.loads(line)["subject"] for line in world.read("credentials").splitlines()] == [PRINCIPAL]
     assert world.run("postdeploy.sh").stdout == "", "nothing left to do"
 
 
@@ -399,6 +401,21 @@ def test_postdeploy_prints_the_commands_when_it_cannot_even_read_the_registratio
     assert f"az ad app federated-credential create --id {API_APP} --parameters '" in out
     assert not [c for c in world.calls() if "ad app update" in c or "federated-credential create" in c]
     assert world.env("KEYLESS_SUBSCRIBE_EVENTS") == "true"
+
+
+def test_postdeploy_trusts_the_new_identity_after_azd_down_and_up(world):
+    """`azd down` deletes the app's identity, `azd up` makes one with another principal id: the credential
+    trusting the old one (it stays on the registration) is not the new one's."""
+    _subscribing(world)
+    world.set("redirect_uris", f"{CALLBACK}\n")
+    world.set("id_tokens", "true")
+    old = {"name": "keyless-easy-auth", "issuer": "x", "subject": "0b5e7e1e-0000-4000-8000-000000000000"}
+    world.set("credentials", json.dumps(old) + "\n")
+    result = world.run("postdeploy.sh")
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in world.calls() if "ad app update" in c]
+    (create,) = [c for c in world.calls() if "federated-credential create" in c]
+    assert _credential(create)["subject"] == PRINCIPAL
 
 
 @pytest.mark.parametrize("client_id", ["", None], ids=["empty", "unset"])
@@ -429,7 +446,8 @@ def test_the_windows_hook_prepares_the_registration_the_same_way():
         "--enable-id-token-issuance",
         "az ad app federated-credential list",
         "az ad app federated-credential create",
-        "keyless-easy-auth",
+        "keyless-easy-auth-",
+        "[?subject==",
         "api://AzureADTokenExchange",
     ):
         assert needle in ps1, needle
