@@ -222,7 +222,8 @@ def _sweep(api: Api, args: argparse.Namespace, out: Output) -> int:
         ("duration", duration),
         ("clusters", f"{s['shardsDone']} done of {s['shards']}"),
         ("suspects", str(s["suspects"])),
-        ("reconciles", f"{s['queued']} queued (what each repaired: `keyless show <id>`)"),
+        ("reconciles", f"{s['queued']} queued"),
+        ("repaired", f"{s['repaired']} (what each changed: `keyless show <id>`)"),
         ("read from", s["source"] or "-"),
     ):
         out.line(f"  {label:<11} {value}")

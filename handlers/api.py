@@ -188,6 +188,7 @@ def sweeps_latest(req: func.HttpRequest) -> func.HttpResponse:
                 "shardsDone": progress.shards_done,
                 "suspects": progress.suspects,
                 "queued": progress.queued,
+                "repaired": progress.repaired,
                 "source": progress.source,
                 "resumes": progress.resumes,
             }

@@ -8,6 +8,7 @@ resume (the next timer tick re-queues the shards not done) and keeps two sweeps 
     PartitionKey "sweep",        RowKey "current"           the run now (or the last one)
     PartitionKey "sweep",        RowKey "settings"          the authorisation settings' fingerprint
     PartitionKey "sweep-<run>",  RowKey <hash of cluster>    one shard: its suspects, its result
+    PartitionKey "repaired-<run>", RowKey <binding key>     a binding the run's reconcile changed
 
 Shard rows hold JSON text; a long one is split over several properties (a Table property holds at
 most 64 KiB; the entity 1 MiB).
@@ -30,6 +31,7 @@ from shared.domain.naming import short_hash
 from shared.domain.sweep_plan import Shard, SweepRun
 
 RUNS = "sweep"
+REPAIRED = "repaired"
 CURRENT = "current"
 SETTINGS = "settings"  # the authorisation settings' fingerprint the last instance started with
 _CHUNK = 30_000  # characters per property (UTF-16: 60 KB of the 64 KiB a property may hold)
@@ -238,14 +240,33 @@ class SweepLog:
 
         self._table.upsert_entity(self._shard_entity(run_id, shard), mode=UpdateMode.REPLACE)
 
-    def forget(self, run_id: str) -> int:
-        """Delete a past run's shard rows (transactions of a hundred); returns how many."""
+    def note_repaired(self, run_id: str, key: str) -> None:
+        """The run's reconcile of binding `key` changed something: one row of its own (an insert-or-replace, so a
+        redelivered message counts once, and no two workers ever contend for one row)."""
         self._ensure()
-        rows = list(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": f"{RUNS}-{run_id}"},
-                                               select=["PartitionKey", "RowKey"], results_per_page=1000))  # fmt: skip
-        for i in range(0, len(rows), _BATCH):
-            try:
-                self._table.submit_transaction([("delete", e) for e in rows[i : i + _BATCH]])
-            except HttpResponseError:
-                pass  # someone deleted some meanwhile: the next sweep tries again
-        return len(rows)
+        self._table.upsert_entity({"PartitionKey": f"{REPAIRED}-{run_id}", "RowKey": key})
+
+    def repaired(self, run_id: str) -> int:
+        """How many bindings the run's reconciles changed (one query of one partition, keys only)."""
+        self._ensure()
+        rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": f"{REPAIRED}-{run_id}"},
+                                          select=["RowKey"], results_per_page=1000)  # fmt: skip
+        return sum(1 for _ in rows)
+
+    def forget(self, run_id: str) -> int:
+        """Delete a past run's shard and repair rows (transactions of a hundred); returns how many."""
+        self._ensure()
+        total = 0
+        for partition in (f"{RUNS}-{run_id}", f"{REPAIRED}-{run_id}"):
+            keys = ["PartitionKey", "RowKey"]
+            query = self._table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": partition}, select=keys, results_per_page=1000
+            )
+            rows = list(query)
+            for i in range(0, len(rows), _BATCH):
+                try:
+                    self._table.submit_transaction([("delete", e) for e in rows[i : i + _BATCH]])
+                except HttpResponseError:
+                    pass  # someone deleted some meanwhile: the next sweep tries again
+            total += len(rows)
+        return total

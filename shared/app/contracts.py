@@ -379,6 +379,7 @@ class SweepProgress(Wire):
     shards_done: int = Field(description="clusters checked")
     suspects: int = Field(description="bindings that may have drifted: the plan's, and those of the clusters checked")
     queued: int = Field(description="reconciles queued for the suspects of the clusters checked")
+    repaired: int = Field(description="of those reconciles, the bindings whose run changed something (so far)")
     source: str = Field(description="where Azure's state was read: `resource-graph`, `arm`, or `none`")
     resumes: int = Field(description="times a cut-off sweep was resumed")
 

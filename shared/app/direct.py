@@ -25,7 +25,7 @@ from shared.domain import retry_policy
 from shared.domain.binding import Binding
 from shared.domain.errors import KeylessError, PermanentError
 from shared.domain.ids import ACCOUNT_TYPE, parse_resource_id
-from shared.domain.results import ReconcileResult, StepOutcome
+from shared.domain.results import WRITES, ReconcileResult, StepOutcome
 from shared.domain.settings import Settings
 from shared.domain.verification import RECHECK_SECONDS, VerificationReport
 
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from shared.engine.reconcile import Engine
 
 Verdict = Literal["verified", "removed", "planned", "failed", "pending"]
-WRITES = ("created", "updated", "deleted")
 
 
 @dataclasses.dataclass

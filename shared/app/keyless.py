@@ -100,8 +100,10 @@ class Keyless:
         real_time: bool = False,
     ) -> None:
         """Queue a run of the binding, after `delay` seconds (times KEYLESS_RETRY_DELAY_SCALE, unless
-        `real_time`: a deadline someone set, such as a revocation's grace period)."""
-        fields = {k: v for k, v in (versions or {}).items() if k in ("clusterVersion", "accountVersion")}
+        `real_time`: a deadline someone set, such as a revocation's grace period). `versions` may carry what
+        the run must not read older than (clusterVersion, accountVersion) and the drift sweep that queued it
+        (sweep: its repairs are counted there)."""
+        fields = {k: v for k, v in (versions or {}).items() if k in ("clusterVersion", "accountVersion", "sweep")}
         body = message("binding", key=key, reason=reason[:200], **fields)
         seconds = delay if real_time else delay * self.settings.retry_delay_scale
         self.queue.enqueue_raw(body, min(seconds, MAX_QUEUE_DELAY_SECONDS))

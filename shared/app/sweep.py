@@ -254,7 +254,7 @@ def run_shard(app: Keyless, run_id: str, cluster: str) -> dict[str, Any]:
     live = {r.key for r in records}
     for key, reason in sorted(suspects.items()):
         if key in live:
-            app.enqueue_binding(key, f"drift sweep: {reason}")
+            app.enqueue_binding(key, f"drift sweep: {reason}", versions={"sweep": run_id})
     stats["queued"] = len([k for k in suspects if k in live])
     observability.suspects_found(len(suspects) - stats["planned"], "cluster")
     observability.annotate(**{"keyless.sweep.suspects": len(suspects)})
@@ -280,7 +280,8 @@ def _finish_if_last(app: Keyless, run_id: str) -> None:
 class SweepProgress:
     """The latest sweep as people see it (GET /api/sweeps/latest): counts only, never a binding's name.
     `suspects`: found by the plan (Azure's side) and by the shards done (the clusters' side); `queued`:
-    reconciles the shards done queued for them (what each repaired is in its onboarding's steps)."""
+    reconciles the shards done queued for them; `repaired`: those of them that changed something (what each
+    changed is in its onboarding's steps)."""
 
     id: str
     number: int
@@ -291,6 +292,7 @@ class SweepProgress:
     shards_done: int
     suspects: int
     queued: int
+    repaired: int
     source: str
     resumes: int
 
@@ -301,7 +303,7 @@ class SweepProgress:
 
 def latest(app: Keyless) -> SweepProgress | None:
     """The current (or last) sweep's progress from the sweep log; None before the first sweep. Reads the
-    run row and its shard rows (one partition), nothing else."""
+    run row, its shard rows and its repair rows (two partitions), nothing else."""
     run = app.sweeps.current()
     if run is None:
         return None
@@ -317,6 +319,7 @@ def latest(app: Keyless) -> SweepProgress | None:
         shards_done=len(done),
         suspects=run.suspects + found,
         queued=sum(int(s.result.get("queued") or 0) for s in done),
+        repaired=app.sweeps.repaired(run.id) if run.planned else 0,
         source=run.source,
         resumes=run.resumes,
     )

@@ -134,7 +134,8 @@ def process_binding(app: Keyless, key: str, msg: dict[str, str] | None = None) -
             record, admitted = admit(app, record, binding)
             if not admitted:
                 return record
-        return _run(app, record, binding, _LeaseKeeper(app.ledger, lease, _run_lease_seconds(app), scale))
+        keeper = _LeaseKeeper(app.ledger, lease, _run_lease_seconds(app), scale)
+        return _run(app, record, binding, keeper, sweep_of(msg))
     finally:
         app.release_quietly(lease, only_own=True)
 
@@ -153,7 +154,14 @@ def _expect_versions(app: Keyless, binding: Binding, msg: dict[str, str]) -> Non
         app.engine.accounts.expect(binding.account, msg["accountVersion"])
 
 
-def _run(app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = None) -> BindingRecord:
+def sweep_of(msg: dict[str, str] | None) -> dict[str, str]:
+    """The drift sweep a binding's message came from, carried on to the runs it queues ({} for none)."""
+    return {"sweep": msg["sweep"]} if msg and msg.get("sweep") else {}
+
+
+def _run(
+    app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = None, sweep_run: dict[str, str] | None = None
+) -> BindingRecord:
     before = dataclasses.replace(record)  # what the binding was, should the run end without a verdict
     record.status = "reconciling" if record.live else "offboarding"
     record.updated_at = utcnow()
@@ -184,15 +192,29 @@ def _run(app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = No
         app.ledger.save(record)
         observability.run_ended("error", type(exc).__name__)
         raise
+    carried = sweep_run or {}
     if record.live and result.throttled:
-        return _no_verdict(app, before, record, result)
-    record = _record(app, record, result)
+        return _no_verdict(app, before, record, result, carried)
+    record = _record(app, record, result, carried)
+    if carried and result.changed:
+        _count_repair(app, carried["sweep"], record.key)
     observability.run_recorded(record, result)
     after_ready.after_run(app, record, result)  # re-check a rollout; the account may go keyless
     return record
 
 
-def _no_verdict(app: Keyless, before: BindingRecord, record: BindingRecord, result: ReconcileResult) -> BindingRecord:
+def _count_repair(app: Keyless, run_id: str, key: str) -> None:
+    """A run the drift sweep asked for changed something: count it in that sweep (`keyless sweep`'s repaired).
+    Only a progress figure: a failure to count is logged, never the run's."""
+    try:
+        app.sweeps.note_repaired(run_id, key)
+    except Exception as exc:  # noqa: BLE001 - a lost count must not undo a repair
+        log.warning("binding %s: repair not counted in drift sweep %s (%s)", key, run_id, type(exc).__name__)
+
+
+def _no_verdict(
+    app: Keyless, before: BindingRecord, record: BindingRecord, result: ReconcileResult, carried: dict[str, str]
+) -> BindingRecord:
     """Throttling is never a verdict: a run that Azure's limits stopped leaves the binding as it was
     (status, reason, last verification; nothing announced) and runs again after the wait. Nor is Keyless
     lacking an Azure credential: the status stays, the reason says what to fix (`az login`, AZURE_CLIENT_ID)."""
@@ -207,11 +229,11 @@ def _no_verdict(app: Keyless, before: BindingRecord, record: BindingRecord, resu
              result.retry_after_seconds)  # fmt: skip
     observability.run_ended("throttled", observability.stopped_at(result))
     delay = result.retry_after_seconds or retry_policy.NOT_YET_DEFAULT_SECONDS
-    app.enqueue_binding(record.key, f"throttled: {result.reason}", delay)
+    app.enqueue_binding(record.key, f"throttled: {result.reason}", delay, carried)
     return kept
 
 
-def _record(app: Keyless, record: BindingRecord, result: ReconcileResult) -> BindingRecord:
+def _record(app: Keyless, record: BindingRecord, result: ReconcileResult, carried: dict[str, str]) -> BindingRecord:
     delay: float | None = None
     for _ in range(3):
         desired = record.desired
@@ -229,7 +251,7 @@ def _record(app: Keyless, record: BindingRecord, result: ReconcileResult) -> Bin
                 return fresh
             record = fresh
     if record.status == "not-ready":  # again after the step's delay, growing while it stays not ready
-        app.enqueue_binding(record.key, result.reason, delay or retry_policy.NOT_YET_DEFAULT_SECONDS)
+        app.enqueue_binding(record.key, result.reason, delay or retry_policy.NOT_YET_DEFAULT_SECONDS, carried)
     if record.status == "failed" and not record.live:  # e.g. a role assignment that could not be deleted
         app.enqueue_binding(record.key, f"offboarding failed: {result.reason}", retry_policy.FAILED_OFFBOARDING_SECONDS)
     if record.status == "removed" and record.quota_key:

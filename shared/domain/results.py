@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from shared.domain.verification import VerificationReport
 
+WRITES = ("created", "updated", "deleted")
+"""The outcomes of a step that wrote (to Azure or the cluster)."""
+
 Outcome = Literal["created", "updated", "unchanged", "deleted", "absent", "not-yet", "failed", "skipped", "left"]
 """`left`: a best-effort cleanup step (offboarding's cluster side) was refused; what it should have
 removed stays, named in its details' `object`, and the run went on (ReconcileResult.leftovers)."""
@@ -101,6 +104,11 @@ class ReconcileResult:
             for s in self.steps
             if s.outcome == "left"
         ]
+
+    @property
+    def changed(self) -> bool:
+        """Did the run write anything (or, dry, would it)? `unchanged`, `absent`, `skipped` are reads only."""
+        return any(s.outcome in WRITES for s in self.steps)
 
     @property
     def throttled(self) -> bool:

@@ -73,6 +73,7 @@ def test_request_list_show_verify_sweep_delete_through_the_api(api, host, capsys
     assert code == 0 and sweep["shardsDone"] == sweep["shards"] == 1, sweep
     code, out, _ = keyless(capsys, "sweep", *url)
     assert "clusters    1 done of 1" in out and "finished" in out.splitlines()[0], out
+    assert "  repaired    0 (what each changed" in out, out
 
     code, gone = as_json(capsys, "delete", key, *url)
     assert code == 0 and gone["status"] == "offboarding"

@@ -115,8 +115,19 @@ def test_each_kind_of_drift_is_found_and_repaired_by_one_sweep(host, arm, kube, 
     assert steps[expected] in ("created", "updated"), steps
     others = [k for k in after if k != victim.key]
     assert all(after[k].etag == next(r.etag for r in found if r.key == k) for k in others), "nothing else touched"
-    # And the next sweep finds nothing.
+    progress = sweep_use_case.latest(svc)
+    assert (progress.suspects, progress.queued, progress.repaired) == (1, 1, 1), progress
+    # And the next sweep finds nothing, and repairs nothing.
     assert sweep(host, later=2 * LATER).suspects == 0
+    assert sweep_use_case.latest(svc).repaired == 0
+
+
+def test_a_reconcile_the_sweep_queued_that_changed_nothing_is_not_counted_as_repaired(host, arm, kube):
+    """Right after onboarding every binding is a suspect (recently changed): all are queued, none is repaired."""
+    onboard(host)
+    run = sweep(host, later=0)
+    progress = sweep_use_case.latest(composition.service())
+    assert progress.id == run.id and progress.queued == 3 and progress.repaired == 0, progress
 
 
 def test_resource_graph_lagging_or_missing_a_resource_costs_a_reconcile_not_a_write(host, arm, kube):
