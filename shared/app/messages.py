@@ -19,11 +19,14 @@ dropped from the message, never a reason to drop the message.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from shared.adapters import telemetry
 
 TRACEPARENT = "traceparent"
+SWEEP_ID = re.compile(r"[0-9a-f]{16}")
+"""A drift sweep's id as the sweep log makes them (16 hex digits)."""
 
 
 class BadMessage(ValueError):
@@ -68,6 +71,8 @@ def parse_message(body: str) -> dict[str, str]:
             if not isinstance(data.get(field), str) or not data[field]:
                 raise BadMessage(f"message has no {field}")
         return {k: str(v) for k, v in data.items()}
+    if not isinstance(data.get("sweep"), str) or not SWEEP_ID.fullmatch(data["sweep"]):
+        data.pop("sweep", None)  # a binding's sweep only names a table partition when it is a sweep's id
     field = "key" if data["kind"] == "binding" else "id"
     if not isinstance(data.get(field), str) or not data[field]:
         raise BadMessage(f"message has no {field}")
