@@ -70,6 +70,8 @@ def parse_message(body: str) -> dict[str, str]:
         for field in ("sweep", "cluster"):
             if not isinstance(data.get(field), str) or not data[field]:
                 raise BadMessage(f"message has no {field}")
+        if not SWEEP_ID.fullmatch(data["sweep"]):
+            raise BadMessage("message sweep is not a sweep's id")
         return {k: str(v) for k, v in data.items()}
     if not isinstance(data.get("sweep"), str) or not SWEEP_ID.fullmatch(data["sweep"]):
         data.pop("sweep", None)  # a binding's sweep only names a table partition when it is a sweep's id

@@ -26,3 +26,9 @@ def test_a_sweep_that_is_not_a_sweeps_id_is_dropped_not_the_message(sweep):
 def test_a_message_without_its_key_is_refused():
     with pytest.raises(BadMessage):
         parse_message(json.dumps({"kind": "binding", "sweep": "0123456789abcdef"}))
+
+
+def test_a_shard_message_names_a_sweep_by_its_id():
+    assert parse_message(message("sweep", sweep="0123456789abcdef", cluster="c"))["sweep"] == "0123456789abcdef"
+    with pytest.raises(BadMessage, match="sweep"):
+        parse_message(message("sweep", sweep="../other", cluster="c"))
