@@ -160,8 +160,9 @@ def sweep_of(msg: dict[str, str] | None) -> dict[str, str]:
 
 
 def _run(
-    app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = None, sweep_run: dict[str, str] | None = None
+    app: Keyless, record: BindingRecord, binding: Binding, keeper: Any = None, carried: dict[str, str] | None = None
 ) -> BindingRecord:
+    """One run of the binding, recorded. `carried`: what the runs it queues carry on (the sweep that asked)."""
     before = dataclasses.replace(record)  # what the binding was, should the run end without a verdict
     record.status = "reconciling" if record.live else "offboarding"
     record.updated_at = utcnow()
@@ -192,7 +193,7 @@ def _run(
         app.ledger.save(record)
         observability.run_ended("error", type(exc).__name__)
         raise
-    carried = sweep_run or {}
+    carried = carried or {}
     if record.live and result.throttled:
         return _no_verdict(app, before, record, result, carried)
     record = _record(app, record, result, carried)
