@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import azure.functions as func
 
-from handlers._http import ApiError, field_error
+from handlers._http import ApiError, cross_site, field_error
 from shared.app import composition, observability, self_service
 from shared.domain import access
 from shared.domain.binding import Binding
@@ -113,6 +113,10 @@ def handle_errors(
     """The call as one span (`<METHOD> <route>`, its status code), its errors as JSON answers."""
     with observability.http_request(req.method or "", route) as span:
         try:
+            forged = cross_site(req, route)
+            if forged is not None:
+                log.warning("refused %s %s: %s", req.method, route, forged.message)
+                raise forged
             resp = fn(req)
         except ApiError as exc:
             resp = exc.response()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from typing import Any
 
 import azure.functions as func
@@ -83,3 +84,37 @@ def flag(req: func.HttpRequest, name: str) -> bool:
     if value in ("true", "1", "yes"):
         return True
     raise ApiError(400, "InvalidParameter", f"{name} must be true or false", name)
+
+
+_OWN_SITE = frozenset({"same-origin", "none"})  # the page itself; a URL the user typed or bookmarked
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_WORKING_ROUTES = frozenset({"/api/onboardings/{id}/verification"})  # a GET that sets Keyless reading Azure
+
+
+def cross_site(req: func.HttpRequest, route: str) -> ApiError | None:
+    """A 403 when another site made a signed-in browser send this request (cross-site request forgery: the
+    team page's session cookie goes with any request the browser sends to Keyless), for what writes or sets
+    Keyless working; None otherwise. The browser says who sent it: Sec-Fetch-Site where it sends that,
+    else Origin, compared with the request's own host. The `keyless` command, curl and `az rest` send
+    neither, and a bearer token is not sent by a browser on its own, so they are never refused here."""
+    if (req.method or "GET").upper() in _SAFE_METHODS and route not in _WORKING_ROUTES:
+        return None
+    site = (req.headers.get("Sec-Fetch-Site") or "").strip().lower()
+    if site:
+        return None if site in _OWN_SITE else _refused(f"Sec-Fetch-Site is {site!r}")
+    origin = (req.headers.get("Origin") or "").strip()
+    if not origin:
+        return None
+    own = (urllib.parse.urlsplit(req.url or "").netloc or req.headers.get("Host") or "").lower()
+    sent = urllib.parse.urlsplit(origin).netloc.lower() if origin != "null" else ""
+    return None if sent and sent == own else _refused(f"Origin {origin[:100]!r} is not this app")
+
+
+def _refused(why: str) -> ApiError:
+    return ApiError(
+        403,
+        "CrossSiteRequest",
+        f"refused a request another site made your browser send ({why}); use the team page, or the API with a "
+        "bearer token",
+        "Origin",
+    )
