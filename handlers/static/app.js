@@ -150,6 +150,7 @@
     const who = me.name ? [el("strong", me.name), " (", el("code", me.objectId), ")"] : [el("code", me.objectId)];
     $("me-who").replaceChildren("Signed in as ", ...who);
     $("me-dev").hidden = me.signedInWith !== "dev-principal";
+    $("sign-out").hidden = me.signedInWith !== "entra"; // App Service Authentication's session ends there
     $("signed-in").hidden = false;
 
     $("access-hint-text").textContent = me.hint || "";

@@ -25,7 +25,7 @@ import pytest
 from shared.app import composition
 from tests.conftest import ACCOUNT_ID, CLUSTER_ID, NAMESPACE, SERVICE_ACCOUNT
 from tests.e2e.test_workloads import AI, ai_service
-from tests.functions.conftest import TEAM_GROUP, TEAM_OID, access_policy, reconfigure
+from tests.functions.conftest import TEAM_GROUP, TEAM_OID, access_policy, principal_header, reconfigure
 from tests.serve_functions import FunctionServer
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
@@ -113,6 +113,7 @@ const values = (sel) => [...document.querySelectorAll(sel)].map((n) => n.value);
 return {
   signedIn: $("signed-in").hidden ? null : $("signed-in").innerText,
   dev: !$("me-dev").hidden,
+  signOut: $("sign-out").hidden ? null : $("sign-out").getAttribute("href"),
   hint: $("access-hint").hidden ? null : $("access-hint").innerText,
   rules: [...document.querySelectorAll("#rules li.rule")].map((li) => ({
     name: li.querySelector("h3").innerText,
@@ -190,6 +191,7 @@ def test_a_team_member_requests_watches_verifies_and_deletes(server, browser, ho
     me = access(driver)
     assert me["signedIn"].startswith(f"Signed in as {DEV['name']} ({TEAM_OID})"), me
     assert me["dev"] and me["hint"] is None, me
+    assert me["signOut"] is None, "the dev principal has no session to end"
     [rule] = me["rules"]
     assert rule["name"] == "team-a" and rule["quota"] == "1 of 250 bindings in use", rule
     for shown_value in (f"group {TEAM_GROUP}", "team-a", "team-b", "ns-*", "ai-service", "chat-*"):
@@ -324,3 +326,20 @@ def test_the_page_offers_a_callers_exact_ids_and_says_what_to_do_when_no_rule_na
     assert not driver.find_element(By.ID, "plan").is_displayed()
     assert ("POST", "/api/onboardings", 403) in server.calls, server.calls
     assert csp_refusals(driver) == [], "the page needs nothing its policy refuses"
+
+
+@pytest.mark.slow
+def test_signed_in_through_entra_the_page_offers_to_sign_out(host, browser, monkeypatch):
+    """Behind App Service Authentication (its header, as in Azure) the session can be ended from the page."""
+    monkeypatch.delenv("KEYLESS_DEV_PRINCIPAL", raising=False)
+    composition.reset()
+    served = FunctionServer(host, principal=principal_header(name="alice@contoso.com")).start()
+    try:
+        browser.get(served.url + "/api/ui")
+        WebDriverWait(browser, 20, poll_frequency=0.2).until(lambda d: access(d)["signedIn"])
+        me = access(browser)
+        assert me["signedIn"].startswith(f"Signed in as alice@contoso.com ({TEAM_OID})") and not me["dev"], me
+        assert me["signOut"] == "/.auth/logout?post_logout_redirect_uri=/api/ui", me
+    finally:
+        served.stop()
+    assert not served.errors, served.errors
