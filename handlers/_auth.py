@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
 
@@ -12,7 +13,7 @@ from handlers._http import ApiError, cross_site, field_error
 from shared.app import composition, observability, self_service
 from shared.domain import access
 from shared.domain.binding import Binding
-from shared.domain.errors import KeylessError
+from shared.domain.errors import KeylessError, Throttled
 from shared.domain.principal import HEADER, Caller, PrincipalError, dev_caller, parse_principal
 from shared.domain.records import BindingRecord
 
@@ -120,6 +121,10 @@ def handle_errors(
             resp = fn(req)
         except ApiError as exc:
             resp = exc.response()
+        except Throttled as exc:  # Azure's limits, or the caller's share of them: come back later
+            log.info("request throttled: %s", exc.reason)
+            resp = field_error(exc.reason, 429, "TooManyRequests").response()
+            resp.headers["Retry-After"] = str(max(1, math.ceil(exc.delay_seconds)))
         except KeylessError as exc:
             log.warning("request failed: %s", exc.reason)
             resp = ApiError(503, "Unavailable", exc.reason).response()

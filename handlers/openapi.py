@@ -174,7 +174,7 @@ def document() -> dict[str, Any]:
                     "parameters": [onboarding_id],
                     "responses": {
                         "200": _json(_schema(contracts.Verification.__name__), "The verification report"),
-                        **_errors(400, 401, 403, 404, 409, 503),
+                        **_errors(400, 401, 403, 404, 409, 429, 503),
                     },
                 }
             },

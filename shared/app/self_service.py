@@ -8,13 +8,14 @@ and queued.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from shared.app import after_ready, observability, quotas
-from shared.domain import access
+from shared.domain import access, retry_policy
 from shared.domain.binding import Binding
-from shared.domain.errors import KeylessError, PermanentError
+from shared.domain.errors import KeylessError, PermanentError, Throttled
 from shared.domain.principal import Caller
 from shared.domain.records import SOURCE_API, BindingRecord, utcnow
 from shared.domain.results import ReconcileResult
@@ -150,8 +151,28 @@ def onboardings(
 
 
 def verification(app: Keyless, caller: Caller, record: BindingRecord) -> VerificationReport:
-    """A live verification of the binding, with the account's blockers the caller may see."""
+    """A live verification of the binding, with the account's blockers the caller may see. Throttled when the
+    caller has used their share (retry_policy.VERIFICATIONS_PER_CALLER a window): nothing is read then."""
+    _take_verification_slot(app, caller)
     return after_ready.verification_for(app, record, visible=lambda other: may_see(app, caller, other))
+
+
+def _take_verification_slot(app: Keyless, caller: Caller) -> None:
+    """One of the caller's slots (a lease each, held for the window), from a random one on: a caller looping
+    on live verifications cannot spend the Azure read budget every binding shares. The worker's own
+    verification after each run needs no slot."""
+    slots, window = retry_policy.VERIFICATIONS_PER_CALLER, retry_policy.VERIFICATION_WINDOW_SECONDS
+    who = caller.object_id or caller.name or "anonymous"
+    first = random.randrange(slots)
+    names = [f"verify|{who}|{(first + i) % slots}" for i in range(slots)]
+    if any(app.ledger.acquire(name, window) for name in names):
+        return
+    wait = max(app.ledger.seconds_left(names[0]), retry_policy.RETRY_AFTER_MIN_SECONDS)
+    raise Throttled(
+        f"id: at most {slots} live verifications every {window:.0f} s per caller; again in {wait:.0f} s. The "
+        "worker verifies every binding after each run: GET /api/onboardings/{id} shows its last verification",
+        wait,
+    )
 
 
 def health(app: Keyless) -> list[tuple[str, str | None]]:

@@ -481,3 +481,10 @@ def readme_table() -> str:
         "deliveries (host.json) |"
     )
     return "\n".join(rows)
+
+
+VERIFICATIONS_PER_CALLER = 10
+VERIFICATION_WINDOW_SECONDS = 60.0
+"""Live verifications (GET /api/onboardings/{id}/verification) one caller may ask for in a window: each reads
+Azure on Keyless's one read budget, which the sweep, onboardings and offboardings share (shared.app.self_service).
+Real seconds, never scaled: a bound on people, not a retry."""
