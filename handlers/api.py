@@ -73,7 +73,7 @@ def onboardings_create(req: func.HttpRequest) -> func.HttpResponse:
         grant = authorize(caller, binding, "onboarding")
         log.info("caller %s allowed by %s to onboard %s", caller.object_id, grant.by, binding.key)
         if dry_run:
-            plan = self_service.plan(svc, binding)
+            plan = self_service.plan(svc, binding, caller)
             return json_response(
                 {"id": binding.key, "binding": binding.describe(), "grantedBy": grant.by, "plan": plan.as_dict()}
             )

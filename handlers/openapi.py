@@ -104,7 +104,7 @@ def document() -> dict[str, Any]:
                             "Already requested (the existing onboarding), or the dry-run plan",
                             _location(required=False),
                         ),
-                        **_errors(400, 401, 403, 413, 415, 503),
+                        **_errors(400, 401, 403, 413, 415, 429, 503),
                     },
                 },
                 "get": {

@@ -90,8 +90,10 @@ def request_offboarding(app: Keyless, key: str) -> BindingRecord | None:
     return record
 
 
-def plan(app: Keyless, binding: Binding) -> ReconcileResult:
-    """Dry run: every step and what it would do, with reads only."""
+def plan(app: Keyless, binding: Binding, caller: Caller) -> ReconcileResult:
+    """Dry run: every step and what it would do, with reads only (of Azure: from the caller's share,
+    _take_live_read_slot)."""
+    _take_live_read_slot(app, caller)
     return app.engine.reconcile(binding, dry_run=True)
 
 
@@ -153,24 +155,26 @@ def onboardings(
 def verification(app: Keyless, caller: Caller, record: BindingRecord) -> VerificationReport:
     """A live verification of the binding, with the account's blockers the caller may see. Throttled when the
     caller has used their share (retry_policy.VERIFICATIONS_PER_CALLER a window): nothing is read then."""
-    _take_verification_slot(app, caller)
+    _take_live_read_slot(app, caller)
     return after_ready.verification_for(app, record, visible=lambda other: may_see(app, caller, other))
 
 
-def _take_verification_slot(app: Keyless, caller: Caller) -> None:
-    """One of the caller's slots (a lease each, held for the window), from a random one on: a caller looping
-    on live verifications cannot spend the Azure read budget every binding shares. The worker's own
-    verification after each run needs no slot."""
-    slots, window = retry_policy.VERIFICATIONS_PER_CALLER, retry_policy.VERIFICATION_WINDOW_SECONDS
+def _take_live_read_slot(app: Keyless, caller: Caller) -> None:
+    """One of the caller's slots (a lease each, held for the window), from a random one on, for a request that
+    reads Azure live (a verification, a dry run): a caller looping on them cannot spend the Azure read budget
+    every binding shares. The worker's own runs and verifications need no slot. Throttled when none is free:
+    nothing is read then."""
+    slots, window = retry_policy.LIVE_READS_PER_CALLER, retry_policy.LIVE_READ_WINDOW_SECONDS
     who = caller.object_id or caller.name or "anonymous"
     first = random.randrange(slots)
-    names = [f"verify|{who}|{(first + i) % slots}" for i in range(slots)]
+    names = [f"live-read|{who}|{(first + i) % slots}" for i in range(slots)]
     if any(app.ledger.acquire(name, window) for name in names):
         return
     wait = max(app.ledger.seconds_left(names[0]), retry_policy.RETRY_AFTER_MIN_SECONDS)
     raise Throttled(
-        f"id: at most {slots} live verifications every {window:.0f} s per caller; again in {wait:.0f} s. The "
-        "worker verifies every binding after each run: GET /api/onboardings/{id} shows its last verification",
+        f"id: at most {slots} live reads of Azure (verifications, dry runs) every {window:.0f} s per caller; again "
+        f"in {wait:.0f} s. The worker verifies every binding after each run: GET /api/onboardings/{{id}} shows "
+        "its last verification",
         wait,
     )
 

@@ -483,8 +483,8 @@ def readme_table() -> str:
     return "\n".join(rows)
 
 
-VERIFICATIONS_PER_CALLER = 10
-VERIFICATION_WINDOW_SECONDS = 60.0
-"""Live verifications (GET /api/onboardings/{id}/verification) one caller may ask for in a window: each reads
-Azure on Keyless's one read budget, which the sweep, onboardings and offboardings share (shared.app.self_service).
-Real seconds, never scaled: a bound on people, not a retry."""
+LIVE_READS_PER_CALLER = 10
+LIVE_READ_WINDOW_SECONDS = 60.0
+"""Requests that read Azure live for a person (a verification, a dry run) one caller may make in a window: each
+reads Azure on Keyless's one read budget, which the sweep, onboardings and offboardings share
+(shared.app.self_service). Real seconds, never scaled: a bound on people, not a retry."""
