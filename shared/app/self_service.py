@@ -154,7 +154,7 @@ def onboardings(
 
 def verification(app: Keyless, caller: Caller, record: BindingRecord) -> VerificationReport:
     """A live verification of the binding, with the account's blockers the caller may see. Throttled when the
-    caller has used their share (retry_policy.VERIFICATIONS_PER_CALLER a window): nothing is read then."""
+    caller has used their share (retry_policy.LIVE_READS_PER_CALLER a window): nothing is read then."""
     _take_live_read_slot(app, caller)
     return after_ready.verification_for(app, record, visible=lambda other: may_see(app, caller, other))
 
